@@ -1,0 +1,122 @@
+"""Prompt attention on the last L decoder layers, hooked where the post-rotary queries exist.
+
+Transformers 5.x attention modules (Llama, Qwen2, Qwen3, ...) compute q/k/v, apply
+rotary embeddings and q/k norms, then call the function registered in
+``ALL_ATTENTION_FUNCTIONS`` under ``config._attn_implementation`` with the module
+itself and every extra keyword argument given to the model's forward. We register
+``talora_sdpa``: it runs the stock SDPA path unchanged and, at prompted layers, adds
+
+    tanh(g[l, h]) * softmax(Q K_p^T * scaling) V_p                  (mode "gated")
+
+where K_p, V_p are the per-example prompt vectors passed through the layer's own
+frozen k/v projections (and Qwen3's k_norm; no rotary: prompts have no position).
+With g = 0 the output is bit-identical to the frozen model's. Mode "plain" is the
+ablation: the prompt keys/values join the input's in one softmax (classic prefix
+attention), which cannot start as the frozen model.
+
+Hooking here (rather than re-implementing each architecture's attention forward, as
+PEFT's AdaptionPrompt does) keeps us independent of how each model builds its
+queries; a test per architecture catches an upgrade that changes the interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+ATTN_IMPLEMENTATION = "talora_sdpa"
+MODES = ("gated", "plain")
+
+
+@dataclass
+class LayerPrompts:
+    """Per-example prompts for the prompted layers of one forward pass.
+
+    prompts: (L, B, m, d) hidden-size prompt vectors, one set per prompted layer and example
+        (already gathered by task id, so a batch may mix tasks).
+    gates: (L, H) raw gate parameters shared by the batch, or (L, B, H) one set per example
+        (tanh is applied here); unused in "plain" mode.
+    first_layer: index of the first prompted decoder layer (layers first_layer .. first_layer+L-1).
+    """
+
+    prompts: torch.Tensor
+    gates: torch.Tensor | None
+    first_layer: int
+    mode: str = "gated"
+
+    def for_layer(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        i = layer_idx - self.first_layer
+        if i < 0 or i >= self.prompts.shape[0]:
+            return None
+        return self.prompts[i], (None if self.gates is None else self.gates[i])
+
+
+def _prompt_kv(module: torch.nn.Module, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project (B, m, d) prompts to keys/values of shape (B, H_kv, m, head_dim)."""
+    b, m, _ = prompt.shape
+    shape = (b, m, -1, module.head_dim)
+    keys = module.k_proj(prompt).view(shape)
+    if getattr(module, "k_norm", None) is not None:  # Qwen3 normalises keys per head before attention
+        keys = module.k_norm(keys)
+    values = module.v_proj(prompt).view(shape)
+    return keys.transpose(1, 2), values.transpose(1, 2)
+
+
+def _gated_prompt_term(module, query, prompt, gate, scaling) -> torch.Tensor:
+    keys, values = _prompt_kv(module, prompt.to(query.dtype))
+    groups = query.shape[1] // keys.shape[1]
+    keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    # No mask: every input token may see every prompt vector (prompts precede the input).
+    attended = F.scaled_dot_product_attention(query, keys, values, scale=scaling)  # (B, H, q, hd)
+    gate = torch.tanh(gate).to(query.dtype)
+    gate = gate[None, :, None, None] if gate.dim() == 1 else gate[:, :, None, None]
+    return (gate * attended).transpose(1, 2)
+
+
+def _joint_prefix_attention(module, query, key, value, attention_mask, prompt, scaling) -> torch.Tensor:
+    p_keys, p_values = _prompt_kv(module, prompt.to(query.dtype))
+    groups = query.shape[1] // key.shape[1]
+    keys = torch.cat([p_keys, key], dim=2).repeat_interleave(groups, dim=1)
+    values = torch.cat([p_values, value], dim=2).repeat_interleave(groups, dim=1)
+    b, q_len, kv_len, m = query.shape[0], query.shape[2], key.shape[2], prompt.shape[1]
+    if attention_mask is None:
+        # Causal over the input, aligned to the end of the key sequence (as with a KV cache).
+        allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+        attention_mask = allowed[None, None].expand(b, 1, q_len, kv_len)
+    if attention_mask.dtype == torch.bool:
+        prefix = torch.ones(b, 1, q_len, m, dtype=torch.bool, device=query.device)
+    else:
+        prefix = torch.zeros(b, 1, q_len, m, dtype=attention_mask.dtype, device=query.device)
+    mask = torch.cat([prefix, attention_mask.expand(b, 1, q_len, kv_len)], dim=-1)
+    out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling)
+    return out.transpose(1, 2)
+
+
+def talora_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention function registered as ``talora_sdpa``; see the module docstring."""
+    bundle: LayerPrompts | None = kwargs.pop("talora_prompts", None)
+    layer = None if bundle is None else bundle.for_layer(module.layer_idx)
+    if layer is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    prompt, gate = layer
+    scaling = module.scaling if scaling is None else scaling
+    if bundle.mode == "plain":
+        return _joint_prefix_attention(module, query, key, value, attention_mask, prompt, scaling), None
+    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    return out + _gated_prompt_term(module, query, prompt, gate, scaling), weights
+
+
+def install(model: torch.nn.Module) -> None:
+    """Route the model's attention through ``talora_sdpa`` (idempotent, no weights change)."""
+    AttentionInterface.register(ATTN_IMPLEMENTATION, talora_attention)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    model.config._attn_implementation = ATTN_IMPLEMENTATION
+    for sub in model.modules():  # sub-configs (some models keep one per decoder) must agree
+        cfg = getattr(sub, "config", None)
+        if cfg is not None and cfg is not model.config and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = ATTN_IMPLEMENTATION

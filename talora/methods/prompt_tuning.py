@@ -1,0 +1,59 @@
+"""Vanilla prompt tuning (Lester et al., 2021): m soft tokens prepended to the input embeddings.
+
+One prompt per task; a batch mixing tasks gathers each example's prompt by task id.
+Only the prompt is trained; gradients flow back through every layer of the frozen
+model, which is why this is the slowest of the prompt methods per step.
+For a new task (``for_target``) a fresh prompt is trained from the vocabulary
+initialisation: vanilla prompt tuning transfers nothing (SPoT is the transfer variant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone
+from .base import Method, PromptInputs, Shapes, vocab_init
+from .base import PromptConfig as _PromptConfig
+
+
+@dataclass
+class PromptTuningConfig:
+    length: int = 20  # soft tokens per task
+    lr: float = 3e-2  # AdamW learning rate of the prompt
+    init_vocab: int = 5000  # initialise from embeddings of the first N vocabulary ids
+    init_seed: int = 0  # seed of the initialisation (the trainer's seed drives data order)
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ValueError("length must be >= 1")
+
+
+class PromptTuning(Method):
+    name = "prompt_tuning"
+    config_cls = PromptTuningConfig
+
+    def __init__(self, config: PromptTuningConfig, backbone: Backbone, task_names: list[str]):
+        super().__init__(config, backbone, task_names)
+        gen = torch.Generator().manual_seed(config.init_seed)
+        init = vocab_init(backbone, len(task_names), _PromptConfig(length=config.length, init_vocab=config.init_vocab), gen)
+        self.prompt = nn.Parameter(init)  # (T, m, d)
+        self.hidden = Shapes.of(backbone).hidden
+
+    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+        return PromptInputs(input_prefix=self.prompt[task_ids])
+
+    def param_groups(self) -> list[dict]:
+        return [{"name": "prompt", "params": [self.prompt], "lr": self.config.lr}]
+
+    def for_target(self, task_name: str, backbone: Backbone) -> "PromptTuning":
+        return PromptTuning(self.config, backbone, [task_name])
+
+    def trainable_parameters(self) -> dict[str, int]:
+        return {"shared": 0, "per_task": self.config.length * self.hidden}
+
+    @classmethod
+    def parameter_formula(cls) -> str:
+        return "per task m*d"

@@ -1,0 +1,154 @@
+"""TA-LoRA (Task-Adaptive Low-Rank Representation), after ../shared/papers/ta-lora.txt §III.
+
+At prompted layer l, task i uses the prompt
+
+    P[l, i] = theta0[l] + s * B[l] @ (u[l, i] outer v[l, i])        (m x d)
+
+theta0 (m x d, shared knowledge, eq. 1) starts as the mean of the stage-1 single-task
+prompts; B (m x r) is the shared SLOW weight; A_i = u_i v_i^T (r x d, rank 1) is task
+i's FAST weight (eq. 4). Slow and fast weights get separate AdamW learning rates.
+Prompts enter through the zero-initialised gated attention of ``talora.attention``
+(eq. 5-9), and the loss adds the orthogonality regulariser (eq. 10)
+
+    lambda * sum_l sum_{i<j} ||A_i^T A_j||_F^2 = lambda * sum_l sum_{i<j} (u_i.u_j)^2 ||v_i||^2 ||v_j||^2.
+
+u starts at zero, so stage 2 starts exactly from theta0 and a target task starts
+from the shared knowledge; v starts at unit scale so u receives gradient at once.
+Ablations of Table III: ``same_lr`` (slow weights use the fast rate), ``shared_b:
+false`` (each task owns its B: no shared slow weight) and ``attention: plain``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..attention import LayerPrompts
+from ..backbone import Backbone
+from .base import Method, PromptConfig, PromptInputs, Shapes, deep_vocab_init, prompted_layers
+
+
+@dataclass
+class TALoRAConfig(PromptConfig):
+    rank: int = 4  # r, rows of the fast weight A_i and columns of B
+    scale: float = 1.0  # s, magnitude of the task-specific part (eq. 3)
+    lambda_orth: float = 1e-5  # orthogonality weight; note ||v||^2 is about d at initialisation
+    lr_slow: float = 1e-3  # theta0 and B
+    lr_fast: float = 3e-2  # u and v
+    lr_gate: float = 1e-2  # the gates
+    same_lr: bool = False  # ablation: slow weights use lr_fast
+    shared_b: bool = True  # ablation (false): every task owns its B, nothing low-rank is shared
+    train_theta0: bool = True  # false keeps the stage-1 mean fixed in stage 2
+    transfer_gates: bool = False  # train the (shared) gates during few-shot transfer too
+    init_seed: int = 0
+    transfer: bool = False  # set by for_target: theta0 and B are frozen, only u, v learn
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rank < 1:
+            raise ValueError("rank must be >= 1")
+
+
+class TALoRA(Method):
+    name = "talora"
+    config_cls = TALoRAConfig
+
+    def __init__(self, config: TALoRAConfig, backbone: Backbone, task_names: list[str]):
+        super().__init__(config, backbone, task_names)
+        shapes = Shapes.of(backbone)
+        self.layers = prompted_layers(config, shapes.num_layers)
+        self.first_layer = shapes.num_layers - self.layers
+        self.hidden, self.heads = shapes.hidden, shapes.heads
+        L, T, m, r, d = self.layers, len(task_names), config.length, config.rank, shapes.hidden
+        gen = torch.Generator().manual_seed(config.init_seed)
+        self.theta0 = nn.Parameter(deep_vocab_init(backbone, self.first_layer, L, 1, config, gen)[:, 0])
+        b_shape = (L, m, r) if config.shared_b else (L, T, m, r)
+        self.B = nn.Parameter(torch.randn(b_shape, generator=gen) / r**0.5)
+        self.u = nn.Parameter(torch.zeros(L, T, r))
+        self.v = nn.Parameter(torch.randn(L, T, d, generator=gen))
+        self.gates = nn.Parameter(torch.zeros(L, self.heads))
+        if config.transfer:
+            self.theta0.requires_grad_(False)
+            self.B.requires_grad_(not config.shared_b)  # an unshared B is the target's own
+            self.gates.requires_grad_(config.transfer_gates)
+        elif not config.train_theta0:
+            self.theta0.requires_grad_(False)
+
+    def task_prompts(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """(L, B, m, d) prompts of the given examples' tasks; no Python loop over tasks."""
+        u, v = self.u[:, task_ids], self.v[:, task_ids]  # (L, B, r), (L, B, d)
+        if self.config.shared_b:
+            bu = torch.einsum("lmr,lbr->lbm", self.B, u)
+        else:
+            bu = torch.einsum("lbmr,lbr->lbm", self.B[:, task_ids], u)
+        return self.theta0[:, None] + self.config.scale * bu[..., None] * v[:, :, None, :]
+
+    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+        gates = None if self.config.attention == "plain" else self.gates
+        return PromptInputs(layer_prompts=LayerPrompts(self.task_prompts(task_ids), gates, self.first_layer,
+                                                       self.config.attention))
+
+    def regularization(self) -> torch.Tensor | None:
+        if self.config.lambda_orth == 0 or len(self.task_names) < 2:
+            return None
+        dots = torch.einsum("ltr,lsr->lts", self.u, self.u)  # u_i . u_j per layer
+        norms = self.v.pow(2).sum(-1)  # ||v_i||^2, (L, T)
+        pair = dots.pow(2) * norms[:, :, None] * norms[:, None, :]
+        off_diagonal = pair.sum() - pair.diagonal(dim1=1, dim2=2).sum()
+        return self.config.lambda_orth * off_diagonal / 2  # each unordered pair counted once
+
+    def param_groups(self) -> list[dict]:
+        cfg = self.config
+        slow_lr = cfg.lr_fast if cfg.same_lr else cfg.lr_slow
+        # Without a shared B there is no slow weight: B belongs to its task and learns fast.
+        b_lr = slow_lr if cfg.shared_b else cfg.lr_fast
+        groups = [
+            {"name": "theta0", "params": [self.theta0], "lr": slow_lr},
+            {"name": "B", "params": [self.B], "lr": b_lr},
+            {"name": "uv", "params": [self.u, self.v], "lr": cfg.lr_fast},
+        ]
+        if cfg.attention == "gated":
+            groups.append({"name": "gate", "params": [self.gates], "lr": cfg.lr_gate})
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.requires_grad]
+        return [g for g in groups if g["params"]]
+
+    def gate_values(self) -> list[float]:
+        return torch.tanh(self.gates.detach()).mean(dim=1).tolist()
+
+    @torch.no_grad()
+    def init_from_stage1(self, stage1: nn.Module) -> None:
+        """theta0 = mean of the single-task prompts (eq. 1); gates = mean of their gates.
+
+        The paper zero-initialises gates for training from scratch; theta0 was trained
+        behind open stage-1 gates, and closing them again would silence it, so stage 2
+        starts with the stage-1 gates averaged over tasks (a documented choice).
+        """
+        prompts = stage1.prompts  # (L, T, m, d)
+        if prompts.shape[0] != self.layers or prompts.shape[2] != self.config.length:
+            raise ValueError(f"stage-1 prompts {tuple(prompts.shape)} do not match L={self.layers}, "
+                             f"m={self.config.length}")
+        self.theta0.copy_(prompts.mean(dim=1))
+        self.gates.copy_(stage1.gates.mean(dim=0))
+
+    def for_target(self, task_name: str, backbone: Backbone) -> "TALoRA":
+        cfg = TALoRAConfig(**{**self.config.__dict__, "transfer": True})
+        target = TALoRA(cfg, backbone, [task_name])
+        with torch.no_grad():
+            target.theta0.copy_(self.theta0)
+            target.gates.copy_(self.gates)
+            target.B.copy_(self.B if self.config.shared_b else self.B.mean(dim=1, keepdim=True))
+        return target
+
+    def trainable_parameters(self) -> dict[str, int]:
+        L, m, r, d = self.layers, self.config.length, self.config.rank, self.hidden
+        gates = L * self.heads if self.config.attention == "gated" else 0
+        if self.config.shared_b:
+            return {"shared": L * m * d + L * m * r + gates, "per_task": L * (r + d)}
+        return {"shared": L * m * d + gates, "per_task": L * (m * r + r + d)}
+
+    @classmethod
+    def parameter_formula(cls) -> str:
+        return "shared L*m*d (theta0) + L*m*r (B) + L*H (gates); per task L*(r+d) (u, v)"

@@ -1,0 +1,104 @@
+"""A frozen backbone driven by a method's prompts: the loss and the label scores.
+
+Only the positions that predict answer tokens go through the output head, and when
+ranking labels only the label words' rows of it: never (batch x seq x vocab) logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from . import attention
+from .backbone import Backbone
+from .batching import Batch, Encoded, answer_batch, prompt_batch
+from .methods import Method
+
+if TYPE_CHECKING:
+    from .tasks import TaskSpec
+
+
+def prepare(backbone: Backbone) -> None:
+    """Install the prompt attention (idempotent); with no prompts the model is unchanged."""
+    attention.install(backbone.model)
+
+
+def hidden_at(backbone: Backbone, method: Method, batch: Batch) -> torch.Tensor:
+    """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place."""
+    model = backbone.model
+    prompts = method.prompt_inputs(batch.task_ids)
+    embeds = model.get_input_embeddings()(batch.input_ids)
+    mask, cols = batch.attention_mask, batch.cols
+    if prompts.input_prefix is not None:
+        prefix = prompts.input_prefix.to(embeds.dtype)
+        embeds = torch.cat([prefix, embeds], dim=1)
+        mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[1]), mask], dim=1)
+        cols = cols + prefix.shape[1]
+    out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
+                              talora_prompts=prompts.layer_prompts)
+    return out.last_hidden_state[batch.rows, cols]
+
+
+def _head(backbone: Backbone):
+    head = backbone.model.get_output_embeddings()
+    return head.weight, head.bias
+
+
+def answer_loss(backbone: Backbone, method: Method, batch: Batch) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens (full vocabulary, answer positions only)."""
+    weight, bias = _head(backbone)
+    logits = F.linear(hidden_at(backbone, method, batch), weight, bias)
+    return F.cross_entropy(logits.float(), batch.targets)
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Tokenised label words of one task, in the task's label order."""
+
+    labels: tuple[str, ...]
+    words: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, spec: TaskSpec, tokenizer) -> "Verbalizer":
+        words = tuple(tuple(tokenizer(spec.answer(l), add_special_tokens=False)["input_ids"]) for l in spec.labels)
+        return cls(tuple(spec.labels), words)
+
+    @property
+    def single_token(self) -> bool:
+        return all(len(w) == 1 for w in self.words) and len({w[0] for w in self.words}) == len(self.words)
+
+
+@torch.no_grad()
+def rank_labels(backbone: Backbone, method: Method, items: list[Encoded],
+                verbalizers: dict[int, Verbalizer]) -> list[str]:
+    """Predict each example's label by the log-likelihood of its label words (sum over their tokens).
+
+    When every label word of the batch's tasks is one distinct token, one forward pass
+    of the prompts suffices and only those tokens' rows of the output head are used.
+    Otherwise each (example, label) pair is scored with the label appended.
+    """
+    pad = backbone.tokenizer.pad_token_id
+    weight, bias = _head(backbone)
+    if all(verbalizers[e.task_id].single_token for e in items):
+        hidden = hidden_at(backbone, method, prompt_batch(items, pad))
+        preds = []
+        for h, e in zip(hidden, items):
+            verb = verbalizers[e.task_id]
+            ids = torch.tensor([w[0] for w in verb.words])
+            scores = F.linear(h, weight[ids], None if bias is None else bias[ids])
+            preds.append(verb.labels[int(scores.argmax())])
+        return preds
+    expanded = [replace(e, answer=w) for e in items for w in verbalizers[e.task_id].words]
+    batch = answer_batch(expanded, pad)
+    logprobs = F.linear(hidden_at(backbone, method, batch), weight, bias).float().log_softmax(-1)
+    token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
+    per_row = torch.zeros(len(expanded)).index_add_(0, batch.rows, token_scores)
+    preds, start = [], 0
+    for e in items:
+        verb = verbalizers[e.task_id]
+        preds.append(verb.labels[int(per_row[start: start + len(verb.words)].argmax())])
+        start += len(verb.words)
+    return preds

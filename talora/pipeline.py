@@ -1,0 +1,168 @@
+"""Recipes behind the CLI: train (TA-LoRA's two stages, or any single-stage method), transfer, eval.
+
+Each recipe is a plain function of its arguments and writes a self-describing
+output folder: adapter files, ``metrics.json``, ``config.yaml`` and ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from . import tasks as T
+from .adapters import load_adapter, read_sidecar, save_adapter
+from .backbone import Backbone, load_backbone
+from .batching import Encoded, encode
+from .checkpoint import atomic_write
+from .config import RunConfig, dump_config, load_config
+from .errors import ConfigError, DataError
+from .methods import DeepPromptTuning, Method, TALoRA, method_class
+from .methods.deep_prompt_tuning import DeepPromptTuningConfig
+from .model import Verbalizer, prepare
+from .train import TrainConfig, evaluate, headline, train
+
+_BACKBONES: dict[str, Backbone] = {}
+
+
+def backbone_for(spec: str) -> Backbone:
+    """Load once per process: the demo and sweeps run many recipes on one model."""
+    if spec not in _BACKBONES:
+        _BACKBONES[spec] = load_backbone(spec)
+        prepare(_BACKBONES[spec])
+    return _BACKBONES[spec]
+
+
+def source_task_names(data_dir: str | None) -> list[str]:
+    if data_dir is None:
+        return list(T.SYNTHETIC_SOURCE_TASKS)
+    return [d["name"] for d in T.describe_tasks(data_dir) if d.get("role", "").startswith("source")
+            and d.get("kind") == "classification"]
+
+
+def encode_split(backbone: Backbone, tasks: dict[str, T.Task], names: list[str], split: str, max_length: int,
+                 cap: int = 0, examples: dict[str, list[T.Example]] | None = None) -> list[Encoded]:
+    """Encode ``split`` of each task (or the given examples); the task id is the position in ``names``."""
+    items = []
+    for task_id, name in enumerate(names):
+        exs = examples[name] if examples is not None else tasks[name].splits.get(split, [])
+        if not exs:
+            raise DataError(f"task {name!r} has no examples in split {split!r}")
+        exs = exs[:cap] if cap else exs
+        items += [encode(tasks[name].spec, ex, backbone.tokenizer, max_length, task_id) for ex in exs]
+    return items
+
+
+def verbalizers_for(backbone: Backbone, specs: list[T.TaskSpec]) -> dict[int, Verbalizer]:
+    return {i: Verbalizer.of(s, backbone.tokenizer) for i, s in enumerate(specs)}
+
+
+def _fit(backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: TrainConfig, out: Path,
+         resume: bool, desc: str) -> dict:
+    specs = [tasks[n].spec for n in names]
+    train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, cfg.train_examples)
+    eval_items = encode_split(backbone, tasks, names, "validation", cfg.max_length)
+    verbs = verbalizers_for(backbone, specs)
+    metrics = {s.name: s.metric for s in specs}
+    result = train(backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc)
+    final = evaluate(backbone, method, eval_items, verbs, train_cfg.eval_batch_size)
+    save_adapter(out, method, backbone, {s.name: s for s in specs})
+    summary = {"method": method.name, "split": "validation", "metrics": final, "headline": metrics,
+               "average": headline(final, metrics),
+               "best_step": result.best_step, "steps": train_cfg.steps, "seconds": round(result.seconds, 1),
+               "truncated_examples": sum(e.truncated for e in train_items + eval_items),
+               "trainable_parameters": method.trainable_parameters()}
+    atomic_write(out / "metrics.json", json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
+    """Train ``cfg.method`` on the source tasks; TA-LoRA runs stage 1 then stage 2."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write(output / "config.yaml", dump_config(cfg).encode())
+    names = cfg.tasks or source_task_names(cfg.data_dir)
+    tasks = T.load_tasks(cfg.data_dir, names)
+    backbone = backbone_for(cfg.model)
+    method_cfg = cfg.method_config()
+    method = method_class(cfg.method)(method_cfg, backbone, names)
+    t0 = time.perf_counter()
+    stage1_summary = None
+    if isinstance(method, TALoRA):
+        stage1_dir = output / "stage1"
+        if resume and (stage1_dir / "metrics.json").is_file():
+            stage1, _ = load_adapter(stage1_dir, backbone, expect_method=DeepPromptTuning.name)
+            stage1_summary = json.loads((stage1_dir / "metrics.json").read_text())
+        else:
+            stage1 = DeepPromptTuning(stage1_config(method_cfg), backbone, names)
+            stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1")
+        method.init_from_stage1(stage1)
+    summary = _fit(backbone, method, tasks, names, cfg, cfg.train, output, resume,
+                   "stage 2" if stage1_summary else cfg.method)
+    summary["seconds_total"] = round(time.perf_counter() - t0, 1)
+    if stage1_summary:
+        summary["stage1"] = {k: stage1_summary[k] for k in ("metrics", "average", "seconds")}
+    atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def stage1_config(cfg) -> DeepPromptTuningConfig:
+    """Stage-1 prompts share TA-LoRA's placement; they learn at the fast rate (they are single-task)."""
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DeepPromptTuningConfig) if hasattr(cfg, f.name)}
+    return DeepPromptTuningConfig(**{**shared, "lr": cfg.lr_fast, "lr_gate": cfg.lr_gate})
+
+
+def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_dir: str | None = None,
+                 train_cfg: TrainConfig | None = None) -> dict:
+    """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation)."""
+    source, output = Path(source), Path(output)
+    cfg = load_config(source / "config.yaml")
+    data_dir = data_dir if data_dir is not None else cfg.data_dir
+    sidecar = read_sidecar(source)
+    backbone = backbone_for(cfg.model)
+    method, _ = load_adapter(source, backbone, expect_method=sidecar["method"])
+    tasks = T.load_tasks(data_dir, [task])
+    spec = tasks[task].spec
+    shots = T.sample_k_shot(tasks[task].splits.get("train", []), k, seed, per_class=True)
+    target = method.for_target(task, backbone)
+    output.mkdir(parents=True, exist_ok=True)
+    train_cfg = train_cfg or cfg.transfer
+    run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg)
+    atomic_write(output / "config.yaml", dump_config(run_cfg).encode())
+    verbs = verbalizers_for(backbone, [spec])
+    train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: shots})
+    # Few-shot protocol: no validation set to select on; the last step's state is the result.
+    result = train(backbone, target, train_items, train_items, verbs, {task: spec.metric}, train_cfg, output, seed,
+                   desc=f"{task} k={k}")
+    split = "test" if tasks[task].splits.get("test") else "validation"
+    scores = evaluate(backbone, target, encode_split(backbone, tasks, [task], split, cfg.max_length), verbs,
+                      train_cfg.eval_batch_size)[task]
+    save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source)})
+    summary = {"method": target.name, "task": task, "k": k, "seed": seed, "split": split, "metrics": scores,
+               "score": scores[spec.metric], "metric": spec.metric, "seconds": round(result.seconds, 1),
+               "trainable_parameters": target.trainable_parameters()}
+    atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str | None = None,
+             model: str | None = None) -> dict:
+    adapter = Path(adapter)
+    config_path = adapter / "config.yaml"
+    cfg = load_config(config_path) if config_path.is_file() else RunConfig()
+    backbone = backbone_for(model or cfg.model)
+    method, specs = load_adapter(adapter, backbone)
+    if task not in specs:
+        raise ConfigError(f"adapter {adapter} has no task {task!r}; it has: {', '.join(specs)}")
+    tasks = T.load_tasks(data_dir if data_dir is not None else cfg.data_dir, [task])
+    names = method.task_names
+    items = [encode(specs[task], ex, backbone.tokenizer, cfg.max_length, names.index(task))
+             for ex in tasks[task].splits.get(split, [])]
+    if not items:
+        raise DataError(f"task {task!r} has no examples in split {split!r}")
+    verbs = {names.index(task): Verbalizer.of(specs[task], backbone.tokenizer)}
+    scores = evaluate(backbone, method, items, verbs)[task]
+    majority = T.majority_baseline(tasks[task].splits.get("train", []), tasks[task].splits[split], specs[task].labels) \
+        if tasks[task].splits.get("train") else None
+    return {"task": task, "split": split, "examples": len(items), "metrics": scores, "majority_baseline": majority}

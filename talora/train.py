@@ -1,0 +1,262 @@
+"""One trainer for every method.
+
+Batches mix tasks (examples-proportional mixing, optionally flattened by a
+temperature and capped per task, as in T5); AdamW runs the method's parameter
+groups (fast/slow learning rates are just groups); warm-up then a linear or cosine
+schedule; gradient clipping; periodic validation keeps the best state; a JSONL log
+records loss, learning rates, gates and metrics. The data order is a pure function
+of (seed, step), so a resumed run replays exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .batching import Encoded, answer_batch
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import ConfigError, DataError, TrainingError
+from .methods import Method
+from .model import Verbalizer, answer_loss, rank_labels
+from .tasks import compute_metrics
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200  # optimiser steps
+    batch_size: int = 8  # examples per step, tasks mixed
+    warmup_steps: int = 10  # linear warm-up from 0
+    schedule: str = "linear"  # after warm-up: linear | cosine (to 0) | constant
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    eval_every: int = 50  # validate every N steps (0 = only at the end); the best state is kept
+    eval_examples: int = 200  # validation examples per task used during training (0 = all)
+    eval_batch_size: int = 32
+    mixing_temperature: float = 1.0  # task rate ~ n_t^(1/T): 1 = examples-proportional, large = uniform
+    mixing_cap: int = 0  # n_t is capped at this before mixing (0 = no cap)
+    log_every: int = 10  # training-log period in steps
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.mixing_temperature <= 0:
+            raise ValueError("mixing_temperature must be > 0")
+
+
+def mixing_rates(sizes: list[int], temperature: float, cap: int = 0) -> np.ndarray:
+    n = np.array([min(s, cap) if cap else s for s in sizes], dtype=np.float64)
+    rates = n ** (1.0 / temperature)
+    return rates / rates.sum()
+
+
+class MixtureSampler:
+    """Draws mixed-task batches; each task's examples are visited epoch by epoch in a seeded order.
+
+    State is the number of examples drawn per task, so resuming needs only that dict.
+    """
+
+    def __init__(self, sizes: list[int], temperature: float, cap: int, seed: int):
+        if any(s == 0 for s in sizes):
+            raise DataError("a training task has no examples")
+        self.sizes, self.seed = sizes, seed
+        self.rates = mixing_rates(sizes, temperature, cap)
+        self.drawn = [0] * len(sizes)
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+
+    def _order(self, task: int, epoch: int) -> np.ndarray:
+        key = (task, epoch)
+        if key not in self._orders:
+            self._orders[key] = np.random.default_rng([self.seed, task, epoch]).permutation(self.sizes[task])
+        return self._orders[key]
+
+    def draw(self, step: int, batch_size: int) -> list[tuple[int, int]]:
+        tasks = np.random.default_rng([self.seed, 1 << 20, step]).choice(len(self.sizes), batch_size, p=self.rates)
+        picks = []
+        for t in tasks.tolist():
+            epoch, pos = divmod(self.drawn[t], self.sizes[t])
+            picks.append((t, int(self._order(t, epoch)[pos])))
+            self.drawn[t] += 1
+        return picks
+
+
+def lr_lambda(cfg: TrainConfig):
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate(backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
+             batch_size: int = 32) -> dict[str, dict[str, float]]:
+    """Per-task metrics of label ranking over ``items`` (tasks may be mixed)."""
+    if not items:
+        raise DataError("nothing to evaluate: the evaluation split is empty")
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))  # less padding
+    preds: dict[int, str] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = [items[i] for i in order[start: start + batch_size]]
+        for i, p in zip(order[start: start + batch_size], rank_labels(backbone, method, chunk, verbalizers)):
+            preds[i] = p
+    results = {}
+    for task_id in sorted({e.task_id for e in items}):
+        idx = [i for i, e in enumerate(items) if e.task_id == task_id]
+        labels = verbalizers[task_id].labels
+        results[method.task_names[task_id]] = compute_metrics([preds[i] for i in idx],
+                                                              [items[i].label for i in idx], labels)
+    return results
+
+
+def headline(results: dict[str, dict[str, float]], metrics: dict[str, str]) -> float:
+    """Mean over tasks of each task's headline metric: the model-selection score."""
+    return float(np.mean([results[t][metrics[t]] for t in results]))
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_step: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _state_tensors(method: Method, optimizer, prefix: str = "") -> dict[str, torch.Tensor]:
+    tensors = {f"{prefix}method.{k}": v for k, v in method.state_dict().items()}
+    for pid, state in optimizer.state_dict()["state"].items():
+        for k, v in state.items():
+            tensors[f"{prefix}optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return tensors
+
+
+def train(backbone, method: Method, train_items: list[Encoded], eval_items: list[Encoded],
+          verbalizers: dict[int, Verbalizer], metrics: dict[str, str], cfg: TrainConfig, out_dir: Path,
+          seed: int, resume: bool = False, desc: str = "train") -> TrainResult:
+    """Train ``method`` on ``train_items`` and leave it holding the best validated state."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+    by_task: dict[int, list[Encoded]] = {}
+    for e in train_items:
+        by_task.setdefault(e.task_id, []).append(e)
+    task_ids = sorted(by_task)
+    if not task_ids:
+        raise DataError("the training split is empty")
+    sampler = MixtureSampler([len(by_task[t]) for t in task_ids], cfg.mixing_temperature, cfg.mixing_cap, seed)
+    groups = method.param_groups()
+    if not groups:
+        raise ConfigError(f"method {method.name!r} has no trainable parameters")
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    params = [p for g in groups for p in g["params"]]
+    pad = backbone.tokenizer.pad_token_id
+    result = TrainResult(best_score=-math.inf, best_step=-1)
+    best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    start, elapsed = 0, 0.0
+    ckpt_dir = out_dir / "checkpoint"
+    if resume and (ckpt := load_checkpoint(ckpt_dir)) is not None:
+        tensors, meta = ckpt
+        start = _restore(method, optimizer, scheduler, sampler, tensors, meta)
+        best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+        result = TrainResult(meta["best_score"], meta["best_step"], meta["history"])
+        elapsed = meta["seconds"]
+    log = (out_dir / "log.jsonl").open("a" if resume else "w")
+    t0 = time.perf_counter() - elapsed
+    eval_steps = {cfg.steps} | (set(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)) if cfg.eval_every else set())
+    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, leave=False, dynamic_ncols=True)
+    for step in bar:
+        picks = sampler.draw(step, cfg.batch_size)
+        batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad)
+        loss = answer_loss(backbone, method, batch)
+        reg = method.regularization()
+        total = loss if reg is None else loss + reg
+        if not torch.isfinite(total):
+            uids = [by_task[task_ids[t]][i].uid for t, i in picks]
+            raise TrainingError(f"loss became {total.item()} at step {step + 1} on batch {uids}; "
+                                f"the last good checkpoint is kept in {ckpt_dir}")
+        total.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            record = {"step": done, "loss": loss.item(), "reg": None if reg is None else reg.item(),
+                      "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "gates": method.gate_values()}
+            log.write(json.dumps(record) + "\n")
+        if done in eval_steps:
+            subset = _eval_subset(eval_items, cfg.eval_examples)
+            scores = evaluate(backbone, method, subset, verbalizers, cfg.eval_batch_size)
+            score = headline(scores, metrics)
+            result.history.append({"step": done, "score": score, "metrics": scores})
+            log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
+            if score > result.best_score:
+                result.best_score, result.best_step = score, done
+                best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+            log.flush()
+            meta = {"best_score": result.best_score, "best_step": result.best_step, "history": result.history,
+                    "seconds": time.perf_counter() - t0, "drawn": sampler.drawn,
+                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
+                    "optim_groups": [{k: v for k, v in g.items() if k != "params"}
+                                     for g in optimizer.state_dict()["param_groups"]]}
+            tensors = {**_state_tensors(method, optimizer), **{f"best.{k}": v for k, v in best_state.items()}}
+            save_checkpoint(ckpt_dir, done, tensors, meta)
+    log.close()
+    method.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _restore(method, optimizer, scheduler, sampler, tensors, meta) -> int:
+    method.load_state_dict({k[len("method."):]: v for k, v in tensors.items() if k.startswith("method.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    groups = optimizer.state_dict()["param_groups"]
+    for g, saved in zip(groups, meta["optim_groups"]):
+        g.update(saved)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    scheduler.load_state_dict(meta["scheduler"])
+    sampler.drawn = list(meta["drawn"])
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    return int(meta["step"])
+
+
+def _eval_subset(items: list[Encoded], per_task: int) -> list[Encoded]:
+    if not per_task:
+        return items
+    seen: dict[int, int] = {}
+    subset = []
+    for e in items:
+        if seen.get(e.task_id, 0) < per_task:
+            subset.append(e)
+            seen[e.task_id] = seen.get(e.task_id, 0) + 1
+    return subset

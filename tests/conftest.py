@@ -1,0 +1,65 @@
+"""Tiny random models built from configs (no download) and a tokenizer trained in memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
+
+from talora.backbone import Backbone, freeze
+from talora.model import prepare
+
+CORPUS = [
+    "the movie was wonderful and the acting was superb",
+    "the food was awful and the service was slow",
+    "Review: great product, works well. Sentiment: positive negative",
+    "Question: is a dog an animal? Answer: yes no maybe",
+    "sports politics science business joy anger fear sadness good bad same different",
+] * 20
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def tiny_config(family: str):
+    common = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if family == "llama":
+        return LlamaConfig(**common)
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    return Qwen3Config(**common, head_dim=16)
+
+
+_TOKENIZER = None
+
+
+def make_backbone(family: str = "llama", seed: int = 0) -> Backbone:
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="sdpa")
+    backbone = freeze(Backbone(model, _TOKENIZER, f"tiny-{family}"))
+    prepare(backbone)
+    return backbone
+
+
+@pytest.fixture(params=FAMILIES)
+def family_backbone(request) -> Backbone:
+    return make_backbone(request.param)
+
+
+@pytest.fixture
+def backbone() -> Backbone:
+    return make_backbone("llama")

@@ -1,0 +1,152 @@
+"""TA-LoRA and the prompt baselines on tiny random models: formulas, gathers, parameter groups."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from talora.batching import Encoded, answer_batch
+from talora.methods import DeepPromptTuning, PromptTuning, TALoRA
+from talora.methods.deep_prompt_tuning import DeepPromptTuningConfig
+from talora.methods.prompt_tuning import PromptTuningConfig
+from talora.methods.talora import TALoRAConfig
+from talora.model import Verbalizer, answer_loss, hidden_at, rank_labels
+
+from conftest import make_backbone
+
+TASKS = ["a", "b", "c"]
+
+
+def _talora(backbone, **kw):
+    m = TALoRA(TALoRAConfig(length=4, rank=3, **kw), backbone, TASKS)
+    with torch.no_grad():  # leave the zero initialisation so every term is exercised
+        m.u.normal_()
+        m.gates.fill_(0.4)
+    return m
+
+
+def _items(n=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [Encoded(f"x{i}", i % 3, tuple(torch.randint(2, 300, (5 + i,), generator=gen).tolist()),
+                    tuple(torch.randint(2, 300, (1 + i % 2,), generator=gen).tolist()), "l") for i in range(n)]
+
+
+def test_talora_prompt_is_theta0_plus_scaled_low_rank(backbone):
+    m = _talora(backbone, scale=0.7)
+    ids = torch.tensor([2, 0, 2])
+    got = m.task_prompts(ids)
+    for layer in range(m.layers):
+        for row, t in enumerate(ids.tolist()):
+            a = torch.outer(m.u[layer, t], m.v[layer, t])  # A_t = u v^T, (r, d)
+            want = m.theta0[layer] + 0.7 * m.B[layer] @ a
+            assert torch.allclose(got[layer, row], want, atol=1e-5)
+
+
+def test_unshared_b_ablation_uses_each_tasks_own_b(backbone):
+    m = _talora(backbone, shared_b=False)
+    assert m.B.shape[1] == len(TASKS)
+    got = m.task_prompts(torch.tensor([1]))
+    want = m.theta0[0] + m.B[0, 1] @ torch.outer(m.u[0, 1], m.v[0, 1])
+    assert torch.allclose(got[0, 0], want, atol=1e-5)
+
+
+def test_orthogonality_regulariser_closed_form_equals_the_definition(backbone):
+    m = _talora(backbone, lambda_orth=0.5)
+    want = 0.0
+    for layer in range(m.layers):
+        a = [torch.outer(m.u[layer, t], m.v[layer, t]) for t in range(len(TASKS))]
+        for i in range(len(a)):
+            for j in range(i + 1, len(a)):
+                want += (a[i].T @ a[j]).pow(2).sum()
+    assert torch.allclose(m.regularization(), 0.5 * want, rtol=1e-4)
+
+
+def test_talora_parameter_groups_and_ablations(backbone):
+    lrs = {g["name"]: g["lr"] for g in _talora(backbone).param_groups()}
+    assert lrs == {"theta0": 1e-3, "B": 1e-3, "uv": 3e-2, "gate": 1e-2}
+    same = {g["name"]: g["lr"] for g in _talora(backbone, same_lr=True).param_groups()}
+    assert same["theta0"] == same["B"] == same["uv"] == 3e-2
+    plain = {g["name"] for g in _talora(backbone, attention="plain").param_groups()}
+    assert "gate" not in plain
+
+
+@pytest.mark.parametrize("make", ["talora", "deep", "input"])
+def test_mixed_task_batch_equals_one_task_at_a_time(backbone, make):
+    """The gather by task id makes each row's output independent of the other rows' tasks."""
+    if make == "talora":
+        m = _talora(backbone)
+    elif make == "deep":
+        m = DeepPromptTuning(DeepPromptTuningConfig(length=4), backbone, TASKS)
+        with torch.no_grad():
+            m.gates.normal_()
+    else:
+        m = PromptTuning(PromptTuningConfig(length=4), backbone, TASKS)
+    items = _items()
+    pad = backbone.tokenizer.pad_token_id
+    with torch.no_grad():
+        mixed = hidden_at(backbone, m, answer_batch(items, pad))
+        alone = torch.cat([hidden_at(backbone, m, answer_batch([e], pad)) for e in items])
+    assert torch.allclose(mixed, alone, atol=1e-5)
+
+
+def test_answer_loss_equals_full_logits_cross_entropy(backbone):
+    m = PromptTuning(PromptTuningConfig(length=3), backbone, TASKS)
+    items = _items()
+    batch = answer_batch(items, backbone.tokenizer.pad_token_id)
+    with torch.no_grad():
+        embeds = torch.cat([m.prompt[batch.task_ids], backbone.model.get_input_embeddings()(batch.input_ids)], 1)
+        mask = torch.cat([torch.ones(len(items), 3, dtype=torch.long), batch.attention_mask], 1)
+        logits = backbone.model(inputs_embeds=embeds, attention_mask=mask).logits
+        want = F.cross_entropy(logits[batch.rows, batch.cols + 3], batch.targets)
+        assert torch.allclose(answer_loss(backbone, m, batch), want, atol=1e-5)
+
+
+def _reference_scores(backbone, m, e, words):
+    """Sum of log-probabilities of each label word after the prompt, from the model's full logits."""
+    scores = []
+    for w in words:
+        ids = torch.tensor([list(e.prompt) + list(w)])
+        prompts = m.prompt_inputs(torch.tensor([e.task_id])).layer_prompts
+        with torch.no_grad():
+            logp = backbone.model(input_ids=ids, talora_prompts=prompts).logits[0].log_softmax(-1)
+        scores.append(sum(logp[len(e.prompt) - 1 + j, t].item() for j, t in enumerate(w)))
+    return scores
+
+
+@pytest.mark.parametrize("words", [((40,), (41,), (42,)), ((40,), (41, 43), (42, 44, 45))])
+def test_label_ranking_matches_full_logits(backbone, words):
+    m = _talora(backbone)
+    verb = Verbalizer(("p", "q", "r"), words)
+    assert verb.single_token == all(len(w) == 1 for w in words)
+    items = _items(9)
+    preds = rank_labels(backbone, m, items, {t: verb for t in range(3)})
+    for e, pred in zip(items, preds):
+        scores = _reference_scores(backbone, m, e, words)
+        assert pred == verb.labels[max(range(3), key=scores.__getitem__)]
+
+
+def test_for_target_freezes_shared_knowledge(backbone):
+    m = _talora(backbone)
+    target = m.for_target("new", backbone)
+    assert target.task_names == ["new"]
+    assert torch.equal(target.theta0, m.theta0) and torch.equal(target.B, m.B)
+    trainable = {n for n, p in target.named_parameters() if p.requires_grad}
+    assert trainable == {"u", "v"}
+    assert torch.count_nonzero(target.u) == 0  # starts exactly at the shared prompt theta0
+
+
+def test_init_from_stage1_takes_the_mean_prompt(backbone):
+    stage1 = DeepPromptTuning(DeepPromptTuningConfig(length=4), backbone, TASKS)
+    with torch.no_grad():
+        stage1.gates.normal_()
+    m = TALoRA(TALoRAConfig(length=4), backbone, TASKS)
+    m.init_from_stage1(stage1)
+    assert torch.allclose(m.theta0, stage1.prompts.mean(1))
+    assert torch.allclose(m.gates, stage1.gates.mean(0))
+
+
+def test_trainable_parameter_counts(backbone):
+    m = TALoRA(TALoRAConfig(length=4, rank=3), backbone, TASKS)
+    counts = m.trainable_parameters()
+    L, d, H = m.layers, backbone.hidden_size, backbone.model.config.num_attention_heads
+    assert counts == {"shared": L * 4 * d + L * 4 * 3 + L * H, "per_task": L * (3 + d)}
+    assert counts["shared"] + 3 * counts["per_task"] == sum(p.numel() for p in m.parameters())
