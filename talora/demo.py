@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 from . import tasks as T
 from .checkpoint import atomic_write
 from .config import load_config
-from .pipeline import run_train, run_transfer
+from .methods.base import NoPrompt
+from .pipeline import backbone_for, encode_split, run_train, run_transfer, verbalizers_for
+from .train import evaluate
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
@@ -40,7 +42,9 @@ def run_demo(output: Path, config: Path = DEMO_CONFIG, ks: tuple[int, ...] = (16
     t0 = time.perf_counter()
     runs = {"talora": cfg, "prompt_tuning": baseline_config(cfg)}
     units = len(runs) * (1 + len(targets) * len(ks))
-    results: dict = {"source": {}, "target": {}}
+    results: dict = {"source": {"zero_shot": zero_shot(cfg, names_of(cfg), "validation")},
+                     "target": {"zero_shot": {f"{t} (k={k})": score
+                                              for t, score in zero_shot(cfg, targets, "test").items() for k in ks}}}
     with tqdm(total=units, desc="demo", dynamic_ncols=True) as bar:
         for name, run_cfg in runs.items():
             summary = run_train(run_cfg, output / name)
@@ -57,6 +61,20 @@ def run_demo(output: Path, config: Path = DEMO_CONFIG, ks: tuple[int, ...] = (16
     atomic_write(output / "results.md", table.encode())
     print(table)
     return results
+
+
+def names_of(cfg) -> list[str]:
+    return cfg.tasks or list(T.SYNTHETIC_SOURCE_TASKS)
+
+
+def zero_shot(cfg, names: list[str], split: str) -> dict[str, float]:
+    """Headline score of the frozen model with each task's template and no prompt."""
+    backbone = backbone_for(cfg.model)
+    tasks = T.load_tasks(cfg.data_dir, names)
+    items = encode_split(backbone, tasks, names, split, cfg.max_length)
+    scores = evaluate(backbone, NoPrompt(backbone, names), items,
+                      verbalizers_for(backbone, [tasks[n].spec for n in names]))
+    return {n: scores[n][tasks[n].spec.metric] for n in names}
 
 
 def format_table(results: dict) -> str:

@@ -33,7 +33,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_config(family: str):
     common = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2)
     if family == "llama":
         return LlamaConfig(**common)
     if family == "qwen2":

@@ -134,3 +134,22 @@ def deep_vocab_init(backbone: Backbone, first_layer: int, layers: int, count: in
     with torch.no_grad():
         normed = [decoder_layers[first_layer + i].input_layernorm(rows[i]) for i in range(layers)]
     return torch.stack(normed).clone()
+
+
+class NoPrompt(Method):
+    """The frozen model with the task's template and nothing learned: the zero-shot floor."""
+
+    name = "zero_shot"
+    config_cls = dict
+
+    def __init__(self, backbone: Backbone, task_names: list[str]):
+        super().__init__({}, backbone, task_names)
+
+    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+        return PromptInputs()
+
+    def param_groups(self) -> list[dict]:
+        return []
+
+    def trainable_parameters(self) -> dict[str, int]:
+        return {"shared": 0, "per_task": 0}

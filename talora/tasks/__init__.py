@@ -1,0 +1,36 @@
+"""Tasks as text: examples, their prompt templates and label words, few-shot sampling and metrics.
+
+Two sources of tasks share one interface: the embedded synthetic suite (``data_dir=None``) and a
+data folder in the /work/shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from . import jsonl, synthetic
+from .base import Example, Task, TaskSpec
+from .metrics import compute_metrics, majority_baseline
+from .sampling import sample_k_shot
+from .synthetic import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
+
+
+def load_tasks(data_dir: str | Path | None = None, names: Sequence[str] | None = None) -> dict[str, Task]:
+    """The named tasks (all loadable ones when ``names`` is None), reading only their files."""
+    if data_dir is None:
+        return synthetic.load(names)
+    return jsonl.load(data_dir, names)
+
+
+def describe_tasks(data_dir: str | Path | None = None) -> list[dict]:
+    """One row per task (name, language, kind, role, metric, labels, split sizes) without reading data."""
+    if data_dir is None:
+        return synthetic.describe()
+    return jsonl.describe(Path(data_dir))
+
+
+__all__ = [
+    "Example", "TaskSpec", "Task", "load_tasks", "describe_tasks", "sample_k_shot", "compute_metrics",
+    "majority_baseline", "SYNTHETIC_SOURCE_TASKS", "SYNTHETIC_TARGET_TASKS",
+]

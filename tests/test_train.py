@@ -1,0 +1,125 @@
+"""The one trainer on a tiny model: what moves, what stays, determinism, resume, bad losses."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from talora import model as model_mod
+from talora import train as train_mod
+from talora.errors import TrainingError
+from talora.methods import PromptTuning, TALoRA
+from talora.methods.prompt_tuning import PromptTuningConfig
+from talora.methods.talora import TALoRAConfig
+from talora.pipeline import encode_split, verbalizers_for
+from talora.tasks import load_tasks
+from talora.train import MixtureSampler, TrainConfig, mixing_rates, train
+
+from conftest import make_backbone
+
+NAMES = ["movie_sentiment", "news_topic"]
+
+
+def _data(backbone, n=24):
+    tasks = load_tasks(None, NAMES)
+    tr = encode_split(backbone, tasks, NAMES, "train", 64, cap=n)
+    ev = encode_split(backbone, tasks, NAMES, "validation", 64, cap=8)
+    verbs = verbalizers_for(backbone, [tasks[n].spec for n in NAMES])
+    return tr, ev, verbs, {n: tasks[n].spec.metric for n in NAMES}
+
+
+def _cfg(**kw):
+    base = dict(steps=8, batch_size=4, warmup_steps=1, eval_every=4, eval_examples=8, log_every=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def _talora(backbone):
+    return TALoRA(TALoRAConfig(length=4, rank=2, init_seed=1), backbone, NAMES)
+
+
+def test_only_the_method_moves(tmp_path):
+    backbone = make_backbone()
+    frozen = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    m = _talora(backbone)
+    with torch.no_grad():
+        m.gates.fill_(0.2)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    tr, ev, verbs, metrics = _data(backbone)
+    result = train(backbone, m, tr, ev, verbs, metrics, _cfg(eval_every=0), tmp_path, seed=0)
+    after = m.state_dict()
+    for name in ("theta0", "B", "u", "v", "gates"):
+        assert not torch.equal(before[name], after[name]), name
+    assert all(torch.equal(v, backbone.model.state_dict()[k]) for k, v in frozen.items())
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == [2, 4, 6, 8]
+    assert len(steps[0]["gates"]) == m.layers and set(steps[0]["lr"]) == {"theta0", "B", "uv", "gate"}
+    assert result.best_step == 8 and any("eval" in r for r in log)
+
+
+def test_loss_falls_on_a_learnable_task(tmp_path):
+    backbone = make_backbone()
+    m = PromptTuning(PromptTuningConfig(length=4, lr=0.1), backbone, NAMES)
+    tr, ev, verbs, metrics = _data(backbone)
+    result = train(backbone, m, tr, tr[:8], verbs, metrics, _cfg(steps=30, eval_every=0, log_every=5), tmp_path, 0)
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert losses[-1] < losses[0] * 0.85 and result.seconds > 0
+
+
+def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    backbone = make_backbone()
+    tr, ev, verbs, metrics = _data(backbone)
+    a = _talora(backbone)
+    train(backbone, a, tr, ev, verbs, metrics, _cfg(), tmp_path / "a", seed=3)
+
+    b = _talora(backbone)
+    calls = {"n": 0}
+    real = model_mod.answer_loss
+
+    def crash_at_step_6(*args):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # the process dies after the step-4 checkpoint
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "answer_loss", crash_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(backbone, b, tr, ev, verbs, metrics, _cfg(), tmp_path / "b", seed=3)
+    monkeypatch.setattr(train_mod, "answer_loss", real)
+    c = _talora(backbone)
+    result = train(backbone, c, tr, ev, verbs, metrics, _cfg(), tmp_path / "b", seed=3, resume=True)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, c.state_dict()[k], atol=1e-6), k
+    assert [h["step"] for h in result.history] == [4, 8]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    backbone = make_backbone()
+    tr, ev, verbs, metrics = _data(backbone)
+    real, calls = model_mod.answer_loss, {"n": 0}
+
+    def nan_at_step_6(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(train_mod, "answer_loss", nan_at_step_6)
+    with pytest.raises(TrainingError, match=r"loss became nan at step 6 on batch \["):
+        train(backbone, _talora(backbone), tr, ev, verbs, metrics, _cfg(), tmp_path, seed=0)
+    assert json.loads((tmp_path / "checkpoint" / "latest.json").read_text())["current"] == "ckpt-4"
+
+
+def test_mixing_rates():
+    assert np.allclose(mixing_rates([100, 300], 1.0), [0.25, 0.75])
+    assert np.allclose(mixing_rates([100, 300], 1e9), [0.5, 0.5], atol=1e-6)
+    assert np.allclose(mixing_rates([100, 300], 1.0, cap=100), [0.5, 0.5])
+
+
+def test_sampler_is_deterministic_mixes_tasks_and_covers_each_epoch():
+    s1, s2 = MixtureSampler([5, 7], 1.0, 0, seed=4), MixtureSampler([5, 7], 1.0, 0, seed=4)
+    draws = [s1.draw(step, 6) for step in range(10)]
+    assert draws == [s2.draw(step, 6) for step in range(10)]
+    assert any(len({t for t, _ in d}) == 2 for d in draws)  # batches mix tasks
+    task0 = [i for d in draws for t, i in d if t == 0]
+    assert sorted(task0[:5]) == list(range(5))  # the first epoch of a task visits each example once
