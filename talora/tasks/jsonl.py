@@ -1,7 +1,8 @@
 """Tasks from a data folder: ``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl`` (see /work/shared/data/README.md).
 
 The manifest alone is enough to list tasks; a task's JSONL files are parsed only when it is loaded.
-Every complaint about a file names the file, the 1-based line and the field.
+Every complaint about a file names the file, the 1-based line and the field. An example's uid is
+``<path>/<split>/<line>`` (e.g. ``en/sst2/train/17``), so it points back at its line.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def read_manifest(data_dir: Path) -> dict[str, dict]:
 def split_files(data_dir: Path, entry: dict) -> dict[str, Path]:
     splits = entry.get("splits")
     if isinstance(splits, dict) and splits:
-        return {s: data_dir / (info.get("file") or f"{entry['path']}/{s}.jsonl") for s, info in splits.items()}
+        return {s: data_dir / ((info.get("file") if isinstance(info, dict) else None) or f"{entry['path']}/{s}.jsonl")
+                for s, info in splits.items()}
     return {p.stem: p for p in sorted((data_dir / entry["path"]).glob("*.jsonl"))}
 
 
@@ -113,7 +115,7 @@ def describe(data_dir: Path) -> list[dict]:
             "name": name, "language": entry["language"], "kind": kind,
             "role": normalise_role(str(entry.get("role", ""))), "role_detail": str(entry.get("role", "")),
             "metric": metric, "labels": list(entry.get("label_list") or []),
-            "splits": {s: (info or {}).get("kept") for s, info in splits.items()},
+            "splits": {s: info.get("kept") if isinstance(info, dict) else None for s, info in splits.items()},
             "path": entry["path"], "type": entry.get("type", ""), "supported": kind == "classification",
         })
     return rows

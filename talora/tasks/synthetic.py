@@ -260,29 +260,23 @@ def _spec(name: str, role: str, words: Sequence[str], template: str) -> TaskSpec
 
 
 Generator = Callable[[random.Random, str], Mapping[str, str]]
-SUITE: dict[str, tuple[TaskSpec, Generator]] = {
-    "movie_sentiment": (_spec("movie_sentiment", "source", ("positive", "negative"),
-                              "Review: {text}\nSentiment:"), movie_review),
-    "news_topic": (_spec("news_topic", "source", ("sports", "politics", "science", "business"),
-                         "Article: {text}\nTopic:"), news_article),
-    "question_match": (_spec("question_match", "source", ("yes", "no"),
-                             "Question 1: {text_a}\nQuestion 2: {text_b}\nSame question?"), question_pair),
-    "hypernym_entailment": (_spec("hypernym_entailment", "source", ("yes", "no"),
-                                  "Premise: {text_a}\nHypothesis: {text_b}\nIs the hypothesis true?"),
-                            hypernym_pair),
-    "emotion": (_spec("emotion", "source", ("joy", "anger", "fear", "sadness"),
-                      "Sentence: {text}\nEmotion:"), emotion_sentence),
-    "word_category": (_spec("word_category", "source", ("animal", "object"),
-                            "Phrase: {text}\nCategory:"), category_phrase),
-    "product_sentiment": (_spec("product_sentiment", "target", ("good", "bad"),
-                                "Product review: {text}\nVerdict:"), product_review),
-    "headline_topic": (_spec("headline_topic", "target", ("sports", "business", "science"),
-                             "Headline: {text}\nSection:"), headline),
-    "paraphrase_pair": (_spec("paraphrase_pair", "target", ("same", "different"),
-                              "First: {text_a}\nSecond: {text_b}\nMeaning:"), paraphrase),
-    "tweet_emotion": (_spec("tweet_emotion", "target", ("joy", "anger", "sadness"),
-                            "Tweet: {text}\nFeeling:"), tweet),
-}
+SUITE: dict[str, tuple[TaskSpec, Generator]] = {spec.name: (spec, make) for spec, make in (
+    (_spec("movie_sentiment", "source", ("positive", "negative"), "Review: {text}\nSentiment:"), movie_review),
+    (_spec("news_topic", "source", ("sports", "politics", "science", "business"), "Article: {text}\nTopic:"),
+     news_article),
+    (_spec("question_match", "source", ("yes", "no"),
+           "Question 1: {text_a}\nQuestion 2: {text_b}\nSame question?"), question_pair),
+    (_spec("hypernym_entailment", "source", ("yes", "no"),
+           "Premise: {text_a}\nHypothesis: {text_b}\nIs the hypothesis true?"), hypernym_pair),
+    (_spec("emotion", "source", ("joy", "anger", "fear", "sadness"), "Sentence: {text}\nEmotion:"),
+     emotion_sentence),
+    (_spec("word_category", "source", ("animal", "object"), "Phrase: {text}\nCategory:"), category_phrase),
+    (_spec("product_sentiment", "target", ("good", "bad"), "Product review: {text}\nVerdict:"), product_review),
+    (_spec("headline_topic", "target", ("sports", "business", "science"), "Headline: {text}\nSection:"), headline),
+    (_spec("paraphrase_pair", "target", ("same", "different"), "First: {text_a}\nSecond: {text_b}\nMeaning:"),
+     paraphrase),
+    (_spec("tweet_emotion", "target", ("joy", "anger", "sadness"), "Tweet: {text}\nFeeling:"), tweet),
+)}
 SYNTHETIC_SOURCE_TASKS = tuple(n for n, (s, _) in SUITE.items() if s.role == "source")
 SYNTHETIC_TARGET_TASKS = tuple(n for n, (s, _) in SUITE.items() if s.role == "target")
 

@@ -1,0 +1,20 @@
+"""Backbone loading from a local folder, freezing, and the fingerprint adapters are checked with."""
+
+from talora.backbone import load_backbone, model_fingerprint
+
+from conftest import make_backbone
+
+
+def test_local_folder_round_trip(tmp_path):
+    tiny = make_backbone("qwen2")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    loaded = load_backbone(str(tmp_path))
+    assert loaded.model_id == str(tmp_path)
+    assert loaded.fingerprint == tiny.fingerprint
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    assert loaded.tokenizer.pad_token_id is not None
+
+
+def test_fingerprint_tells_architectures_apart():
+    assert model_fingerprint(make_backbone("llama").model) != model_fingerprint(make_backbone("qwen3").model)

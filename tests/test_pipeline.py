@@ -1,0 +1,103 @@
+"""Recipes end to end on a tiny model: train (both TA-LoRA stages), transfer, eval, adapter checks."""
+
+import json
+
+import pytest
+import torch
+
+from talora import pipeline
+from talora.adapters import load_adapter
+from talora.cli import main
+from talora.config import RunConfig, load_config
+from talora.errors import AdapterError
+from talora.train import TrainConfig
+
+from conftest import make_backbone
+
+SOURCES = ["movie_sentiment", "news_topic", "emotion"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_models(monkeypatch):
+    models = {"tiny": make_backbone("llama"), "tiny-qwen3": make_backbone("qwen3")}
+    monkeypatch.setattr(pipeline, "_BACKBONES", models)
+    return models
+
+
+def _cfg(method="talora", **kw):
+    short = TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_every=2, eval_examples=6, log_every=2)
+    return RunConfig(method=method, model="tiny", tasks=SOURCES, max_length=48, train_examples=16,
+                     method_args={"length": 4, "layers": 2, **kw}, stage1=short, train=short,
+                     transfer=TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=0))
+
+
+def test_talora_train_transfer_eval(tmp_path, tiny_models):
+    out = tmp_path / "src"
+    summary = pipeline.run_train(_cfg(), out)
+    for name in ("adapter.safetensors", "adapter.json", "metrics.json", "config.yaml", "log.jsonl",
+                 "stage1/adapter.json", "checkpoint/latest.json"):
+        assert (out / name).is_file(), name
+    assert set(summary["metrics"]) == set(SOURCES) and "stage1" in summary
+    assert load_config(out / "config.yaml") == _cfg()
+
+    stage1, _ = load_adapter(out / "stage1", tiny_models["tiny"])
+    trained, specs = load_adapter(out, tiny_models["tiny"])
+    assert set(specs) == set(SOURCES)
+    # theta0 started as the stage-1 mean and moved only at the slow rate
+    assert (trained.theta0 - stage1.prompts.mean(1)).abs().max() < 0.05
+
+    res = pipeline.run_transfer(out, "product_sentiment", 4, 1, tmp_path / "tgt")
+    assert res["k"] == 4 and res["split"] == "test" and 0 <= res["score"] <= 1
+    target, _ = load_adapter(tmp_path / "tgt", tiny_models["tiny"])
+    assert torch.equal(target.theta0, trained.theta0) and torch.equal(target.B, trained.B)
+
+    again = pipeline.run_eval(tmp_path / "tgt", "product_sentiment", "test")
+    assert again["metrics"] == res["metrics"]  # the saved adapter reproduces the transfer's score
+    assert again["majority_baseline"]["accuracy"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "deep_prompt_tuning"])
+def test_baselines_train_and_transfer(tmp_path, method):
+    cfg = _cfg(method)
+    cfg.method_args = {"length": 4} if method == "prompt_tuning" else {"length": 4, "layers": 2}
+    pipeline.run_train(cfg, tmp_path / "src")
+    res = pipeline.run_transfer(tmp_path / "src", "tweet_emotion", 4, 0, tmp_path / "tgt")
+    assert res["method"] == method
+
+
+def test_adapter_for_another_model_is_refused(tmp_path, tiny_models):
+    pipeline.run_train(_cfg(), tmp_path / "src")
+    with pytest.raises(AdapterError, match="made for base model 'tiny-llama'"):
+        load_adapter(tmp_path / "src", tiny_models["tiny-qwen3"])
+    with pytest.raises(AdapterError, match="is for method 'talora', not 'prompt_tuning'"):
+        load_adapter(tmp_path / "src", tiny_models["tiny"], expect_method="prompt_tuning")
+
+
+def test_truncated_adapter_is_refused_and_not_modified(tmp_path, tiny_models):
+    pipeline.run_train(_cfg(), tmp_path / "src")
+    path = tmp_path / "src" / "adapter.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AdapterError, match="adapter.safetensors: not a readable safetensors file"):
+        load_adapter(tmp_path / "src", tiny_models["tiny"])
+    assert path.read_bytes() == data[: len(data) // 2]
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: 2\n  colour: red\n")
+    assert main(["train", "--config", str(bad), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "talora: error:" in err and "colour" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written for a rejected config
+
+
+def test_cli_resume_continues_a_run(tmp_path, tiny_models):
+    cfg = tmp_path / "c.yaml"
+    from talora.config import dump_config
+    cfg.write_text(dump_config(_cfg()))
+    assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "o")]) == 0
+    first = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "o"), "--resume"]) == 0
+    second = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert first["metrics"] == second["metrics"]  # stage 1 and 2 were already complete
