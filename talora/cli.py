@@ -11,13 +11,8 @@ from pathlib import Path
 from .errors import TaloraError
 
 
-def _print_json_or_table(obj, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(obj, indent=1, ensure_ascii=False))
-        return
-    for task, m in obj["metrics"].items() if "metrics" in obj and isinstance(obj["metrics"], dict) and all(
-            isinstance(v, dict) for v in obj["metrics"].values()) else [(obj.get("task", ""), obj["metrics"])]:
-        print(f"{task:24s} " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
+def _metrics_line(metrics: dict) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
 
 def cmd_train(args) -> None:
@@ -26,7 +21,11 @@ def cmd_train(args) -> None:
 
     cfg = load_config(args.config, {"seed": args.seed, "data_dir": args.data_dir, "method": args.method})
     summary = run_train(cfg, Path(args.output), resume=args.resume)
-    _print_json_or_table(summary, args.json)
+    if args.json:
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+    else:
+        for task, metrics in summary["metrics"].items():
+            print(f"{task:24s} {_metrics_line(metrics)}")
     print(f"average {summary['average']:.4f}; adapter and metrics.json in {args.output}", file=sys.stderr)
 
 
@@ -34,7 +33,10 @@ def cmd_transfer(args) -> None:
     from .pipeline import run_transfer
 
     summary = run_transfer(Path(args.source), args.task, args.k, args.seed, Path(args.output), args.data_dir)
-    _print_json_or_table(summary, args.json)
+    if args.json:
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+    else:
+        print(f"{args.task} k={args.k} seed={args.seed} ({summary['split']}): {_metrics_line(summary['metrics'])}")
 
 
 def cmd_eval(args) -> None:
@@ -44,10 +46,9 @@ def cmd_eval(args) -> None:
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return
-    print(f"{result['task']} ({result['split']}, {result['examples']} examples): "
-          + "  ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
+    print(f"{result['task']} ({result['split']}, {result['examples']} examples): {_metrics_line(result['metrics'])}")
     if result["majority_baseline"]:
-        print("majority-class baseline: " + "  ".join(f"{k}={v:.4f}" for k, v in result["majority_baseline"].items()))
+        print(f"majority-class baseline: {_metrics_line(result['majority_baseline'])}")
 
 
 def cmd_demo(args) -> None:
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except TaloraError as err:
         print(f"talora: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `talora tasks | head`
+        sys.stderr.close()
+        return 0
     return 0
 
 

@@ -149,7 +149,8 @@ def test_real_sst2_and_chnsenticorp():
         assert {ex.label for ex in task.splits["validation"]} == set(task.spec.labels)
     assert sst2.spec.answer("positive") == " positive"
     ex = chn.splits["train"][0]
-    assert chn.spec.prompt(ex) == f"评论：{ex.fields['text']}\n情感：" and chn.spec.answer(ex.label) in ("正面", "负面")
+    assert chn.spec.prompt(ex) == f"评论：{ex.fields['text']}\n情感："
+    assert chn.spec.answer(ex.label) in ("正面", "负面")
 
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
@@ -161,3 +162,12 @@ def test_every_templates_entry_fits_the_real_manifest():
         assert set(entry["label_words"]) <= set(manifest[name]["label_list"]), name
         words = entry["label_words"].values()
         assert all(w.startswith(" ") == (manifest[name]["language"] == "en") for w in words), name
+
+
+def test_manifest_without_splits_finds_the_files(tmp_path):
+    folder = write_folder(tmp_path)
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    for entry in manifest["tasks"]:
+        del entry["splits"]
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert sorted(load_tasks(folder, ["reviews"])["reviews"].splits) == ["train", "validation"]

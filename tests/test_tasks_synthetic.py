@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -13,6 +14,7 @@ import pytest
 
 from talora.errors import DataError
 from talora.tasks import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS, describe_tasks, load_tasks
+from talora.tasks import synthetic as S
 from talora.tasks.synthetic import generate
 
 
@@ -99,3 +101,22 @@ def test_single_text_tasks_are_lexically_learnable(suite):
     for name, task in suite.items():
         if "text" in task.splits["train"][0].fields:
             assert naive_bayes_accuracy(task) >= 0.9, name
+
+
+def mentioned(text: str, words) -> set[str]:
+    return {w for w in words if re.search(rf"\b{w}\b", text)}
+
+
+def test_pair_labels_agree_with_an_independent_reading(suite):
+    for ex in suite["question_match"].splits["train"]:
+        same = mentioned(ex.fields["text_a"], S.THINGS) == mentioned(ex.fields["text_b"], S.THINGS)
+        assert same == (ex.label == "yes"), ex
+    for ex in suite["paraphrase_pair"].splits["train"]:
+        a, b = ex.fields["text_a"], ex.fields["text_b"]
+        same = mentioned(a, S.THINGS) == mentioned(b, S.THINGS) and a.split()[0] == b.split()[0]
+        assert same == (ex.label == "same"), ex
+    for ex in suite["hypernym_entailment"].splits["train"]:
+        (category,) = [c for c, nouns in S.CATEGORIES.items() if mentioned(ex.fields["text_a"], nouns)]
+        hypothesis = ex.fields["text_b"]
+        holds = category in hypothesis and not mentioned(hypothesis, ("not", "never"))
+        assert holds == (ex.label == "yes"), ex

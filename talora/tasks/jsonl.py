@@ -191,6 +191,7 @@ def load(data_dir: str | Path, names: Sequence[str] | None = None) -> dict[str, 
             raise DataError(f"{data_dir / MANIFEST}: no task {requested!r}; it has: {', '.join(entries)}")
         spec, inputs = make_spec(entries[name])
         path = entries[name]["path"]
-        splits = {s: read_split(f, spec, inputs, f"{path}/{s}") for s, f in split_files(data_dir, entries[name]).items()}
+        files = split_files(data_dir, entries[name])
+        splits = {s: read_split(f, spec, inputs, f"{path}/{s}") for s, f in files.items()}
         tasks[name] = Task(spec, splits)
     return tasks

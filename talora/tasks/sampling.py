@@ -22,9 +22,7 @@ def sample_k_shot(examples: Sequence[Example], k: int, seed: int, per_class: boo
     # keeps two tasks sampled with one seed from reusing the same positions.
     rng = random.Random(f"k-shot:{task}:{seed}")
     if per_class:
-        by_label: dict[str, list[Example]] = {}
-        for lab in labels or ():
-            by_label[lab] = []
+        by_label: dict[str, list[Example]] = {lab: [] for lab in labels or ()}
         for ex in examples:
             by_label.setdefault(ex.label, []).append(ex)
         short = {lab: len(exs) for lab, exs in by_label.items() if len(exs) < k}

@@ -2,14 +2,14 @@
 
 Sources and targets come in families, so a target shares a skill with some source but differs in
 template, label words, vocabulary or label set, which is what transfer between tasks should exploit.
-All cues are lexical on purpose: a 135M-parameter model has to solve them after a few dozen steps.
+All cues are lexical on purpose, so that a 135M-parameter model learns them quickly.
 
 | task | role | labels -> words | shared with | what differs |
 |---|---|---|---|---|
 | movie_sentiment | source | positive, negative | product_sentiment | film vocabulary, "Review:/Sentiment:" |
 | news_topic | source | sports, politics, science, business | headline_topic | full sentences, 4 topics |
 | question_match | source | yes, no | paraphrase_pair | how-to questions; "no" = other object |
-| hypernym_entailment | source | yes, no | question_match (pair, yes/no) | "a dog" implies "an animal", not "a tool" |
+| hypernym_entailment | source | yes, no | question_match | "a dog" -> "an animal"; "no" = other category or "not" |
 | emotion | source | joy, anger, fear, sadness | tweet_emotion | third-person sentences, 4 emotions |
 | word_category | source | animal, object | hypernym_entailment (nouns) | short "adjective noun" phrases |
 | product_sentiment | target | good, bad | movie_sentiment | product vocabulary, words " good"/" bad" |
@@ -20,6 +20,12 @@ All cues are lexical on purpose: a 135M-parameter model has to solve them after 
 Every split is label-balanced (class counts differ by at most one) and no rendered prompt occurs twice
 within a task, so train, validation and test are disjoint. Generation is seeded per task with
 ``random.Random("<suite seed>:<task>")`` (SHA-512 of the string), independent of PYTHONHASHSEED.
+
+Measured once with plain prompt tuning on SmolLM2-135M-Instruct (10 input vectors, Adam lr 0.03,
+batch 16, validation accuracy): the single-text tasks reach 0.97-1.00 within 40 steps (news_topic,
+headline_topic and tweet_emotion are near that zero-shot); the pair tasks learn more slowly:
+question_match 0.75 and paraphrase_pair 0.80 after 40 steps, hypernym_entailment 0.51 after 40 and
+0.79 after 160 (the model hardly knows is-a relations unprompted, hence the negation half of "no").
 """
 
 from __future__ import annotations
@@ -182,19 +188,32 @@ CATEGORIES = {  # hypernym (with article) -> hyponyms; the groups are disjoint s
     "a vehicle": ("car", "bus", "truck", "bicycle", "motorcycle", "train", "van", "taxi", "tractor"),
     "a fruit": ("apple", "banana", "orange", "pear", "mango", "peach", "cherry", "lemon", "plum"),
     "a musical instrument": ("piano", "guitar", "violin", "drum", "flute", "trumpet", "harp", "cello"),
-    "a tool": ("hammer", "saw", "wrench", "drill", "screwdriver", "shovel", "chisel"),
+    "a tool": ("hammer", "axe", "wrench", "drill", "screwdriver", "shovel", "chisel"),
     "a flower": ("rose", "tulip", "daisy", "lily", "sunflower", "orchid", "poppy"),
     "a piece of furniture": ("chair", "table", "sofa", "bed", "desk", "shelf", "wardrobe"),
 }
-SCENES = ("{n} saw {x} in the park.", "{n} drew {x} {t}.", "{n} talked about {x} {t}.",
-          "There was {x} near the house.", "{n} took a photo of {x} {t}.", "{n} dreamed about {x}.")
+SCENES = (  # (statement, its negation)
+    ("{n} saw {x} in the park.", "{n} did not see {x} in the park."),
+    ("{n} drew {x} {t}.", "{n} did not draw {x} {t}."),
+    ("{n} talked about {x} {t}.", "{n} never talked about {x} {t}."),
+    ("There was {x} near the house.", "There was not {x} near the house."),
+    ("{n} took a photo of {x} {t}.", "{n} did not take a photo of {x} {t}."),
+    ("{n} dreamed about {x}.", "{n} never dreamed about {x}."),
+)
 
 
 def hypernym_pair(rng: random.Random, label: str) -> dict[str, str]:
+    # "no" is half a wrong category, half a negation: 135M models barely know is-a relations
+    # unprompted, and the negation half keeps the task learnable within a few dozen steps.
     right, wrong = rng.sample(sorted(CATEGORIES), 2)
-    scene, name, when = rng.choice(SCENES), rng.choice(NAMES), rng.choice(TIMES)
+    (scene, negated), name, when = rng.choice(SCENES), rng.choice(NAMES), rng.choice(TIMES)
     premise = scene.format(n=name, x=article(rng.choice(CATEGORIES[right])), t=when)
-    hypothesis = scene.format(n=name, x=right if label == "yes" else wrong, t=when)
+    if label == "yes":
+        hypothesis = scene.format(n=name, x=right, t=when)
+    elif rng.random() < 0.5:
+        hypothesis = negated.format(n=name, x=right, t=when)
+    else:
+        hypothesis = scene.format(n=name, x=wrong, t=when)
     return {"text_a": premise, "text_b": hypothesis}
 
 
