@@ -25,13 +25,17 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
 def baseline_config(cfg):
-    """Prompt tuning on the same tasks, prompt length, prompt learning rate and total step budget."""
+    """Prompt tuning on the same tasks, prompt length, learning rate and total step budget.
+
+    Its state is taken at the last step (no mid-run selection, like TA-LoRA's stage 1); its
+    target prompts train at TA-LoRA's stage-1 rate, as in the paper's PT baseline.
+    """
     talora = cfg.method_config()
     steps = cfg.stage1.steps + cfg.train.steps
     return dataclasses.replace(cfg, method="prompt_tuning",
                                method_args={"length": talora.length, "lr": talora.lr_fast,
                                             "init_seed": talora.init_seed},
-                               train=dataclasses.replace(cfg.train, steps=steps))
+                               train=dataclasses.replace(cfg.train, steps=steps, eval_every=0))
 
 
 def run_demo(output: Path, config: Path = DEMO_CONFIG, ks: tuple[int, ...] = (16, 32),

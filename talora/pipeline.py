@@ -133,7 +133,7 @@ def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_
     verbs = verbalizers_for(backbone, [spec])
     train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: shots})
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
-    result = train(backbone, target, train_items, train_items, verbs, {task: spec.metric}, train_cfg, output, seed,
+    result = train(backbone, target, train_items, [], verbs, {task: spec.metric}, train_cfg, output, seed,
                    desc=f"{task} k={k}")
     split = "test" if tasks[task].splits.get("test") else "validation"
     scores = evaluate(backbone, target, encode_split(backbone, tasks, [task], split, cfg.max_length), verbs,

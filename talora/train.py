@@ -186,6 +186,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
         elapsed = meta["seconds"]
     log = (out_dir / "log.jsonl").open("a" if resume else "w")
     t0 = time.perf_counter() - elapsed
+    # Without evaluation items (few-shot transfer) the last state is the result; checkpoints still follow eval_every.
     eval_steps = {cfg.steps} | (set(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)) if cfg.eval_every else set())
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, leave=False, dynamic_ncols=True)
     for step in bar:
@@ -211,11 +212,14 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
                       "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "gates": method.gate_values()}
             log.write(json.dumps(record) + "\n")
         if done in eval_steps:
-            subset = _eval_subset(eval_items, cfg.eval_examples)
-            scores = evaluate(backbone, method, subset, verbalizers, cfg.eval_batch_size)
-            score = headline(scores, metrics)
-            result.history.append({"step": done, "score": score, "metrics": scores})
-            log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
+            if eval_items:
+                scores = evaluate(backbone, method, _eval_subset(eval_items, cfg.eval_examples), verbalizers,
+                                  cfg.eval_batch_size)
+                score = headline(scores, metrics)
+                result.history.append({"step": done, "score": score, "metrics": scores})
+                log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
+            else:
+                score = float(done)  # nothing to select on: the latest state is the best
             if score > result.best_score:
                 result.best_score, result.best_step = score, done
                 best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}

@@ -63,6 +63,8 @@ def test_orthogonality_regulariser_closed_form_equals_the_definition(backbone):
 def test_talora_parameter_groups_and_ablations(backbone):
     lrs = {g["name"]: g["lr"] for g in _talora(backbone).param_groups()}
     assert lrs == {"theta0": 1e-3, "B": 1e-3, "uv": 3e-2, "gate": 1e-2}
+    target = {g["name"]: g["lr"] for g in _talora(backbone).for_target("t", backbone).param_groups()}
+    assert target == {"uv": 0.1}
     same = {g["name"]: g["lr"] for g in _talora(backbone, same_lr=True).param_groups()}
     assert same["theta0"] == same["B"] == same["uv"] == 3e-2
     plain = {g["name"] for g in _talora(backbone, attention="plain").param_groups()}
@@ -134,7 +136,7 @@ def test_for_target_freezes_shared_knowledge(backbone):
     assert torch.count_nonzero(target.u) == 0  # starts exactly at the shared prompt theta0
 
 
-def test_init_from_stage1_takes_the_mean_prompt(backbone):
+def test_init_from_stage1_takes_the_mean_prompt(backbone):  # theta0 and gates, whatever init_lowrank
     stage1 = DeepPromptTuning(DeepPromptTuningConfig(length=4), backbone, TASKS)
     with torch.no_grad():
         stage1.gates.normal_()
@@ -150,3 +152,17 @@ def test_trainable_parameter_counts(backbone):
     L, d, H = m.layers, backbone.hidden_size, backbone.model.config.num_attention_heads
     assert counts == {"shared": L * 4 * d + L * 4 * 3 + L * H, "per_task": L * (3 + d)}
     assert counts["shared"] + 3 * counts["per_task"] == sum(p.numel() for p in m.parameters())
+
+
+def test_svd_init_fits_the_stage1_prompts_best_within_the_structure(backbone):
+    stage1 = DeepPromptTuning(DeepPromptTuningConfig(length=4), backbone, TASKS)
+    m = TALoRA(TALoRAConfig(length=4, rank=2, scale=0.5), backbone, TASKS)
+    m.init_from_stage1(stage1)
+    target = stage1.prompts.transpose(0, 1)  # (T, L, m, d)
+    fitted = torch.stack([m.task_prompts(torch.tensor([t]))[:, 0] for t in range(len(TASKS))])
+    zero = TALoRA(TALoRAConfig(length=4, rank=2, init_lowrank="zero"), backbone, TASKS)
+    zero.init_from_stage1(stage1)
+    at_mean = torch.stack([zero.task_prompts(torch.tensor([t]))[:, 0] for t in range(len(TASKS))])
+    assert torch.allclose(at_mean, m.theta0.expand_as(at_mean))  # "zero" starts every task at theta0
+    assert (fitted - target).norm() < 0.9 * (at_mean - target).norm()
+    assert torch.allclose(m.B.transpose(1, 2) @ m.B, torch.eye(2).expand(m.layers, 2, 2), atol=1e-5)

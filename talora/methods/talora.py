@@ -38,10 +38,12 @@ class TALoRAConfig(PromptConfig):
     lr_slow: float = 1e-3  # theta0 and B
     lr_fast: float = 3e-2  # u and v
     lr_gate: float = 1e-2  # the gates
+    lr_target: float = 0.1  # u and v of a new task in few-shot transfer (a few dozen steps need a larger rate)
     same_lr: bool = False  # ablation: slow weights use lr_fast
     shared_b: bool = True  # ablation (false): every task owns its B, nothing low-rank is shared
     train_theta0: bool = True  # false keeps the stage-1 mean fixed in stage 2
     transfer_gates: bool = False  # train the (shared) gates during few-shot transfer too
+    init_lowrank: str = "svd"  # stage 2 start of B, u, v: "svd" (fit the stage-1 prompts) | "zero" (u = 0)
     init_seed: int = 0
     transfer: bool = False  # set by for_target: theta0 and B are frozen, only u, v learn
 
@@ -49,6 +51,8 @@ class TALoRAConfig(PromptConfig):
         super().__post_init__()
         if self.rank < 1:
             raise ValueError("rank must be >= 1")
+        if self.init_lowrank not in ("svd", "zero"):
+            raise ValueError(f"init_lowrank must be 'svd' or 'zero', got {self.init_lowrank!r}")
 
 
 class TALoRA(Method):
@@ -107,7 +111,7 @@ class TALoRA(Method):
         groups = [
             {"name": "theta0", "params": [self.theta0], "lr": slow_lr},
             {"name": "B", "params": [self.B], "lr": b_lr},
-            {"name": "uv", "params": [self.u, self.v], "lr": cfg.lr_fast},
+            {"name": "uv", "params": [self.u, self.v], "lr": cfg.lr_target if cfg.transfer else cfg.lr_fast},
         ]
         if cfg.attention == "gated":
             groups.append({"name": "gate", "params": [self.gates], "lr": cfg.lr_gate})
@@ -120,7 +124,8 @@ class TALoRA(Method):
 
     @torch.no_grad()
     def init_from_stage1(self, stage1: nn.Module) -> None:
-        """theta0 = mean of the single-task prompts (eq. 1); gates = mean of their gates.
+        """theta0 = mean of the single-task prompts (eq. 1); gates = mean of their gates; and, with
+        ``init_lowrank: svd``, B, u, v fitted to the stage-1 prompts.
 
         The paper zero-initialises gates for training from scratch; theta0 was trained
         behind open stage-1 gates, and closing them again would silence it, so stage 2
@@ -132,6 +137,27 @@ class TALoRA(Method):
                              f"m={self.config.length}")
         self.theta0.copy_(prompts.mean(dim=1))
         self.gates.copy_(stage1.gates.mean(dim=0))
+        if self.config.init_lowrank == "svd" and self.config.shared_b:
+            self._fit_lowrank(prompts - self.theta0[:, None])
+
+    def _fit_lowrank(self, deviations: torch.Tensor) -> None:
+        """Start stage 2 at the structure's best fit of each task's stage-1 deviation theta_i - theta0.
+
+        B spans the top-r left singular vectors of all tasks' deviations side by side (the
+        shared subspace); each task's coordinates in it, B^T D_i, are cut to rank 1 to give
+        u_i and v_i with balanced norms. Without this, stage 2 starts every task at the
+        mean prompt and must rediscover what stage 1 already learned.
+        """
+        L, T, m, d = deviations.shape
+        r, s = self.config.rank, self.config.scale
+        side_by_side = deviations.permute(0, 2, 1, 3).reshape(L, m, T * d)
+        basis = torch.linalg.svd(side_by_side, full_matrices=False).U[:, :, :r]  # (L, m, r)
+        coords = torch.einsum("lmr,ltmd->ltrd", basis, deviations)  # (L, T, r, d)
+        U, S, Vh = torch.linalg.svd(coords, full_matrices=False)
+        root = (S[..., 0] / s).sqrt()[..., None]
+        self.B.copy_(basis)
+        self.u.copy_(U[..., :, 0] * root)
+        self.v.copy_(Vh[..., 0, :] * root)
 
     def for_target(self, task_name: str, backbone: Backbone) -> "TALoRA":
         cfg = TALoRAConfig(**{**self.config.__dict__, "transfer": True})
