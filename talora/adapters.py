@@ -12,8 +12,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
-
 from .backbone import Backbone
 from .checkpoint import atomic_save_tensors, atomic_write, read_tensors
 from .errors import AdapterError
@@ -90,6 +88,3 @@ def load_adapter(folder: Path, backbone: Backbone, expect_method: str | None = N
     method.requires_grad_(False)
     return method, specs
 
-
-def method_state(method: Method) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in method.state_dict().items()}

@@ -29,6 +29,7 @@ class RunConfig:
     seed: int = 0  # drives data order and evaluation sampling
     max_length: int = 256  # tokens per example (prompt + answer); longer inputs are truncated (see batching)
     train_examples: int = 0  # cap on training examples per task (0 = all)
+    validation_examples: int = 0  # cap on validation examples per task for the final metrics (0 = all)
     method_args: dict = field(default_factory=dict)  # fields of the method's config dataclass
     stage1: TrainConfig = field(default_factory=TrainConfig)  # TA-LoRA stage 1 (single-task prompts)
     train: TrainConfig = field(default_factory=TrainConfig)  # the method's (multi-task) training

@@ -62,7 +62,7 @@ def _fit(backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: Trai
          resume: bool, desc: str) -> dict:
     specs = [tasks[n].spec for n in names]
     train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, cfg.train_examples)
-    eval_items = encode_split(backbone, tasks, names, "validation", cfg.max_length)
+    eval_items = encode_split(backbone, tasks, names, "validation", cfg.max_length, cfg.validation_examples)
     verbs = verbalizers_for(backbone, specs)
     metrics = {s.name: s.metric for s in specs}
     result = train(backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc)

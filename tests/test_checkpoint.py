@@ -22,7 +22,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ck, "save_file", disk_full)
+    monkeypatch.setattr(ck, "save", disk_full)
     with pytest.raises(OSError):
         ck.save_checkpoint(tmp_path, 10, {"a": torch.zeros(2)}, {"x": 2})
     tensors, meta = ck.load_checkpoint(tmp_path)

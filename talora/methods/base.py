@@ -8,7 +8,7 @@ schedule, evaluation, checkpoints).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -60,6 +60,13 @@ class Method(nn.Module):
         self.config = config
         self.task_names = list(task_names)
 
+    def _place_on_top_layers(self, config: PromptConfig, backbone: Backbone) -> None:
+        """Deep methods prompt the last L layers; record where they start and the shapes they need."""
+        shapes = Shapes.of(backbone)
+        self.layers = prompted_layers(config, shapes.num_layers)
+        self.first_layer = shapes.num_layers - self.layers
+        self.hidden, self.heads = shapes.hidden, shapes.heads
+
     def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
         raise NotImplementedError
 
@@ -94,7 +101,6 @@ class Shapes:
     num_layers: int
     hidden: int
     heads: int
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, backbone: Backbone) -> "Shapes":

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, Shapes, deep_vocab_init, prompted_layers
+from .base import Method, PromptConfig, PromptInputs, deep_vocab_init
 
 
 @dataclass
@@ -32,10 +32,7 @@ class DeepPromptTuning(Method):
 
     def __init__(self, config: DeepPromptTuningConfig, backbone: Backbone, task_names: list[str]):
         super().__init__(config, backbone, task_names)
-        shapes = Shapes.of(backbone)
-        self.layers = prompted_layers(config, shapes.num_layers)
-        self.first_layer = shapes.num_layers - self.layers
-        self.hidden, self.heads = shapes.hidden, shapes.heads
+        self._place_on_top_layers(config, backbone)
         gen = torch.Generator().manual_seed(config.init_seed)
         init = deep_vocab_init(backbone, self.first_layer, self.layers, len(task_names), config, gen)
         self.prompts = nn.Parameter(init)  # (L, T, m, d)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, Shapes, deep_vocab_init, prompted_layers
+from .base import Method, PromptConfig, PromptInputs, deep_vocab_init
 
 
 @dataclass
@@ -61,11 +61,8 @@ class TALoRA(Method):
 
     def __init__(self, config: TALoRAConfig, backbone: Backbone, task_names: list[str]):
         super().__init__(config, backbone, task_names)
-        shapes = Shapes.of(backbone)
-        self.layers = prompted_layers(config, shapes.num_layers)
-        self.first_layer = shapes.num_layers - self.layers
-        self.hidden, self.heads = shapes.hidden, shapes.heads
-        L, T, m, r, d = self.layers, len(task_names), config.length, config.rank, shapes.hidden
+        self._place_on_top_layers(config, backbone)
+        L, T, m, r, d = self.layers, len(task_names), config.length, config.rank, self.hidden
         gen = torch.Generator().manual_seed(config.init_seed)
         self.theta0 = nn.Parameter(deep_vocab_init(backbone, self.first_layer, L, 1, config, gen)[:, 0])
         b_shape = (L, m, r) if config.shared_b else (L, T, m, r)
