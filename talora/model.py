@@ -63,7 +63,8 @@ class Verbalizer:
 
     @classmethod
     def of(cls, spec: TaskSpec, tokenizer) -> "Verbalizer":
-        words = tuple(tuple(tokenizer(spec.answer(l), add_special_tokens=False)["input_ids"]) for l in spec.labels)
+        words = tuple(tuple(tokenizer(spec.answer(label), add_special_tokens=False)["input_ids"])
+                      for label in spec.labels)
         return cls(tuple(spec.labels), words)
 
     @property
@@ -84,13 +85,19 @@ def rank_labels(backbone: Backbone, method: Method, items: list[Encoded],
     weight, bias = _head(backbone)
     if all(verbalizers[e.task_id].single_token for e in items):
         hidden = hidden_at(backbone, method, prompt_batch(items, pad))
-        preds = []
-        for h, e in zip(hidden, items):
-            verb = verbalizers[e.task_id]
-            ids = torch.tensor([w[0] for w in verb.words])
-            scores = F.linear(h, weight[ids], None if bias is None else bias[ids])
-            preds.append(verb.labels[int(scores.argmax())])
-        return preds
+        # Tasks differ in label count: pad each row's candidate ids and mask the padding out.
+        width = max(len(verbalizers[e.task_id].words) for e in items)
+        ids = torch.zeros(len(items), width, dtype=torch.long)
+        valid = torch.zeros(len(items), width, dtype=torch.bool)
+        for i, e in enumerate(items):
+            words = verbalizers[e.task_id].words
+            ids[i, : len(words)] = torch.tensor([w[0] for w in words])
+            valid[i, : len(words)] = True
+        scores = torch.einsum("bd,bcd->bc", hidden, weight[ids])
+        if bias is not None:
+            scores = scores + bias[ids]
+        best = scores.masked_fill(~valid, float("-inf")).argmax(-1).tolist()
+        return [verbalizers[e.task_id].labels[j] for e, j in zip(items, best)]
     expanded = [replace(e, answer=w) for e in items for w in verbalizers[e.task_id].words]
     batch = answer_batch(expanded, pad)
     logprobs = F.linear(hidden_at(backbone, method, batch), weight, bias).float().log_softmax(-1)

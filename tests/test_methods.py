@@ -166,3 +166,14 @@ def test_svd_init_fits_the_stage1_prompts_best_within_the_structure(backbone):
     assert torch.allclose(at_mean, m.theta0.expand_as(at_mean))  # "zero" starts every task at theta0
     assert (fitted - target).norm() < 0.9 * (at_mean - target).norm()
     assert torch.allclose(m.B.transpose(1, 2) @ m.B, torch.eye(2).expand(m.layers, 2, 2), atol=1e-5)
+
+
+def test_ranking_in_a_batch_mixing_tasks_with_different_label_counts(backbone):
+    m = _talora(backbone)
+    verbs = {0: Verbalizer(("p", "q"), ((40,), (41,))), 1: Verbalizer(("x", "y", "z"), ((50,), (51,), (52,))),
+             2: Verbalizer(("p", "q"), ((40,), (41,)))}
+    items = _items(9)
+    mixed = rank_labels(backbone, m, items, verbs)
+    alone = [rank_labels(backbone, m, [e], verbs)[0] for e in items]
+    assert mixed == alone
+    assert all(p in verbs[e.task_id].labels for p, e in zip(mixed, items))
