@@ -11,7 +11,6 @@ from talora.methods.prompt_tuning import PromptTuningConfig
 from talora.methods.talora import TALoRAConfig
 from talora.model import Verbalizer, answer_loss, hidden_at, rank_labels
 
-from conftest import make_backbone
 
 TASKS = ["a", "b", "c"]
 
