@@ -1,0 +1,60 @@
+"""kill -9 in the middle of training, then --resume: the result equals an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from talora.config import RunConfig, dump_config
+from talora.train import TrainConfig
+
+from conftest import make_backbone
+
+
+def _config(tmp_path) -> str:
+    model_dir = tmp_path / "model"
+    tiny = make_backbone("llama")
+    tiny.model.save_pretrained(model_dir)
+    tiny.tokenizer.save_pretrained(model_dir)
+    steps = TrainConfig(steps=120, batch_size=4, warmup_steps=1, eval_every=5, eval_examples=4, log_every=5)
+    cfg = RunConfig(method="prompt_tuning", model=str(model_dir), tasks=["movie_sentiment", "emotion"],
+                    max_length=48, train_examples=32, validation_examples=8, method_args={"length": 4},
+                    train=steps)
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    return str(path)
+
+
+def _train(config, out, resume=False):
+    cmd = [sys.executable, "-m", "talora.cli", "train", "--config", config, "--output", str(out)]
+    return subprocess.Popen(cmd + (["--resume"] if resume else []), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+    config = _config(tmp_path)
+    assert _train(config, tmp_path / "full").wait(timeout=300) == 0
+
+    victim = _train(config, tmp_path / "killed")
+    pointer = tmp_path / "killed" / "checkpoint" / "latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once at least two checkpoints exist
+        if pointer.is_file() and json.loads(pointer.read_text())["current"] not in ("ckpt-5",):
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()  # it really died before the end
+    assert _train(config, tmp_path / "killed", resume=True).wait(timeout=300) == 0
+
+    full = load_file(str(tmp_path / "full" / "adapter.safetensors"))
+    resumed = load_file(str(tmp_path / "killed" / "adapter.safetensors"))
+    assert all(torch.allclose(full[k], resumed[k], atol=1e-6) for k in full)
+    a = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["best_step"] == b["best_step"]
