@@ -8,6 +8,7 @@ reports source validation ("unseen data") and target test scores ("unseen tasks"
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -16,9 +17,10 @@ from tqdm.auto import tqdm
 
 from . import tasks as T
 from .checkpoint import atomic_write
-from .config import load_config
+from .config import dump_config, load_config
 from .methods.base import NoPrompt
 from .pipeline import backbone_for, encode_split, run_train, run_transfer, verbalizers_for
+from .runs import RunManifest
 from .train import evaluate
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -42,6 +44,9 @@ def run_demo(output: Path, config: Path = DEMO_CONFIG, ks: tuple[int, ...] = (16
              targets: list[str] | None = None) -> dict:
     output = Path(output)
     cfg = load_config(config)
+    manifest = RunManifest(output)  # a re-run skips the units already finished and intact
+    # Units are named with the config's digest, so an edited config never reuses stale results.
+    tag = hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:8]
     targets = targets or list(T.SYNTHETIC_TARGET_TASKS)
     t0 = time.perf_counter()
     runs = {"talora": cfg, "prompt_tuning": baseline_config(cfg)}
@@ -51,12 +56,15 @@ def run_demo(output: Path, config: Path = DEMO_CONFIG, ks: tuple[int, ...] = (16
                                               for t, score in zero_shot(cfg, targets, "test").items() for k in ks}}}
     with tqdm(total=units, desc="demo", dynamic_ncols=True) as bar:
         for name, run_cfg in runs.items():
-            summary = run_train(run_cfg, output / name)
+            summary = manifest.run(f"{tag} train {name}", output / name,
+                                   lambda: run_train(run_cfg, output / name))
             results["source"][name] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
             bar.update()
             for task in targets:
                 for k in ks:
-                    res = run_transfer(output / name, task, k, cfg.seed, output / f"{name}-{task}-k{k}")
+                    out = output / f"{name}-{task}-k{k}"
+                    res = manifest.run(f"{tag} transfer {name} {task} k={k} seed={cfg.seed}", out,
+                                       lambda: run_transfer(output / name, task, k, cfg.seed, out))
                     results["target"].setdefault(name, {})[f"{task} (k={k})"] = res["score"]
                     bar.update()
     results["seconds"] = round(time.perf_counter() - t0, 1)

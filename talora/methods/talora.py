@@ -148,7 +148,9 @@ class TALoRA(Method):
         L, T, m, d = deviations.shape
         r, s = self.config.rank, self.config.scale
         side_by_side = deviations.permute(0, 2, 1, 3).reshape(L, m, T * d)
-        basis = torch.linalg.svd(side_by_side, full_matrices=False).U[:, :, :r]  # (L, m, r)
+        left = torch.linalg.svd(side_by_side, full_matrices=False).U[:, :, :r]
+        basis = torch.zeros(L, m, r)  # when r > m the extra columns stay zero (B has rank m at most)
+        basis[:, :, : left.shape[2]] = left
         coords = torch.einsum("lmr,ltmd->ltrd", basis, deviations)  # (L, T, r, d)
         U, S, Vh = torch.linalg.svd(coords, full_matrices=False)
         root = (S[..., 0] / s).sqrt()[..., None]
