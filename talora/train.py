@@ -226,7 +226,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
             log.flush()
             meta = {"best_score": result.best_score, "best_step": result.best_step, "history": result.history,
                     "seconds": time.perf_counter() - t0, "drawn": sampler.drawn,
-                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
+                    "scheduler": scheduler.state_dict(), "rng": rng_state(),
                     "optim_groups": [{k: v for k, v in g.items() if k != "params"}
                                      for g in optimizer.state_dict()["param_groups"]]}
             tensors = {**_state_tensors(method, optimizer), **{f"best.{k}": v for k, v in best_state.items()}}
@@ -250,8 +250,24 @@ def _restore(method, optimizer, scheduler, sampler, tensors, meta) -> int:
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(meta["scheduler"])
     sampler.drawn = list(meta["drawn"])
-    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    set_rng_state(meta["rng"])
     return int(meta["step"])
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch generator states as JSON (the data order itself needs none of them)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state().tolist()}
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
 
 
 def _eval_subset(items: list[Encoded], per_task: int) -> list[Encoded]:

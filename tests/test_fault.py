@@ -58,3 +58,36 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     a = json.loads((tmp_path / "full" / "metrics.json").read_text())
     b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert a["metrics"] == b["metrics"] and a["best_step"] == b["best_step"]
+
+
+# Runs the CLI in a child process that SIGKILLs itself half-way through writing its second checkpoint:
+# the new checkpoint folder is complete but the pointer to it is not yet replaced.
+KILL_DURING_WRITE = """
+import os, signal, sys
+import talora.checkpoint as ck
+real = ck.atomic_write
+def dying_write(path, data):
+    if path.name == ck.POINTER and b"ckpt-10" in data:
+        with open(str(path) + ".partial", "wb") as f:
+            f.write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, data)
+ck.atomic_write = dying_write
+from talora.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
+    config = _config(tmp_path)
+    assert _train(config, tmp_path / "full").wait(timeout=300) == 0
+    out = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, "train", "--config", config, "--output",
+                            str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+    assert child.returncode == -signal.SIGKILL
+    assert json.loads((out / "checkpoint" / "latest.json").read_text())["current"] == "ckpt-5"
+    assert _train(config, out, resume=True).wait(timeout=300) == 0
+    full = load_file(str(tmp_path / "full" / "adapter.safetensors"))
+    resumed = load_file(str(out / "adapter.safetensors"))
+    assert all(torch.allclose(full[k], resumed[k], atol=1e-6) for k in full)

@@ -123,3 +123,12 @@ def test_sampler_is_deterministic_mixes_tasks_and_covers_each_epoch():
     assert any(len({t for t, _ in d}) == 2 for d in draws)  # batches mix tasks
     task0 = [i for d in draws for t, i in d if t == 0]
     assert sorted(task0[:5]) == list(range(5))  # the first epoch of a task visits each example once
+
+
+def test_rng_states_round_trip_through_json():
+    import random
+
+    state = json.loads(json.dumps(train_mod.rng_state()))
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    train_mod.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
