@@ -21,6 +21,7 @@ from .errors import ConfigError, DataError
 from .methods import DeepPromptTuning, Method, TALoRA, method_class
 from .methods.deep_prompt_tuning import DeepPromptTuningConfig
 from .model import Verbalizer, prepare
+from .runs import RunManifest
 from .train import TrainConfig, evaluate, headline, train
 
 _BACKBONES: dict[str, Backbone] = {}
@@ -80,23 +81,25 @@ def _fit(backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: Trai
 def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
     """Train ``cfg.method`` on the source tasks; TA-LoRA runs stage 1 then stage 2."""
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write(output / "config.yaml", dump_config(cfg).encode())
     names = cfg.tasks or source_task_names(cfg.data_dir)
-    tasks = T.load_tasks(cfg.data_dir, names)
+    tasks = T.load_tasks(cfg.data_dir, names)  # bad input fails here, before anything is written
     backbone = backbone_for(cfg.model)
     method_cfg = cfg.method_config()
     method = method_class(cfg.method)(method_cfg, backbone, names)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write(output / "config.yaml", dump_config(cfg).encode())
     t0 = time.perf_counter()
     stage1_summary = None
     if isinstance(method, TALoRA):
         stage1_dir = output / "stage1"
-        if resume and (stage1_dir / "metrics.json").is_file():
+        manifest = RunManifest(output)
+        stage1_summary = manifest.finished("stage1", stage1_dir) if resume else None
+        if stage1_summary is not None:
             stage1, _ = load_adapter(stage1_dir, backbone, expect_method=DeepPromptTuning.name)
-            stage1_summary = json.loads((stage1_dir / "metrics.json").read_text())
         else:
             stage1 = DeepPromptTuning(stage1_config(method_cfg), backbone, names)
             stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1")
+            manifest.record("stage1", stage1_dir, stage1_summary)
         method.init_from_stage1(stage1)
     summary = _fit(backbone, method, tasks, names, cfg, cfg.train, output, resume,
                    "stage 2" if stage1_summary else cfg.method)

@@ -101,3 +101,27 @@ def test_cli_resume_continues_a_run(tmp_path, tiny_models):
     assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "o"), "--resume"]) == 0
     second = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert first["metrics"] == second["metrics"]  # stage 1 and 2 were already complete
+
+
+def test_rejected_inputs_write_nothing(tmp_path):
+    from talora.errors import DataError
+
+    cfg = _cfg()
+    cfg.tasks = ["movie_sentiment", "no_such_task"]
+    with pytest.raises(DataError, match="no_such_task"):
+        pipeline.run_train(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    pipeline.run_train(_cfg(), tmp_path / "src")
+    before = sorted(p.name for p in (tmp_path / "src").iterdir())
+    with pytest.raises(DataError, match=r"k=500 per class is more than the split holds"):
+        pipeline.run_transfer(tmp_path / "src", "tweet_emotion", 500, 0, tmp_path / "tgt")
+    assert not (tmp_path / "tgt").exists() and sorted(p.name for p in (tmp_path / "src").iterdir()) == before
+
+
+def test_resume_reruns_a_damaged_stage1(tmp_path):
+    out = tmp_path / "src"
+    pipeline.run_train(_cfg(), out)
+    (out / "stage1" / "adapter.safetensors").write_bytes(b"garbage")
+    pipeline.run_train(_cfg(), out, resume=True)  # the stage-1 unit no longer verifies: trained again
+    from talora.runs import RunManifest
+    assert RunManifest(out).finished("stage1", out / "stage1") is not None
