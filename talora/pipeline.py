@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from .batching import Encoded, encode
 from .checkpoint import atomic_write
 from .config import RunConfig, dump_config, load_config
 from .errors import ConfigError, DataError
-from .methods import DeepPromptTuning, Method, TALoRA, method_class
-from .methods.deep_prompt_tuning import DeepPromptTuningConfig
+from .methods import Method, method_class
+from .methods.base import TargetContext
 from .model import Verbalizer, prepare
 from .runs import RunManifest
 from .train import TrainConfig, evaluate, headline, train
@@ -90,14 +91,13 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
     atomic_write(output / "config.yaml", dump_config(cfg).encode())
     t0 = time.perf_counter()
     stage1_summary = None
-    if isinstance(method, TALoRA):
+    if (stage1 := method.stage1(backbone)) is not None:
         stage1_dir = output / "stage1"
         manifest = RunManifest(output)
         stage1_summary = manifest.finished("stage1", stage1_dir) if resume else None
         if stage1_summary is not None:
-            stage1, _ = load_adapter(stage1_dir, backbone, expect_method=DeepPromptTuning.name)
+            stage1, _ = load_adapter(stage1_dir, backbone, expect_method=stage1.name)
         else:
-            stage1 = DeepPromptTuning(stage1_config(method_cfg), backbone, names)
             stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1")
             manifest.record("stage1", stage1_dir, stage1_summary)
         method.init_from_stage1(stage1)
@@ -108,12 +108,6 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
         summary["stage1"] = {k: stage1_summary[k] for k in ("metrics", "average", "seconds")}
     atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
     return summary
-
-
-def stage1_config(cfg) -> DeepPromptTuningConfig:
-    """Stage-1 prompts share TA-LoRA's placement; they learn at the fast rate (they are single-task)."""
-    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DeepPromptTuningConfig) if hasattr(cfg, f.name)}
-    return DeepPromptTuningConfig(**{**shared, "lr": cfg.lr_fast, "lr_gate": cfg.lr_gate})
 
 
 def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_dir: str | None = None,
@@ -128,13 +122,23 @@ def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
     shots = T.sample_k_shot(tasks[task].splits.get("train", []), k, seed, per_class=True)
-    target = method.for_target(task, backbone)
     output.mkdir(parents=True, exist_ok=True)
     train_cfg = train_cfg or cfg.transfer
     run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg)
     atomic_write(output / "config.yaml", dump_config(run_cfg).encode())
     verbs = verbalizers_for(backbone, [spec])
     train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: shots})
+
+    def tune(m: Method, steps: int) -> None:  # a brief, throw-away run on the shots (e.g. SPoT-retrieval)
+        short = dataclasses.replace(train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1),
+                                    eval_every=0)
+        with tempfile.TemporaryDirectory() as scratch:
+            train(backbone, m, train_items, [], verbs, {task: spec.metric}, short, Path(scratch), seed, desc="tune")
+
+    def score(m: Method) -> float:
+        return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size)[task][spec.metric]
+
+    target = method.for_target(TargetContext(task, backbone, tune, score))
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
     result = train(backbone, target, train_items, [], verbs, {task: spec.metric}, train_cfg, output, seed,
                    desc=f"{task} k={k}")

@@ -119,10 +119,11 @@ def evaluate(backbone, method: Method, items: list[Encoded], verbalizers: dict[i
         raise DataError("nothing to evaluate: the evaluation split is empty")
     order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))  # less padding
     preds: dict[int, str] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = [items[i] for i in order[start: start + batch_size]]
-        for i, p in zip(order[start: start + batch_size], rank_labels(backbone, method, chunk, verbalizers)):
-            preds[i] = p
+    with method.applied(backbone):
+        for start in range(0, len(order), batch_size):
+            chunk = [items[i] for i in order[start: start + batch_size]]
+            for i, p in zip(order[start: start + batch_size], rank_labels(backbone, method, chunk, verbalizers)):
+                preds[i] = p
     results = {}
     for task_id in sorted({e.task_id for e in items}):
         idx = [i for i, e in enumerate(items) if e.task_id == task_id]
@@ -192,9 +193,11 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
     for step in bar:
         picks = sampler.draw(step, cfg.batch_size)
         batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad)
-        loss = answer_loss(backbone, method, batch)
+        with method.applied(backbone):
+            loss = answer_loss(backbone, method, batch)
+            aux = method.auxiliary_loss(backbone, batch)
         reg = method.regularization()
-        total = loss if reg is None else loss + reg
+        total = loss + sum(t for t in (aux, reg) if t is not None)
         if not torch.isfinite(total):
             uids = [by_task[task_ids[t]][i].uid for t, i in picks]
             raise TrainingError(f"loss became {total.item()} at step {step + 1} on batch {uids}; "

@@ -8,6 +8,7 @@ from talora.batching import Encoded, answer_batch
 from talora.methods import DeepPromptTuning, PromptTuning, TALoRA
 from talora.methods.deep_prompt_tuning import DeepPromptTuningConfig
 from talora.methods.prompt_tuning import PromptTuningConfig
+from talora.methods.base import TargetContext
 from talora.methods.talora import TALoRAConfig
 from talora.model import Verbalizer, answer_loss, hidden_at, rank_labels
 
@@ -62,7 +63,7 @@ def test_orthogonality_regulariser_closed_form_equals_the_definition(backbone):
 def test_talora_parameter_groups_and_ablations(backbone):
     lrs = {g["name"]: g["lr"] for g in _talora(backbone).param_groups()}
     assert lrs == {"theta0": 1e-3, "B": 1e-3, "uv": 3e-2, "gate": 1e-2}
-    target = {g["name"]: g["lr"] for g in _talora(backbone).for_target("t", backbone).param_groups()}
+    target = {g["name"]: g["lr"] for g in _talora(backbone).for_target(TargetContext("t", backbone)).param_groups()}
     assert target == {"uv": 0.1}
     same = {g["name"]: g["lr"] for g in _talora(backbone, same_lr=True).param_groups()}
     assert same["theta0"] == same["B"] == same["uv"] == 3e-2
@@ -127,7 +128,7 @@ def test_label_ranking_matches_full_logits(backbone, words):
 
 def test_for_target_freezes_shared_knowledge(backbone):
     m = _talora(backbone)
-    target = m.for_target("new", backbone)
+    target = m.for_target(TargetContext("new", backbone))
     assert target.task_names == ["new"]
     assert torch.equal(target.theta0, m.theta0) and torch.equal(target.B, m.B)
     trainable = {n for n, p in target.named_parameters() if p.requires_grad}

@@ -8,8 +8,9 @@ schedule, evaluation, checkpoints).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -25,6 +26,23 @@ class PromptInputs:
 
     input_prefix: torch.Tensor | None = None
     layer_prompts: LayerPrompts | None = None
+
+
+@dataclass
+class TargetContext:
+    """What ``Method.for_target`` may use to build a method for one new (few-shot) task.
+
+    tune(method, steps): trains ``method`` in place on the target's k shots with the one
+        trainer (no evaluation); e.g. SPoT-retrieval's briefly-tuned target prompt, DTVG's
+        stage-I target vector.
+    score(method): the target's headline metric of ``method`` on the k shots themselves
+        (never on evaluation data); e.g. choosing TPV rescaling factors.
+    """
+
+    task_name: str
+    backbone: Backbone
+    tune: Callable[["Method", int], None] | None = None
+    score: Callable[["Method"], float] | None = None
 
 
 @dataclass
@@ -67,8 +85,30 @@ class Method(nn.Module):
         self.first_layer = shapes.num_layers - self.layers
         self.hidden, self.heads = shapes.hidden, shapes.heads
 
+    # Layers below this index see the frozen model unchanged (no prompt, no changed weight), so
+    # their outputs per example are constants: computed without autograd, and cacheable.
+    frozen_below: int = 0
+
     def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def applied(self, backbone: Backbone) -> Iterator[None]:
+        """Everything that runs the model runs inside this: methods that change the backbone's
+        weights or modules (LoRA, adapters, BitFit, full fine-tuning) install themselves on
+        entry and restore the frozen model on exit; prompt methods need nothing."""
+        yield
+
+    def stage1(self, backbone: Backbone) -> "Method | None":
+        """A method to train on the same tasks first (TA-LoRA: deep prompt tuning), or None."""
+        return None
+
+    def init_from_stage1(self, stage1: "Method") -> None:
+        raise NotImplementedError
+
+    def auxiliary_loss(self, backbone: Backbone, batch) -> torch.Tensor | None:
+        """A loss term that needs the batch (e.g. MPT's distillation from teacher prompts)."""
+        return None
 
     def param_groups(self) -> list[dict]:
         """AdamW parameter groups, each with a ``name`` and its own ``lr``."""
@@ -81,7 +121,7 @@ class Method(nn.Module):
         """tanh of the gate per prompted layer (mean over heads and tasks), for the training log."""
         return []
 
-    def for_target(self, task_name: str, backbone: Backbone) -> "Method":
+    def for_target(self, target: TargetContext) -> "Method":
         """A method for one new (few-shot) task, transferring what this one learned."""
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, deep_vocab_init
+from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init
 
 
 @dataclass
@@ -33,6 +33,7 @@ class DeepPromptTuning(Method):
     def __init__(self, config: DeepPromptTuningConfig, backbone: Backbone, task_names: list[str]):
         super().__init__(config, backbone, task_names)
         self._place_on_top_layers(config, backbone)
+        self.frozen_below = self.first_layer
         gen = torch.Generator().manual_seed(config.init_seed)
         init = deep_vocab_init(backbone, self.first_layer, self.layers, len(task_names), config, gen)
         self.prompts = nn.Parameter(init)  # (L, T, m, d)
@@ -52,8 +53,8 @@ class DeepPromptTuning(Method):
     def gate_values(self) -> list[float]:
         return torch.tanh(self.gates.detach()).mean(dim=(0, 2)).tolist()
 
-    def for_target(self, task_name: str, backbone: Backbone) -> "DeepPromptTuning":
-        return DeepPromptTuning(self.config, backbone, [task_name])
+    def for_target(self, target: TargetContext) -> "DeepPromptTuning":
+        return DeepPromptTuning(self.config, target.backbone, [target.task_name])
 
     def trainable_parameters(self) -> dict[str, int]:
         gates = self.layers * self.heads if self.config.attention == "gated" else 0

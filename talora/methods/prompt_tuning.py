@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, vocab_init
+from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
 from .base import PromptConfig as _PromptConfig
 
 
@@ -48,8 +48,8 @@ class PromptTuning(Method):
     def param_groups(self) -> list[dict]:
         return [{"name": "prompt", "params": [self.prompt], "lr": self.config.lr}]
 
-    def for_target(self, task_name: str, backbone: Backbone) -> "PromptTuning":
-        return PromptTuning(self.config, backbone, [task_name])
+    def for_target(self, target: TargetContext) -> "PromptTuning":
+        return PromptTuning(self.config, target.backbone, [target.task_name])
 
     def trainable_parameters(self) -> dict[str, int]:
         return {"shared": 0, "per_task": self.config.length * self.hidden}

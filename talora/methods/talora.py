@@ -20,6 +20,7 @@ false`` (each task owns its B: no shared slow weight) and ``attention: plain``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,8 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, deep_vocab_init
+from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init
+from .deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 
 
 @dataclass
@@ -62,6 +64,7 @@ class TALoRA(Method):
     def __init__(self, config: TALoRAConfig, backbone: Backbone, task_names: list[str]):
         super().__init__(config, backbone, task_names)
         self._place_on_top_layers(config, backbone)
+        self.frozen_below = self.first_layer
         L, T, m, r, d = self.layers, len(task_names), config.length, config.rank, self.hidden
         gen = torch.Generator().manual_seed(config.init_seed)
         self.theta0 = nn.Parameter(deep_vocab_init(backbone, self.first_layer, L, 1, config, gen)[:, 0])
@@ -158,9 +161,21 @@ class TALoRA(Method):
         self.u.copy_(U[..., :, 0] * root)
         self.v.copy_(Vh[..., 0, :] * root)
 
-    def for_target(self, task_name: str, backbone: Backbone) -> "TALoRA":
+    def stage1(self, backbone: Backbone) -> DeepPromptTuning | None:
+        """Stage 1: single-task deep prompts with TA-LoRA's placement, at the fast rate (they are
+        single-task weights); a method already built for transfer has no stage 1."""
+        if self.config.transfer:
+            return None
+        cfg = self.config
+        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DeepPromptTuningConfig)
+                  if hasattr(cfg, f.name)}
+        stage1_cfg = DeepPromptTuningConfig(**{**shared, "lr": cfg.lr_fast, "lr_gate": cfg.lr_gate})
+        return DeepPromptTuning(stage1_cfg, backbone, self.task_names)
+
+    def for_target(self, target: TargetContext) -> "TALoRA":
         cfg = TALoRAConfig(**{**self.config.__dict__, "transfer": True})
-        target = TALoRA(cfg, backbone, [task_name])
+        backbone = target.backbone
+        target = TALoRA(cfg, backbone, [target.task_name])
         with torch.no_grad():
             target.theta0.copy_(self.theta0)
             target.gates.copy_(self.gates)
