@@ -212,7 +212,8 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % cfg.log_every == 0 or done == cfg.steps:
             record = {"step": done, "loss": loss.item(), "reg": None if reg is None else reg.item(),
-                      "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "gates": method.gate_values()}
+                      "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "gates": method.gate_values(),
+                      **method.log_state()}
             log.write(json.dumps(record) + "\n")
         if done in eval_steps:
             if eval_items:

@@ -117,6 +117,10 @@ class Method(nn.Module):
     def regularization(self) -> torch.Tensor | None:
         return None
 
+    def log_state(self) -> dict:
+        """Extra JSON-able fields for the training log at each logged step (e.g. DTVG's chosen group)."""
+        return {}
+
     def gate_values(self) -> list[float]:
         """tanh of the gate per prompted layer (mean over heads and tasks), for the training log."""
         return []
