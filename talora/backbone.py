@@ -36,6 +36,9 @@ class Backbone:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     model_id: str
+    # Opt-in (TrainConfig.cache_lower_layers): read the frozen lower layers' output from disk
+    # (talora.lower_cache) instead of recomputing it; one cache per first prompted layer.
+    cache_lower_layers: bool = False
 
     @property
     def fingerprint(self) -> str:

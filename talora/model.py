@@ -6,15 +6,18 @@ ranking labels only the label words' rows of it: never (batch x seq x vocab) log
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import attention
 from .backbone import Backbone
 from .batching import Batch, Encoded, answer_batch, prompt_batch
+from .lower_cache import LowerLayerCache
 from .methods import Method
 
 if TYPE_CHECKING:
@@ -26,19 +29,75 @@ def prepare(backbone: Backbone) -> None:
     attention.install(backbone.model)
 
 
-def hidden_at(backbone: Backbone, method: Method, batch: Batch) -> torch.Tensor:
-    """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place."""
+class _PassThrough(nn.Module):
+    """Stands in for a decoder layer that must not run (its input is its output)."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+_PASS = _PassThrough()
+
+
+@contextlib.contextmanager
+def _layers_only(decoder, start: int, stop: int, final_norm: bool):
+    """Run only decoder layers ``start .. stop-1``, keeping every layer's index (and so its
+    prompts, its mask type and its position in ``config.layer_types``) where it was."""
+    layers, norm = decoder.layers, decoder.norm
+    decoder.layers = nn.ModuleList([layer if start <= i < stop else _PASS for i, layer in enumerate(layers)])
+    if not final_norm:
+        decoder.norm = nn.Identity()
+    try:
+        yield
+    finally:
+        decoder.layers, decoder.norm = layers, norm
+
+
+@torch.no_grad()
+def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 first: int) -> torch.Tensor:
+    """Hidden states entering layer ``first`` of the frozen model (no autograd: nothing there learns)."""
+    decoder = backbone.model.get_decoder()
+    with _layers_only(decoder, 0, first, final_norm=False):
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+
+def _lower_cache(backbone: Backbone, first: int) -> LowerLayerCache:
+    caches = backbone.__dict__.setdefault("_lower_caches", {})
+    if first not in caches:
+        caches[first] = LowerLayerCache(backbone, first)
+    return caches[first]
+
+
+def hidden_at(backbone: Backbone, method: Method, batch: Batch, use_cache: bool = True) -> torch.Tensor:
+    """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place.
+
+    When the method leaves layers below ``method.frozen_below`` untouched, they run once
+    without autograd, or not at all when the backbone's lower-layer cache is on
+    (``use_cache=False`` bypasses it, e.g. for the ever-growing sequences of generation).
+    """
     model = backbone.model
+    decoder = model.get_decoder()
     prompts = method.prompt_inputs(batch.task_ids)
-    embeds = model.get_input_embeddings()(batch.input_ids)
     mask, cols = batch.attention_mask, batch.cols
+    first = method.frozen_below
+    if first > 0 and prompts.input_prefix is None:
+        if backbone.cache_lower_layers and use_cache:
+            states = _lower_cache(backbone, first).states(
+                batch.input_ids, mask, lambda ids, m: lower_states(backbone, ids, m, first))
+        else:
+            states = lower_states(backbone, batch.input_ids, mask, first)
+        with _layers_only(decoder, first, len(decoder.layers), final_norm=True):
+            out = decoder(inputs_embeds=states.to(model.dtype), attention_mask=mask, use_cache=False,
+                          talora_prompts=prompts.layer_prompts)
+        return out.last_hidden_state[batch.rows, cols]
+    embeds = model.get_input_embeddings()(batch.input_ids)
     if prompts.input_prefix is not None:
         prefix = prompts.input_prefix.to(embeds.dtype)
         embeds = torch.cat([prefix, embeds], dim=1)
         mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[1]), mask], dim=1)
         cols = cols + prefix.shape[1]
-    out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
-                              talora_prompts=prompts.layer_prompts)
+    out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, talora_prompts=prompts.layer_prompts)
     return out.last_hidden_state[batch.rows, cols]
 
 
