@@ -28,6 +28,7 @@ class RunConfig:
     tasks: list[str] | None = None  # training tasks; null = every source task of the suite / data folder
     seed: int = 0  # drives data order and evaluation sampling
     max_length: int = 256  # tokens per example (prompt + answer); longer inputs are truncated (see batching)
+    cache_lower_layers: bool = False  # keep the frozen lower layers' output on disk (talora.lower_cache)
     train_examples: int = 0  # cap on training examples per task (0 = all)
     validation_examples: int = 0  # cap on validation examples per task for the final metrics (0 = all)
     method_args: dict = field(default_factory=dict)  # fields of the method's config dataclass

@@ -81,7 +81,7 @@ def names_of(cfg) -> list[str]:
 
 def zero_shot(cfg, names: list[str], split: str) -> dict[str, float]:
     """Headline score of the frozen model with each task's template and no prompt."""
-    backbone = backbone_for(cfg.model)
+    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
     tasks = T.load_tasks(cfg.data_dir, names)
     items = encode_split(backbone, tasks, names, split, cfg.max_length)
     scores = evaluate(backbone, NoPrompt(backbone, names), items,

@@ -28,11 +28,12 @@ from .train import TrainConfig, evaluate, headline, train
 _BACKBONES: dict[str, Backbone] = {}
 
 
-def backbone_for(spec: str) -> Backbone:
+def backbone_for(spec: str, cache_lower_layers: bool = False) -> Backbone:
     """Load once per process: the demo and sweeps run many recipes on one model."""
     if spec not in _BACKBONES:
         _BACKBONES[spec] = load_backbone(spec)
         prepare(_BACKBONES[spec])
+    _BACKBONES[spec].cache_lower_layers = cache_lower_layers
     return _BACKBONES[spec]
 
 
@@ -84,7 +85,7 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
     output = Path(output)
     names = cfg.tasks or source_task_names(cfg.data_dir)
     tasks = T.load_tasks(cfg.data_dir, names)  # bad input fails here, before anything is written
-    backbone = backbone_for(cfg.model)
+    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
     method_cfg = cfg.method_config()
     method = method_class(cfg.method)(method_cfg, backbone, names)
     output.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_
     cfg = load_config(source / "config.yaml")
     data_dir = data_dir if data_dir is not None else cfg.data_dir
     sidecar = read_sidecar(source)
-    backbone = backbone_for(cfg.model)
+    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
     method, _ = load_adapter(source, backbone, expect_method=sidecar["method"])
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
@@ -158,7 +159,7 @@ def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str 
     adapter = Path(adapter)
     config_path = adapter / "config.yaml"
     cfg = load_config(config_path) if config_path.is_file() else RunConfig()
-    backbone = backbone_for(model or cfg.model)
+    backbone = backbone_for(model or cfg.model, cfg.cache_lower_layers)
     method, specs = load_adapter(adapter, backbone)
     if task not in specs:
         raise ConfigError(f"adapter {adapter} has no task {task!r}; it has: {', '.join(specs)}")

@@ -44,6 +44,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     mixing_temperature: float = 1.0  # task rate ~ n_t^(1/T): 1 = examples-proportional, large = uniform
     mixing_cap: int = 0  # n_t is capped at this before mixing (0 = no cap)
+    length_buckets: int = 4  # draw this many batches at once, sort them by length, cut (1 = off): less padding
     log_every: int = 10  # training-log period in steps
 
     def __post_init__(self):
@@ -53,6 +54,8 @@ class TrainConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.mixing_temperature <= 0:
             raise ValueError("mixing_temperature must be > 0")
+        if self.length_buckets < 1:
+            raise ValueError("length_buckets must be >= 1")
 
 
 def mixing_rates(sizes: list[int], temperature: float, cap: int = 0) -> np.ndarray:
@@ -89,6 +92,41 @@ class MixtureSampler:
             picks.append((t, int(self._order(t, epoch)[pos])))
             self.drawn[t] += 1
         return picks
+
+
+class LengthBuckets:
+    """Mixed-task batches with little padding.
+
+    The examples of ``group`` consecutive steps are drawn at once (each step's draw as
+    the sampler makes it), sorted by length and cut into batches, which the steps then
+    take in a seeded order. Tasks stay mixed; only batch composition changes. To resume
+    mid-group, a checkpoint stores the sampler's counters as of the group's start.
+    """
+
+    def __init__(self, sampler: MixtureSampler, lengths: list[list[int]], batch_size: int, group: int, seed: int):
+        self.sampler, self.lengths, self.batch_size, self.group, self.seed = sampler, lengths, batch_size, group, seed
+        self._current: int | None = None
+        self._batches: list[list[tuple[int, int]]] = []
+        self._start_drawn = list(sampler.drawn)
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        g = step // self.group
+        if g != self._current:
+            self._start_drawn = list(self.sampler.drawn)
+            pool = [pick for s in range(g * self.group, (g + 1) * self.group)
+                    for pick in self.sampler.draw(s, self.batch_size)]
+            pool.sort(key=lambda pick: self.lengths[pick[0]][pick[1]])  # stable: ties keep draw order
+            cut = [pool[k * self.batch_size: (k + 1) * self.batch_size] for k in range(self.group)]
+            order = np.random.default_rng([self.seed, 2 << 20, g]).permutation(self.group)
+            self._batches, self._current = [cut[k] for k in order], g
+        return self._batches[step - g * self.group]
+
+    def drawn_before(self, step: int) -> list[int]:
+        """The sampler counters a resumed run needs to replay ``step`` onwards."""
+        return list(self.sampler.drawn) if step % self.group == 0 else list(self._start_drawn)
+
+    def restore(self, drawn: list[int]) -> None:
+        self.sampler.drawn, self._current = list(drawn), None
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -168,6 +206,8 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
     if not task_ids:
         raise DataError("the training split is empty")
     sampler = MixtureSampler([len(by_task[t]) for t in task_ids], cfg.mixing_temperature, cfg.mixing_cap, seed)
+    buckets = LengthBuckets(sampler, [[len(e.prompt) + len(e.answer) for e in by_task[t]] for t in task_ids],
+                            cfg.batch_size, cfg.length_buckets, seed)
     groups = method.param_groups()
     if not groups:
         raise ConfigError(f"method {method.name!r} has no trainable parameters")
@@ -181,7 +221,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
     ckpt_dir = out_dir / "checkpoint"
     if resume and (ckpt := load_checkpoint(ckpt_dir)) is not None:
         tensors, meta = ckpt
-        start = _restore(method, optimizer, scheduler, sampler, tensors, meta)
+        start = _restore(method, optimizer, scheduler, buckets, tensors, meta)
         best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
         result = TrainResult(meta["best_score"], meta["best_step"], meta["history"])
         elapsed = meta["seconds"]
@@ -191,7 +231,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
     eval_steps = {cfg.steps} | (set(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)) if cfg.eval_every else set())
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, leave=False, dynamic_ncols=True)
     for step in bar:
-        picks = sampler.draw(step, cfg.batch_size)
+        picks = buckets.batch(step)
         batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad)
         with method.applied(backbone):
             loss = answer_loss(backbone, method, batch)
@@ -229,7 +269,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
                 best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
             log.flush()
             meta = {"best_score": result.best_score, "best_step": result.best_step, "history": result.history,
-                    "seconds": time.perf_counter() - t0, "drawn": sampler.drawn,
+                    "seconds": time.perf_counter() - t0, "drawn": buckets.drawn_before(done),
                     "scheduler": scheduler.state_dict(), "rng": rng_state(),
                     "optim_groups": [{k: v for k, v in g.items() if k != "params"}
                                      for g in optimizer.state_dict()["param_groups"]]}
@@ -241,7 +281,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
     return result
 
 
-def _restore(method, optimizer, scheduler, sampler, tensors, meta) -> int:
+def _restore(method, optimizer, scheduler, buckets: LengthBuckets, tensors, meta) -> int:
     method.load_state_dict({k[len("method."):]: v for k, v in tensors.items() if k.startswith("method.")})
     state: dict[int, dict] = {}
     for k, v in tensors.items():
@@ -253,7 +293,7 @@ def _restore(method, optimizer, scheduler, sampler, tensors, meta) -> int:
         g.update(saved)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(meta["scheduler"])
-    sampler.drawn = list(meta["drawn"])
+    buckets.restore(meta["drawn"])
     set_rng_state(meta["rng"])
     return int(meta["step"])
 

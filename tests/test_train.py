@@ -30,7 +30,7 @@ def _data(backbone, n=24):
 
 
 def _cfg(**kw):
-    base = dict(steps=8, batch_size=4, warmup_steps=1, eval_every=4, eval_examples=8, log_every=2)
+    base = dict(steps=8, batch_size=4, warmup_steps=1, eval_every=4, eval_examples=8, log_every=2, length_buckets=3)
     return TrainConfig(**{**base, **kw})
 
 
@@ -132,3 +132,19 @@ def test_rng_states_round_trip_through_json():
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     train_mod.set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_length_buckets_cut_padding_keep_every_draw_and_mix_tasks():
+    lengths = [[3, 40, 5, 38, 4, 41, 6, 39], [2, 37, 7, 42, 1, 36, 8, 35]]
+    plain = MixtureSampler([8, 8], 1.0, 0, seed=2)
+    draws = [plain.draw(s, 4) for s in range(4)]
+    buckets = train_mod.LengthBuckets(MixtureSampler([8, 8], 1.0, 0, seed=2), lengths, 4, 4, seed=2)
+    batches = [buckets.batch(s) for s in range(4)]
+    assert sorted(p for b in batches for p in b) == sorted(p for d in draws for p in d)  # same examples
+
+    def padding(batch):
+        lens = [lengths[t][i] for t, i in batch]
+        return sum(max(lens) - n for n in lens)
+
+    assert sum(map(padding, batches)) < sum(map(padding, draws)) / 2
+    assert any(len({t for t, _ in b}) == 2 for b in batches)
