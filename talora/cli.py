@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import TaloraError
+from .errors import ConfigError, TaloraError
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -80,6 +80,43 @@ def cmd_methods(args) -> None:
         print(f"{name:20s} {cls.parameter_formula():75s} {doc}")
 
 
+def cmd_bench(args) -> None:
+    import torch
+
+    from .bench import ROWS, Shape, format_rows, run_speed, write_json
+    from .pipeline import backbone_for
+
+    rows = tuple(args.rows.split(",")) if args.rows else ROWS
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise ConfigError(f"unknown bench row(s) {', '.join(unknown)}; known: {', '.join(ROWS)}")
+    shape = Shape(args.batch_size, args.seq_len, args.prompt_length, args.layers)
+    backbone = backbone_for(args.model)
+    table = run_speed(backbone, args.model, shape, args.repeats, rows, memory=not args.no_memory,
+                      progress=lambda msg: print(msg, file=sys.stderr))
+    print(format_rows(table, shape, "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"))
+    if args.json:
+        write_json(table, Path(args.json))
+
+
+def cmd_analyze(args) -> None:
+    from .analysis import tpv as A
+
+    if args.analysis == "tpv-inits":
+        if bool(args.runs) == bool(args.config):
+            raise ConfigError("analyze tpv-inits: give either --runs (trained tpv runs) or --config (train them)")
+        runs = args.runs or A.train_init_runs(Path(args.config), args.init_seeds, Path(args.output))
+        paths = A.write_init_transfer(A.init_transfer([Path(r) for r in runs], args.split, args.examples),
+                                      Path(args.output))
+    elif args.analysis == "similarity":
+        paths = A.write_similarity(A.similarity([Path(r) for r in args.runs]), Path(args.output))
+    else:
+        log = Path(args.log)
+        paths = A.write_grouping(A.grouping(log), Path(args.output) if args.output else log.parent)
+    print(paths[0].read_text())
+    print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="talora", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,6 +161,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("methods", help="list methods and their trainable-parameter formulas")
     m.set_defaults(func=cmd_methods)
+
+    a = sub.add_parser("analyze", help="task-prompt-vector and DTVG analyses: a Markdown table, a PNG and JSON")
+    analyses = a.add_subparsers(dest="analysis", required=True)
+    ti = analyses.add_parser("tpv-inits", help="TPVs on their original vs other initialisations (TPV Table 1)")
+    ti.add_argument("--runs", nargs="+", help="tpv runs that differ only in method_args.init_seed")
+    ti.add_argument("--config", help="or: a tpv config to train once per --init-seeds into --output/init-<seed>")
+    ti.add_argument("--init-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ti.add_argument("--split", help="evaluation split (default: test, else validation)")
+    ti.add_argument("--examples", type=int, default=0, help="evaluation examples per task (0 = all)")
+    ti.add_argument("--output", required=True, help="folder for tpv-inits.md/.png/.json (and the runs)")
+    ti.set_defaults(func=cmd_analyze)
+    si = analyses.add_parser("similarity", help="cosine heatmaps of task prompts vs TPVs (TPV Fig. 2)")
+    si.add_argument("--runs", nargs="+", required=True, help="tpv (or dtvg) runs; several init seeds averaged")
+    si.add_argument("--output", required=True, help="folder for similarity.md/.png/.json")
+    si.set_defaults(func=cmd_analyze)
+    gr = analyses.add_parser("grouping", help="DTVG's source group per step (DTVG Fig. 7)")
+    gr.add_argument("--log", required=True, help="log.jsonl of a dtvg run or transfer")
+    gr.add_argument("--output", help="folder for grouping.md/.png/.json (default: the log's folder)")
+    gr.set_defaults(func=cmd_analyze)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bench = b.add_subparsers(dest="bench", required=True)
+    s = bench.add_parser("speed", help="one training step: TA-LoRA (with/without the lower-layer cache) vs PEFT")
+    s.add_argument("--model", default="embedded")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--seq-len", type=int, default=128)
+    s.add_argument("--prompt-length", type=int, default=20)
+    s.add_argument("--layers", type=int, help="prompted layers L (default: half)")
+    s.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
+    s.add_argument("--rows", help="comma-separated subset of configurations")
+    s.add_argument("--no-memory", action="store_true", help="skip the per-row memory subprocesses")
+    s.add_argument("--json", help="also write the table as JSON to this path")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,0 +1,225 @@
+"""``talora bench speed``: one training step of TA-LoRA against what users would reach for in PEFT.
+
+All configurations run in one process on one batch shape, interleaved (A B C ... A B C
+...), so drift in the machine's speed hits every row alike; the figure is the median
+step time (forward + backward + AdamW step) over the repetitions. PEFT models are
+trained the way their documentation shows (``model(input_ids, labels=...)``: logits at
+every position), with labels only on the answer token, as ours. Peak memory is
+measured per configuration in a fresh subprocess (CUDA: ``max_memory_allocated``;
+CPU: the peak resident set during the steps minus the resident set before them, so
+the shared weights are not counted).
+
+The forward-only rows are the bounds a training step cannot beat: the whole frozen
+model without autograd (last-position logits only), and the same for the prompted
+layers alone with the lower layers read from the cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .backbone import Backbone
+from .batching import Encoded, answer_batch
+from .methods.talora import TALoRA, TALoRAConfig
+from .model import answer_loss, hidden_at
+
+PEFT_ROWS = ("peft_prompt_tuning", "peft_prefix_tuning", "peft_adaption_prompt", "peft_lora")
+TALORA_ROWS = ("talora", "talora_cached")
+BOUND_ROWS = ("forward_only", "forward_only_prompted_layers")
+ROWS = TALORA_ROWS + PEFT_ROWS + BOUND_ROWS
+
+
+@dataclass
+class Shape:
+    batch_size: int = 8
+    seq_len: int = 128
+    prompt_length: int = 20  # m for every prompt method (PEFT virtual tokens, adapter_len)
+    layers: int | None = None  # L prompted layers (TA-LoRA, AdaptionPrompt); None = half
+    lora_rank: int = 8
+
+
+@dataclass
+class Row:
+    name: str
+    median_step_s: float
+    examples_per_s: float
+    peak_mem_mb: float | None
+    ratio_to_talora: float | None = None
+
+
+def _batch(backbone: Backbone, shape: Shape, seed: int = 0):
+    """A fixed batch of random tokens: prompt of seq_len-1 tokens, a one-token answer."""
+    gen = torch.Generator().manual_seed(seed)
+    vocab = backbone.model.config.vocab_size
+    ids = torch.randint(10, vocab, (shape.batch_size, shape.seq_len), generator=gen)
+    items = [Encoded(f"bench{i}", 0, tuple(row[:-1].tolist()), (int(row[-1]),), "x") for i, row in enumerate(ids)]
+    labels = torch.full_like(ids, -100)
+    labels[:, -1] = ids[:, -1]
+    return answer_batch(items, backbone.tokenizer.pad_token_id), ids, labels
+
+
+def _talora(backbone: Backbone, shape: Shape) -> TALoRA:
+    method = TALoRA(TALoRAConfig(length=shape.prompt_length, layers=shape.layers), backbone, ["bench"])
+    with torch.no_grad():
+        method.gates.fill_(0.1)  # open gates: the prompt path is exercised in full
+    return method
+
+
+def _peft_model(backbone: Backbone, name: str, shape: Shape, layers: int):
+    import peft
+
+    model = copy.deepcopy(backbone.model)
+    model.config._attn_implementation = "sdpa"  # PEFT runs the stock attention
+    if name == "peft_prompt_tuning":
+        cfg = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=shape.prompt_length)
+    elif name == "peft_prefix_tuning":
+        cfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=shape.prompt_length)
+    elif name == "peft_adaption_prompt":
+        cfg = peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=shape.prompt_length,
+                                        adapter_layers=layers)
+    else:
+        cfg = peft.LoraConfig(task_type="CAUSAL_LM", r=shape.lora_rank, lora_alpha=2 * shape.lora_rank,
+                              target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    return peft.get_peft_model(model, cfg)
+
+
+def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]:
+    """A closure running one step of configuration ``name`` on the fixed batch."""
+    batch, ids, labels = _batch(backbone, shape)
+    mask = torch.ones_like(ids)
+    layers = shape.layers or backbone.model.config.num_hidden_layers // 2
+    if name in TALORA_ROWS or name == "forward_only_prompted_layers":
+        method = _talora(backbone, shape)
+        cached = name != "talora"
+        if name == "forward_only_prompted_layers":
+            def forward_prompted():
+                backbone.cache_lower_layers = cached
+                with torch.no_grad():
+                    hidden_at(backbone, method, batch)
+            return forward_prompted
+        optimizer = torch.optim.AdamW(method.param_groups())
+
+        def talora_step():
+            backbone.cache_lower_layers = cached
+            loss = answer_loss(backbone, method, batch)
+            reg = method.regularization()
+            (loss if reg is None else loss + reg).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return talora_step
+    if name == "forward_only":
+        def forward_only():
+            with torch.no_grad():
+                hidden = backbone.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+                backbone.model.get_output_embeddings()(hidden[:, -1])
+        return forward_only
+    model = _peft_model(backbone, name, shape, layers)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def peft_step():
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return peft_step
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+def peak_memory_mb(backbone: Backbone, name: str, shape: Shape, steps: int = 2) -> float:
+    """Peak memory of ``steps`` steps beyond what was resident before them (run in a fresh process)."""
+    step = make_step(backbone, name, shape)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(steps):
+            step()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    for _ in range(steps):
+        step()
+    done.set()
+    watcher.join()
+    return max(peak[0], _rss_mb()) - base
+
+
+def run_speed(backbone: Backbone, model_spec: str | None, shape: Shape, repeats: int = 3,
+              rows: tuple[str, ...] = ROWS, memory: bool = True, progress: Callable[[str], None] = print
+              ) -> list[Row]:
+    """The benchmark table: interleaved timing in this process, memory in one subprocess per row."""
+    steps = {}
+    for name in rows:
+        progress(f"preparing {name}")
+        steps[name] = make_step(backbone, name, shape)
+        steps[name]()  # warm-up; fills the lower-layer cache for the cached rows
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for rep in range(repeats):
+        for name in rows:
+            t0 = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - t0)
+        progress(f"repetition {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in rows))
+    backbone.cache_lower_layers = False
+    table = []
+    for name in rows:
+        median = statistics.median(times[name])
+        mem = None
+        if memory and model_spec is not None:
+            progress(f"memory {name}")
+            mem = _memory_in_subprocess(model_spec, name, shape)
+        table.append(Row(name, median, shape.batch_size / median, mem))
+    if "talora" in times:
+        base = statistics.median(times["talora"])
+        for row in table:
+            row.ratio_to_talora = row.median_step_s / base
+    return table
+
+
+def _memory_in_subprocess(model_spec: str, name: str, shape: Shape) -> float:
+    code = ("import json,sys; from talora.bench import Shape, peak_memory_mb; from talora.pipeline import backbone_for;"
+            "a=json.loads(sys.argv[1]); b=backbone_for(a['model']);"
+            "print(json.dumps(peak_memory_mb(b, a['name'], Shape(**a['shape']))))")
+    arg = json.dumps({"model": model_spec, "name": name, "shape": asdict(shape)})
+    # The cached row reads the cache this process filled: its memory is the warm-cache figure.
+    out = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"memory measurement of {name} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def format_rows(rows: list[Row], shape: Shape, device: str) -> str:
+    lines = [f"batch {shape.batch_size} x {shape.seq_len} tokens, prompt length {shape.prompt_length}, "
+             f"L = {shape.layers or 'half the layers'}, device {device}", "",
+             "| configuration | median step (s) | examples/s | peak memory (MB) | × TA-LoRA |", "|---|---|---|---|---|"]
+    for r in rows:
+        mem = "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}"
+        ratio = "-" if r.ratio_to_talora is None else f"{r.ratio_to_talora:.2f}"
+        lines.append(f"| {r.name} | {r.median_step_s:.3f} | {r.examples_per_s:.1f} | {mem} | {ratio} |")
+    return "\n".join(lines)
+
+
+def write_json(rows: list[Row], path: Path) -> None:
+    records = [{"name": r.name, "median_step_s": r.median_step_s, "examples_per_s": r.examples_per_s,
+                "peak_mem_mb": r.peak_mem_mb, "ratio_to_talora": r.ratio_to_talora} for r in rows]
+    Path(path).write_text(json.dumps(records, indent=1))
