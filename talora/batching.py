@@ -1,14 +1,25 @@
 """Examples to token ids, and token ids to padded batches that may mix tasks.
 
 An example becomes a prompt (the task's template over its fields) and an answer
-(the verbalised label). The loss and the scores need the model's output only at
+(what it trains on: a label word, the right choice, a score's bin word or a span;
+see talora/tasks/base.py). The loss and the scores need the model's output only at
 the positions that predict answer tokens, so batches carry those positions and
 nothing downstream ever builds (batch x sequence x vocabulary) logits.
 
-Truncation rule (examples longer than ``max_length`` tokens): the template and the
-answer are kept whole; tokens are cut from the end of the longest input field, one
-field at a time, until prompt + answer fit. A template that cannot fit even with
-empty fields is refused with a DataError naming the task.
+Truncation rule (examples longer than ``max_length`` tokens). Room is kept for the
+answer: the gold answer's tokens, the longest choice of a multiple-choice example,
+and, when an extraction example is evaluated, the task's ``max_new_tokens``.
+
+* Extraction, training: the passage (``spec.span_field``) is cut to a window that
+  holds the gold span: the window is as long as the room left allows, centred on
+  the span and shifted to stay inside the passage; cuts fall on character bounds.
+  Where the span is not in the passage or longer than the room, the rule below applies.
+* Everything else (extraction at evaluation included, which so keeps the start of
+  the context): the template and the answer are kept whole; tokens are cut from
+  the end of the longest input field, one field at a time, until prompt + answer fit.
+
+A template that cannot fit even with empty fields is refused with a DataError naming
+the task. Every cut example is marked ``truncated`` (counted in ``metrics.json``).
 """
 
 from __future__ import annotations
@@ -32,29 +43,74 @@ class Encoded:
     answer: tuple[int, ...]
     label: str
     truncated: bool = False
+    golds: tuple[str, ...] = ()  # every acceptable answer (scoring); empty = just the label
+    candidates: tuple[tuple[int, ...], ...] = ()  # multiple choice: each choice's token ids
 
 
 def tokenize(tokenizer, text: str, special: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=special)["input_ids"]
 
 
-def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int) -> Encoded:
-    answer = tokenize(tokenizer, spec.answer(ex.label), special=False)
+def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int,
+           training: bool = False) -> Encoded:
+    """Prompt and answer ids of one example under the truncation rule (``training`` picks the
+    extraction window that keeps the answer)."""
+    answer = tokenize(tokenizer, spec.answer_text(ex), special=False)
+    candidates = tuple(tuple(tokenize(tokenizer, c, special=False)) for c in spec.candidates(ex)) \
+        if spec.kind == "multiple_choice" else ()
+    room = len(answer)
+    if candidates:
+        room = max(len(c) for c in candidates)
+    elif spec.kind == "extraction" and not training:
+        room = spec.max_new_tokens
     fields = dict(ex.fields)
     prompt = tokenize(tokenizer, spec.template.format(**fields), special=True)
-    truncated = False
-    while len(prompt) + len(answer) > max_length:
+    truncated = len(prompt) + room > max_length
+    if truncated and spec.kind == "extraction" and training:
+        prompt = _answer_window(spec, ex, tokenizer, max_length - room) or prompt
+    while len(prompt) + room > max_length:
         text_fields = {k: v for k, v in fields.items() if isinstance(v, str) and v}
         if not text_fields:
             raise DataError(f"task {spec.name!r}: max_length={max_length} cannot hold the template and answer "
                             f"of example {ex.uid} even with empty fields")
         longest = max(text_fields, key=lambda k: len(text_fields[k]))
-        ids = tokenize(tokenizer, fields[longest], special=False)
-        excess = len(prompt) + len(answer) - max_length
-        fields[longest] = tokenizer.decode(ids[: max(0, len(ids) - excess)])
+        fields[longest] = _cut_end(tokenizer, fields[longest], len(prompt) + room - max_length)
         prompt = tokenize(tokenizer, spec.template.format(**fields), special=True)
-        truncated = True
-    return Encoded(ex.uid, task_id, tuple(prompt), tuple(answer), ex.label, truncated)
+    return Encoded(ex.uid, task_id, tuple(prompt), tuple(answer), ex.label, truncated, tuple(ex.golds), candidates)
+
+
+def _cut_end(tokenizer, text: str, excess: int) -> str:
+    """``text`` less about ``excess`` tokens at its end, cut before the first dropped token's character
+    (a byte-level token can hold part of a character; decoding such a prefix would leave a U+FFFD that
+    re-tokenises longer). Always at least one character shorter, so the loop above ends."""
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    keep = max(0, len(offsets) - excess)
+    end = offsets[keep][0] if keep < len(offsets) else len(text)
+    return text[: min(end, len(text) - 1)]
+
+
+def _answer_window(spec: TaskSpec, ex: Example, tokenizer, budget: int) -> list[int] | None:
+    """Prompt ids with the passage cut to a window around the gold span, or None when no window fits."""
+    passage, start = ex.fields[spec.span_field], ex.fields.get("answer_start", -1)
+    if not isinstance(start, int) or start < 0 or passage[start: start + len(ex.label)] != ex.label:
+        return None
+    end = start + len(ex.label)
+    offsets = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    first = next(i for i, (_, stop) in enumerate(offsets) if stop > start)
+    last = max(i for i, (begin, _) in enumerate(offsets) if begin < end)
+    size = len(offsets)
+    # Re-tokenising a cut passage can shift its length by a token or two, so shrink until it fits.
+    for _ in range(8):
+        size = min(size, len(offsets))
+        if size < last - first + 1:
+            return None
+        left = min(max(0, first - (size - (last - first + 1)) // 2), len(offsets) - size)
+        window = passage[offsets[left][0]: offsets[left + size - 1][1]]
+        prompt = tokenize(tokenizer, spec.template.format(**{**ex.fields, spec.span_field: window}), special=True)
+        if len(prompt) <= budget:
+            return prompt
+        size -= len(prompt) - budget
+    return None
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

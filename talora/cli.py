@@ -57,19 +57,41 @@ def cmd_demo(args) -> None:
     run_demo(Path(args.output), Path(args.config) if args.config else DEMO_CONFIG)
 
 
+def cmd_sweep(args) -> None:
+    from .sweep import format_table, run_sweep
+
+    results = run_sweep(Path(args.config), Path(args.output), args.data_dir)
+    print(format_table(results))
+
+
 def cmd_tasks(args) -> None:
+    import dataclasses
+
+    from .suites import load_suite
     from .tasks import describe_tasks
 
-    rows = describe_tasks(args.data_dir)
+    suite = load_suite(args.suite, args.data_dir) if args.suite else None
+    rows = describe_tasks(suite.data_dir if suite else args.data_dir)
+    if suite:
+        by_name = {r["name"]: r for r in rows}
+        rows = [{**by_name[t], "suite_role": role} for role, names in (("source", suite.sources),
+                                                                        ("target", suite.targets)) for t in names]
     if args.json:
-        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        out = {**dataclasses.asdict(suite), "tasks": rows} if suite else rows
+        print(json.dumps(out, indent=1, ensure_ascii=False))
         return
+    if suite:
+        print(f"suite {suite.name}: {suite.description}\n  data: {suite.data_dir or 'embedded synthetic tasks'}; "
+              f"k in {list(suite.ks)}, seeds {list(suite.seeds)}")
     for r in rows:
         sizes = ", ".join(f"{k}={v}" for k, v in (r.get("splits") or {}).items())
         labels = r.get("labels") or []
         shown = ", ".join(labels[:6]) + (f", ... ({len(labels)})" if len(labels) > 6 else "")
-        print(f"{r['name']:18s} {r.get('language', ''):3s} {r.get('kind', ''):16s} {r.get('role', ''):8s} "
-              f"{r.get('metric', ''):10s} [{shown}]  {sizes}")
+        shown = shown or {"multiple_choice": "choices per example", "extraction": "generated span"}.get(r["kind"], "")
+        role = r.get("suite_role") or r.get("role", "")
+        note = "" if r.get("supported", True) else f"  UNSUPPORTED: {r.get('problem', '')}"
+        print(f"{r['name']:18s} {r.get('language', ''):3s} {r.get('kind', ''):16s} {role:8s} "
+              f"{r.get('metric', ''):9s} [{shown}]  {sizes}{note}")
 
 
 def cmd_methods(args) -> None:
@@ -155,9 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     k = sub.add_parser("tasks", help="list the tasks a data folder (or the synthetic suite) holds")
-    k.add_argument("--data-dir")
+    k.add_argument("--data-dir", help="data folder (with --suite: replaces the suite's data_dir)")
+    k.add_argument("--suite", help="list only a suite's sources and targets: a name (zh-talora, en-dtvg, en-tpv, "
+                                   "synthetic) or a suite YAML file")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_tasks)
+
+    w = sub.add_parser("sweep", help="several methods, targets, k values and seeds on one harness: one table")
+    w.add_argument("--config", required=True, help="sweep config YAML (see configs/sweeps/)")
+    w.add_argument("--output", required=True, help="output folder (finished units are skipped on a re-run)")
+    w.add_argument("--data-dir", help="override the config's data folder")
+    w.set_defaults(func=cmd_sweep)
 
     m = sub.add_parser("methods", help="list methods and their trainable-parameter formulas")
     m.set_defaults(func=cmd_methods)

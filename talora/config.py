@@ -31,6 +31,7 @@ class RunConfig:
     cache_lower_layers: bool = False  # keep the frozen lower layers' output on disk (talora.lower_cache)
     train_examples: int = 0  # cap on training examples per task (0 = all)
     validation_examples: int = 0  # cap on validation examples per task for the final metrics (0 = all)
+    test_examples: int = 0  # cap on the examples a few-shot target is scored on (0 = all; files are shuffled)
     method_args: dict = field(default_factory=dict)  # fields of the method's config dataclass
     stage1: TrainConfig = field(default_factory=TrainConfig)  # TA-LoRA stage 1 (single-task prompts)
     train: TrainConfig = field(default_factory=TrainConfig)  # the method's (multi-task) training

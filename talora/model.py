@@ -1,7 +1,7 @@
-"""A frozen backbone driven by a method's prompts: the loss and the label scores.
+"""A frozen backbone driven by a method's prompts: the loss, candidate scores and generation.
 
 Only the positions that predict answer tokens go through the output head, and when
-ranking labels only the label words' rows of it: never (batch x seq x vocab) logits.
+ranking one-token labels only their rows of it: never (batch x seq x vocab) logits.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .backbone import Backbone
 from .batching import Batch, Encoded, answer_batch, prompt_batch
 from .lower_cache import LowerLayerCache
 from .methods import Method
+from .tasks.base import STOP
 
 if TYPE_CHECKING:
     from .tasks import TaskSpec
@@ -78,7 +79,7 @@ def hidden_at(backbone: Backbone, method: Method, batch: Batch, use_cache: bool 
     """
     model = backbone.model
     decoder = model.get_decoder()
-    prompts = method.prompt_inputs(batch.task_ids)
+    prompts = method.prompt_inputs(batch.task_ids, batch=batch)
     mask, cols = batch.attention_mask, batch.cols
     first = method.frozen_below
     if first > 0 and prompts.input_prefix is None:
@@ -115,56 +116,125 @@ def answer_loss(backbone: Backbone, method: Method, batch: Batch) -> torch.Tenso
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """Tokenised label words of one task, in the task's label order."""
+    """How one task's answers are scored: the tokenised words ranked for each example (classification:
+    label words, in label order; regression: the bins' words, with the bins' values), or, for
+    multiple choice, each example's own choices; extraction generates up to ``max_new_tokens``."""
 
     labels: tuple[str, ...]
     words: tuple[tuple[int, ...], ...]
+    kind: str = "classification"
+    metric: str = "accuracy"
+    language: str = "en"
+    values: tuple[float, ...] = ()
+    max_new_tokens: int = 0
 
     @classmethod
     def of(cls, spec: TaskSpec, tokenizer) -> "Verbalizer":
-        words = tuple(tuple(tokenizer(spec.answer(label), add_special_tokens=False)["input_ids"])
+        words = tuple(tuple(tokenizer(spec.label_words[label], add_special_tokens=False)["input_ids"])
                       for label in spec.labels)
-        return cls(tuple(spec.labels), words)
+        values = tuple(float(label) for label in spec.labels) if spec.kind == "regression" else ()
+        return cls(tuple(spec.labels), words, spec.kind, spec.metric, spec.language, values, spec.max_new_tokens)
 
-    @property
-    def single_token(self) -> bool:
-        return all(len(w) == 1 for w in self.words) and len({w[0] for w in self.words}) == len(self.words)
+    def candidates(self, item: Encoded) -> tuple[tuple[int, ...], ...]:
+        return item.candidates if self.kind == "multiple_choice" else self.words
+
+    def decide(self, scores: torch.Tensor) -> str | float:
+        """The prediction from one example's candidate scores (log-likelihoods up to a constant)."""
+        if self.kind == "regression":
+            return float(scores.float().softmax(-1) @ torch.tensor(self.values))
+        best = int(scores.argmax())
+        return str(best) if self.kind == "multiple_choice" else self.labels[best]
 
 
-@torch.no_grad()
-def rank_labels(backbone: Backbone, method: Method, items: list[Encoded],
-                verbalizers: dict[int, Verbalizer]) -> list[str]:
-    """Predict each example's label by the log-likelihood of its label words (sum over their tokens).
+# Rows of (example, candidate) scored in one forward pass when candidates are several tokens long.
+RANK_ROWS = 64
 
-    When every label word of the batch's tasks is one distinct token, one forward pass
-    of the prompts suffices and only those tokens' rows of the output head are used.
-    Otherwise each (example, label) pair is scored with the label appended.
+
+def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
+                     candidates: list[tuple[tuple[int, ...], ...]]) -> list[torch.Tensor]:
+    """Each example's score for each of its candidate answers: the summed log-probability of the
+    candidate's tokens after the prompt (no length normalisation).
+
+    When every candidate is one token, distinct within its example, one forward pass of the
+    prompts suffices and only those tokens' rows of the output head are used (the scores are then
+    logits, which differ from log-probabilities by a constant per example).
     """
     pad = backbone.tokenizer.pad_token_id
     weight, bias = _head(backbone)
-    if all(verbalizers[e.task_id].single_token for e in items):
+    if all(all(len(c) == 1 for c in cs) and len({c[0] for c in cs}) == len(cs) for cs in candidates):
         hidden = hidden_at(backbone, method, prompt_batch(items, pad))
-        # Tasks differ in label count: pad each row's candidate ids and mask the padding out.
-        width = max(len(verbalizers[e.task_id].words) for e in items)
+        # Examples differ in candidate count: pad each row's candidate ids and mask the padding out.
+        width = max(len(cs) for cs in candidates)
         ids = torch.zeros(len(items), width, dtype=torch.long)
-        valid = torch.zeros(len(items), width, dtype=torch.bool)
-        for i, e in enumerate(items):
-            words = verbalizers[e.task_id].words
-            ids[i, : len(words)] = torch.tensor([w[0] for w in words])
-            valid[i, : len(words)] = True
+        for i, cs in enumerate(candidates):
+            ids[i, : len(cs)] = torch.tensor([c[0] for c in cs])
         scores = torch.einsum("bd,bcd->bc", hidden, weight[ids])
         if bias is not None:
             scores = scores + bias[ids]
-        best = scores.masked_fill(~valid, float("-inf")).argmax(-1).tolist()
-        return [verbalizers[e.task_id].labels[j] for e, j in zip(items, best)]
-    expanded = [replace(e, answer=w) for e in items for w in verbalizers[e.task_id].words]
-    batch = answer_batch(expanded, pad)
-    logprobs = F.linear(hidden_at(backbone, method, batch), weight, bias).float().log_softmax(-1)
-    token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
-    per_row = torch.zeros(len(expanded)).index_add_(0, batch.rows, token_scores)
-    preds, start = [], 0
-    for e in items:
-        verb = verbalizers[e.task_id]
-        preds.append(verb.labels[int(per_row[start: start + len(verb.words)].argmax())])
-        start += len(verb.words)
+        return [scores[i, : len(cs)].float() for i, cs in enumerate(candidates)]
+    expanded = [replace(e, answer=c) for e, cs in zip(items, candidates) for c in cs]
+    per_row = torch.zeros(len(expanded))
+    for start in range(0, len(expanded), RANK_ROWS):
+        batch = answer_batch(expanded[start: start + RANK_ROWS], pad)
+        logprobs = F.linear(hidden_at(backbone, method, batch), weight, bias).float().log_softmax(-1)
+        token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
+        per_row.index_add_(0, batch.rows + start, token_scores)
+    out, start = [], 0
+    for cs in candidates:
+        out.append(per_row[start: start + len(cs)])
+        start += len(cs)
+    return out
+
+
+@torch.no_grad()
+def predict(backbone: Backbone, method: Method, items: list[Encoded],
+            verbalizers: dict[int, Verbalizer]) -> list[str | float]:
+    """One prediction per example: a label (classification), a choice index as a string (multiple
+    choice), a score (regression: the bins' values weighted by the softmax of their scores) or
+    generated text (extraction)."""
+    preds: list[str | float] = [""] * len(items)
+    ranked = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind != "extraction"]
+    if ranked:
+        chunk = [items[i] for i in ranked]
+        scores = score_candidates(backbone, method, chunk, [verbalizers[e.task_id].candidates(e) for e in chunk])
+        for i, e, s in zip(ranked, chunk, scores):
+            preds[i] = verbalizers[e.task_id].decide(s)
+    generated = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind == "extraction"]
+    if generated:
+        chunk = [items[i] for i in generated]
+        texts = generate(backbone, method, chunk, [verbalizers[e.task_id].max_new_tokens for e in chunk])
+        for i, text in zip(generated, texts):
+            preds[i] = text
     return preds
+
+
+@torch.no_grad()
+def generate(backbone: Backbone, method: Method, items: list[Encoded],
+             max_new_tokens: int | list[int]) -> list[str]:
+    """Greedy continuation of each prompt with the method's prompts in place, up to the first newline
+    (the answer's end in training), the end-of-sequence token or ``max_new_tokens`` (one budget, or
+    one per example). Returns the text before the newline, stripped.
+
+    Each step re-runs the forward pass over prompt + tokens so far through ``hidden_at`` (no
+    key/value cache), reading the last real position of each right-padded row; finished rows
+    leave the batch.
+    """
+    tokenizer = backbone.tokenizer
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(items)
+    weight, bias = _head(backbone)
+    out: list[list[int]] = [[] for _ in items]
+    active = [i for i, n in enumerate(limits) if n > 0]
+    while active:
+        rows = [replace(items[i], prompt=items[i].prompt + tuple(out[i])) for i in active]
+        hidden = hidden_at(backbone, method, prompt_batch(rows, pad), use_cache=False)
+        next_ids = F.linear(hidden, weight, bias).argmax(-1).tolist()
+        still = []
+        for i, token in zip(active, next_ids):
+            if token == eos:
+                continue
+            out[i].append(token)
+            if STOP not in tokenizer.decode(out[i]) and len(out[i]) < limits[i]:
+                still.append(i)
+        active = still
+    return [tokenizer.decode(ids).split(STOP, 1)[0].strip() for ids in out]

@@ -41,19 +41,21 @@ def source_task_names(data_dir: str | None) -> list[str]:
     if data_dir is None:
         return list(T.SYNTHETIC_SOURCE_TASKS)
     return [d["name"] for d in T.describe_tasks(data_dir) if d.get("role", "").startswith("source")
-            and d.get("kind") == "classification"]
+            and d.get("supported", True)]
 
 
 def encode_split(backbone: Backbone, tasks: dict[str, T.Task], names: list[str], split: str, max_length: int,
                  cap: int = 0, examples: dict[str, list[T.Example]] | None = None) -> list[Encoded]:
-    """Encode ``split`` of each task (or the given examples); the task id is the position in ``names``."""
+    """Encode ``split`` of each task (or the given examples); the task id is the position in ``names``.
+    Examples of the train split are encoded for training (extraction keeps the answer in the window)."""
     items = []
     for task_id, name in enumerate(names):
         exs = examples[name] if examples is not None else tasks[name].splits.get(split, [])
         if not exs:
             raise DataError(f"task {name!r} has no examples in split {split!r}")
         exs = exs[:cap] if cap else exs
-        items += [encode(tasks[name].spec, ex, backbone.tokenizer, max_length, task_id) for ex in exs]
+        items += [encode(tasks[name].spec, ex, backbone.tokenizer, max_length, task_id, training=split == "train")
+                  for ex in exs]
     return items
 
 
@@ -122,7 +124,7 @@ def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_
     method, _ = load_adapter(source, backbone, expect_method=sidecar["method"])
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
-    shots = T.sample_k_shot(tasks[task].splits.get("train", []), k, seed, per_class=True)
+    shots = T.few_shot(tasks[task], k, seed)
     output.mkdir(parents=True, exist_ok=True)
     train_cfg = train_cfg or cfg.transfer
     run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg)
@@ -143,11 +145,12 @@ def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
     result = train(backbone, target, train_items, [], verbs, {task: spec.metric}, train_cfg, output, seed,
                    desc=f"{task} k={k}")
-    split = "test" if tasks[task].splits.get("test") else "validation"
-    scores = evaluate(backbone, target, encode_split(backbone, tasks, [task], split, cfg.max_length), verbs,
-                      train_cfg.eval_batch_size)[task]
+    split = T.evaluation_split(tasks[task])
+    test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
+    scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size)[task]
     save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source)})
-    summary = {"method": target.name, "task": task, "k": k, "seed": seed, "split": split, "metrics": scores,
+    summary = {"method": target.name, "task": task, "k": k, "seed": seed, "split": split,
+               "examples": len(test_items), "metrics": scores,
                "score": scores[spec.metric], "metric": spec.metric, "seconds": round(result.seconds, 1),
                "trainable_parameters": target.trainable_parameters()}
     atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
@@ -171,6 +174,6 @@ def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str 
         raise DataError(f"task {task!r} has no examples in split {split!r}")
     verbs = {names.index(task): Verbalizer.of(specs[task], backbone.tokenizer)}
     scores = evaluate(backbone, method, items, verbs)[task]
-    majority = T.majority_baseline(tasks[task].splits.get("train", []), tasks[task].splits[split], specs[task].labels) \
+    majority = T.majority_baseline(specs[task], tasks[task].splits["train"], tasks[task].splits[split]) \
         if tasks[task].splits.get("train") else None
     return {"task": task, "split": split, "examples": len(items), "metrics": scores, "majority_baseline": majority}

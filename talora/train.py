@@ -25,8 +25,8 @@ from .batching import Encoded, answer_batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ConfigError, DataError, TrainingError
 from .methods import Method
-from .model import Verbalizer, answer_loss, rank_labels
-from .tasks import compute_metrics
+from .model import Verbalizer, answer_loss, predict
+from .tasks import compute_metrics, question_of
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -152,22 +152,26 @@ def set_seed(seed: int) -> None:
 @torch.no_grad()
 def evaluate(backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
              batch_size: int = 32) -> dict[str, dict[str, float]]:
-    """Per-task metrics of label ranking over ``items`` (tasks may be mixed)."""
+    """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
+    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py)."""
     if not items:
         raise DataError("nothing to evaluate: the evaluation split is empty")
-    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))  # less padding
-    preds: dict[int, str] = {}
+    # Generated answers batch apart from ranked ones (a lone generated row would run every step alone);
+    # within each, similar lengths batch together (less padding).
+    order = sorted(range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction",
+                                                     len(items[i].prompt)))
+    preds: dict[int, str | float] = {}
     with method.applied(backbone):
         for start in range(0, len(order), batch_size):
             chunk = [items[i] for i in order[start: start + batch_size]]
-            for i, p in zip(order[start: start + batch_size], rank_labels(backbone, method, chunk, verbalizers)):
+            for i, p in zip(order[start: start + batch_size], predict(backbone, method, chunk, verbalizers)):
                 preds[i] = p
     results = {}
     for task_id in sorted({e.task_id for e in items}):
         idx = [i for i, e in enumerate(items) if e.task_id == task_id]
-        labels = verbalizers[task_id].labels
-        results[method.task_names[task_id]] = compute_metrics([preds[i] for i in idx],
-                                                              [items[i].label for i in idx], labels)
+        results[method.task_names[task_id]] = compute_metrics(
+            verbalizers[task_id], [preds[i] for i in idx], [items[i].golds or (items[i].label,) for i in idx],
+            [question_of(items[i].uid) for i in idx])
     return results
 
 

@@ -10,7 +10,7 @@ from talora.methods.deep_prompt_tuning import DeepPromptTuningConfig
 from talora.methods.prompt_tuning import PromptTuningConfig
 from talora.methods.base import TargetContext
 from talora.methods.talora import TALoRAConfig
-from talora.model import Verbalizer, answer_loss, hidden_at, rank_labels
+from talora.model import Verbalizer, answer_loss, hidden_at, predict
 
 
 TASKS = ["a", "b", "c"]
@@ -118,9 +118,8 @@ def _reference_scores(backbone, m, e, words):
 def test_label_ranking_matches_full_logits(backbone, words):
     m = _talora(backbone)
     verb = Verbalizer(("p", "q", "r"), words)
-    assert verb.single_token == all(len(w) == 1 for w in words)
     items = _items(9)
-    preds = rank_labels(backbone, m, items, {t: verb for t in range(3)})
+    preds = predict(backbone, m, items, {t: verb for t in range(3)})
     for e, pred in zip(items, preds):
         scores = _reference_scores(backbone, m, e, words)
         assert pred == verb.labels[max(range(3), key=scores.__getitem__)]
@@ -173,7 +172,7 @@ def test_ranking_in_a_batch_mixing_tasks_with_different_label_counts(backbone):
     verbs = {0: Verbalizer(("p", "q"), ((40,), (41,))), 1: Verbalizer(("x", "y", "z"), ((50,), (51,), (52,))),
              2: Verbalizer(("p", "q"), ((40,), (41,)))}
     items = _items(9)
-    mixed = rank_labels(backbone, m, items, verbs)
-    alone = [rank_labels(backbone, m, [e], verbs)[0] for e in items]
+    mixed = predict(backbone, m, items, verbs)
+    alone = [predict(backbone, m, [e], verbs)[0] for e in items]
     assert mixed == alone
     assert all(p in verbs[e.task_id].labels for p, e in zip(mixed, items))

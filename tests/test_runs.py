@@ -2,9 +2,9 @@
 
 import pytest
 
-from talora import demo, pipeline
-from talora.config import RunConfig, dump_config
-from talora.train import TrainConfig
+import yaml
+
+from talora import pipeline, sweep
 
 from conftest import make_backbone
 
@@ -12,26 +12,44 @@ from conftest import make_backbone
 @pytest.fixture
 def tiny_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_BACKBONES", {"tiny": make_backbone("llama")})
-    short = TrainConfig(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
-    cfg = RunConfig(model="tiny", tasks=["movie_sentiment", "emotion"], max_length=48, train_examples=8,
-                    validation_examples=4, method_args={"length": 2, "layers": 1}, stage1=short, train=short,
-                    transfer=TrainConfig(steps=1, batch_size=2, warmup_steps=0, eval_every=0))
-    path = tmp_path / "demo.yaml"
-    path.write_text(dump_config(cfg))
+    short = dict(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
+    run = dict(model="tiny", tasks=["movie_sentiment", "emotion"], max_length=48, train_examples=8,
+               validation_examples=4, test_examples=6, stage1=short, train=short,
+               transfer=dict(steps=1, batch_size=2, warmup_steps=0, eval_every=0))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"run": run, "methods": {"talora": {"method_args": {"length": 2, "layers": 1}},
+                                                            "pt": {"method": "prompt_tuning",
+                                                                   "method_args": {"length": 2}}},
+                                    "targets": ["tweet_emotion"], "ks": [2], "seeds": [0, 1]}))
     return path
 
 
 def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo, monkeypatch):
     out = tmp_path / "sweep"
-    first = demo.run_demo(out, tiny_demo, ks=(2,), targets=["tweet_emotion"])
+    first = sweep.run_sweep(tiny_demo, out)
+    assert set(first["target"]) == {"zero_shot", "talora", "pt"}
+    assert len(first["target"]["pt"]["tweet_emotion (k=2)"]) == 2  # one score per seed
+    assert first["parameters"]["pt"]["per_task"] == 2 * 64
+    table = (out / "results-sweep.md").read_text()
+    assert "| unseen task | tweet_emotion (k=2) |" in table and " ± " in table
     calls = []
-    real_transfer = demo.run_transfer
-    monkeypatch.setattr(demo, "run_train", lambda *a, **k: calls.append("train") or pytest.fail("re-trained"))
-    monkeypatch.setattr(demo, "run_transfer", lambda *a, **k: calls.append("transfer") or real_transfer(*a, **k))
-    again = demo.run_demo(out, tiny_demo, ks=(2,), targets=["tweet_emotion"])
+    real_transfer = sweep.run_transfer
+    monkeypatch.setattr(sweep, "run_train", lambda *a, **k: calls.append("train") or pytest.fail("re-trained"))
+    monkeypatch.setattr(sweep, "run_transfer", lambda *a, **k: calls.append("transfer") or real_transfer(*a, **k))
+    again = sweep.run_sweep(tiny_demo, out)
     assert calls == [] and again["target"] == first["target"]
 
-    damaged = out / "talora-tweet_emotion-k2" / "adapter.safetensors"
+    damaged = out / "talora-tweet_emotion-k2-s1" / "adapter.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:10])
-    third = demo.run_demo(out, tiny_demo, ks=(2,), targets=["tweet_emotion"])
+    third = sweep.run_sweep(tiny_demo, out)
     assert calls == ["transfer"] and third["target"] == first["target"]  # same seed, same result
+
+
+def test_sweep_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"run": {}, "methods": {"talora": {"method_arg": {}}}}))
+    with pytest.raises(Exception, match="methods.talora: unknown key"):
+        sweep.load_sweep(bad)
+    bad.write_text(yaml.safe_dump({"run": {}, "methods": {"nope": {}}}))
+    with pytest.raises(Exception, match="unknown method 'nope'"):
+        sweep.load_sweep(bad)

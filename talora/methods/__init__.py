@@ -7,8 +7,20 @@ from .base import Method, PromptInputs
 from .deep_prompt_tuning import DeepPromptTuning
 from .prompt_tuning import PromptTuning
 from .talora import TALoRA
+from .adapter import Adapter
+from .attempt import ATTEMPT
+from .bitfit import BitFit
+from .full_finetune import FullFinetune
+from .lora import LoRA
+from .mpt import MPT
+from .spot import SPoT
+from .spot_retrieval import SPoTRetrieval
+from .dtvg import DTVG
+from .tpv import TPV
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (PromptTuning, DeepPromptTuning, TALoRA)}
+METHODS.update({m.name: m for m in (TPV, DTVG)})
+METHODS.update({m.name: m for m in (SPoT, SPoTRetrieval, ATTEMPT, MPT, LoRA, Adapter, BitFit, FullFinetune)})
 
 
 def method_class(name: str) -> type[Method]:

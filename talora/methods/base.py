@@ -89,7 +89,9 @@ class Method(nn.Module):
     # their outputs per example are constants: computed without autograd, and cacheable.
     frozen_below: int = 0
 
-    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
+        """The prompts of one forward pass; ``batch`` (a ``talora.batching.Batch``) is given for
+        methods whose prompt depends on the input itself (ATTEMPT's instance attention)."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -195,7 +197,7 @@ class NoPrompt(Method):
     def __init__(self, backbone: Backbone, task_names: list[str]):
         super().__init__({}, backbone, task_names)
 
-    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         return PromptInputs()
 
     def param_groups(self) -> list[dict]:

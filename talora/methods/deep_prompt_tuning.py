@@ -39,7 +39,7 @@ class DeepPromptTuning(Method):
         self.prompts = nn.Parameter(init)  # (L, T, m, d)
         self.gates = nn.Parameter(torch.zeros(len(task_names), self.layers, self.heads))  # (T, L, H)
 
-    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         gates = None if self.config.attention == "plain" else self.gates[task_ids].transpose(0, 1)
         return PromptInputs(layer_prompts=LayerPrompts(self.prompts[:, task_ids], gates, self.first_layer,
                                                        self.config.attention))

@@ -42,7 +42,7 @@ class PromptTuning(Method):
         self.prompt = nn.Parameter(init)  # (T, m, d)
         self.hidden = Shapes.of(backbone).hidden
 
-    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         return PromptInputs(input_prefix=self.prompt[task_ids])
 
     def param_groups(self) -> list[dict]:

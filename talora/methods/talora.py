@@ -89,7 +89,7 @@ class TALoRA(Method):
             bu = torch.einsum("lbmr,lbr->lbm", self.B[:, task_ids], u)
         return self.theta0[:, None] + self.config.scale * bu[..., None] * v[:, :, None, :]
 
-    def prompt_inputs(self, task_ids: torch.Tensor) -> PromptInputs:
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         gates = None if self.config.attention == "plain" else self.gates
         return PromptInputs(layer_prompts=LayerPrompts(self.task_prompts(task_ids), gates, self.first_layer,
                                                        self.config.attention))

@@ -1,5 +1,8 @@
 """Tasks as text: examples, their prompt templates and label words, few-shot sampling and metrics.
 
+Kinds: classification, multiple_choice, regression and extraction (see ``base``); the JSONL
+loader maps every task type of the shared data folder onto them (see ``jsonl``).
+
 Two sources of tasks share one interface: the embedded synthetic suite (``data_dir=None``) and a
 data folder in the /work/shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``).
 """
@@ -11,8 +14,8 @@ from typing import Sequence
 
 from . import jsonl, synthetic
 from .base import Example, Task, TaskSpec
-from .metrics import compute_metrics, majority_baseline
-from .sampling import sample_k_shot
+from .metrics import compute_metrics, majority_baseline, question_of
+from .sampling import KS, evaluation_split, few_shot, sample_k_shot
 from .synthetic import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
 
 
@@ -31,6 +34,6 @@ def describe_tasks(data_dir: str | Path | None = None) -> list[dict]:
 
 
 __all__ = [
-    "Example", "TaskSpec", "Task", "load_tasks", "describe_tasks", "sample_k_shot", "compute_metrics",
-    "majority_baseline", "SYNTHETIC_SOURCE_TASKS", "SYNTHETIC_TARGET_TASKS",
+    "Example", "TaskSpec", "Task", "load_tasks", "describe_tasks", "sample_k_shot", "few_shot", "evaluation_split",
+    "KS", "compute_metrics", "majority_baseline", "question_of", "SYNTHETIC_SOURCE_TASKS", "SYNTHETIC_TARGET_TASKS",
 ]

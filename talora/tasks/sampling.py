@@ -1,18 +1,38 @@
-"""Few-shot training sets: k examples per class (or k in all), the same for a seed on every run."""
+"""The evaluation protocol's splits and few-shot training sets.
+
+* "unseen data": the source tasks' ``validation`` split, after multi-task training on their ``train``.
+* "unseen task": a target task's ``test`` split (``validation`` where it has no labelled test),
+  after training on k examples of its ``train`` split.
+* k-shot (k in ``KS``, one draw per seed): classification takes k examples of *every* class (a class
+  with fewer than k training examples gives all it has, so no class is ever dropped; a class
+  with none is an error); multiple choice, regression and extraction take k examples in all.
+  Training examples whose input equals an evaluation example's are never drawn, so the shots are
+  disjoint from what they are scored on even where a dataset repeats items across its splits.
+  The draw depends only on (task name, seed, k) and the split's order, never on PYTHONHASHSEED.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Sequence
 
 from ..errors import DataError
-from .base import Example
+from .base import Example, Task
+
+KS = (16, 32, 64)
+EVAL_SPLITS = ("validation", "test")
+
+
+def evaluation_split(task: Task) -> str:
+    """Where a target task is scored: test when it has labelled test data, else validation."""
+    return "test" if task.splits.get("test") else "validation"
 
 
 def sample_k_shot(examples: Sequence[Example], k: int, seed: int, per_class: bool = True,
                   labels: Sequence[str] | None = None) -> list[Example]:
-    """k examples of every class (``per_class``) or k in all, shuffled; ``labels`` also demands classes
-    missing from the split entirely."""
+    """k examples of every class (``per_class``; fewer where a class has fewer) or k in all, shuffled;
+    ``labels`` also demands classes missing from the split entirely."""
     if k <= 0:
         raise DataError(f"k must be a positive number of shots, got {k}")
     if not examples:
@@ -25,14 +45,32 @@ def sample_k_shot(examples: Sequence[Example], k: int, seed: int, per_class: boo
         by_label: dict[str, list[Example]] = {lab: [] for lab in labels or ()}
         for ex in examples:
             by_label.setdefault(ex.label, []).append(ex)
-        short = {lab: len(exs) for lab, exs in by_label.items() if len(exs) < k}
-        if short:
-            listed = ", ".join(f"{lab!r} has {n}" for lab, n in sorted(short.items()))
-            raise DataError(f"task {task!r}: k={k} per class is more than the split holds ({listed})")
-        chosen = [ex for lab in sorted(by_label) for ex in rng.sample(by_label[lab], k)]
+        empty = sorted(lab for lab, exs in by_label.items() if not exs)
+        if empty:
+            raise DataError(f"task {task!r}: no training example of class(es) {empty}, so k-shot sampling "
+                            f"cannot keep every class")
+        chosen = [ex for lab in sorted(by_label) for ex in rng.sample(by_label[lab], min(k, len(by_label[lab])))]
     else:
         if k > len(examples):
             raise DataError(f"task {task!r}: k={k} is more than the {len(examples)} examples of the split")
         chosen = rng.sample(list(examples), k)
     rng.shuffle(chosen)
     return chosen
+
+
+def input_key(ex: Example) -> str:
+    return json.dumps(ex.fields, sort_keys=True, ensure_ascii=False)
+
+
+def few_shot(task: Task, k: int, seed: int) -> list[Example]:
+    """The k-shot training set of ``task`` under the protocol above (drawn from its train split)."""
+    train = task.splits.get("train") or []
+    if not train:
+        raise DataError(f"task {task.spec.name!r} has no train split to draw {k} shots from")
+    held_out = {input_key(ex) for split in EVAL_SPLITS for ex in task.splits.get(split, [])}
+    pool = [ex for ex in train if input_key(ex) not in held_out]
+    if not pool:
+        raise DataError(f"task {task.spec.name!r}: every training example repeats an evaluation example")
+    if task.spec.kind == "classification":
+        return sample_k_shot(pool, k, seed, per_class=True, labels=task.spec.labels)
+    return sample_k_shot(pool, k, seed, per_class=False)

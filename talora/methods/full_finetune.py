@@ -1,0 +1,68 @@
+"""Full fine-tuning: every weight learns, in a copy swapped into the shared model when applied.
+
+Baseline (1) "FT" of ../shared/papers/ta-lora.txt §IV-A and of ../shared/papers/dtvg.md §4.1.
+
+The method owns a copy of all parameters (tied weights stay tied: one copy serves every
+module that shares the original). Inside ``applied`` the copies take the originals' places
+in the model; on exit the very same original parameter objects are put back, so the shared
+backbone is untouched for every other method. Memory: one more copy of the weights plus
+AdamW's two moments (about 2 GB for a 135M model in float32). One copy is shared by all
+source tasks (multi-task fine-tuning); ``for_target`` copies it for the new task and keeps
+fine-tuning it on the shots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone
+from .base import Method, PromptInputs, TargetContext
+from .patching import slot_key, swapped_parameters
+
+
+@dataclass
+class FullFinetuneConfig:
+    lr: float = 2e-5  # AdamW learning rate of every weight
+
+
+class FullFinetune(Method):
+    name = "full_finetune"
+    config_cls = FullFinetuneConfig
+
+    def __init__(self, config: FullFinetuneConfig, backbone: Backbone, task_names: list[str]):
+        super().__init__(config, backbone, task_names)
+        # named_parameters lists a tied weight once, under its first name.
+        self._names = [name for name, _ in backbone.model.named_parameters()]
+        self.weights = nn.ParameterDict({slot_key(name): nn.Parameter(p.detach().clone())
+                                         for name, p in backbone.model.named_parameters()})
+
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
+        return PromptInputs()
+
+    @contextlib.contextmanager
+    def applied(self, backbone: Backbone) -> Iterator[None]:
+        model = backbone.model
+        copies = {id(model.get_parameter(name)): self.weights[slot_key(name)] for name in self._names}
+        with swapped_parameters(model, copies):
+            yield
+
+    def param_groups(self) -> list[dict]:
+        return [{"name": "weights", "params": list(self.weights.values()), "lr": self.config.lr}]
+
+    def for_target(self, target: TargetContext) -> "FullFinetune":
+        new = FullFinetune(self.config, target.backbone, [target.task_name])
+        new.load_state_dict(self.state_dict())
+        return new
+
+    def trainable_parameters(self) -> dict[str, int]:
+        # As the papers' tables: the whole model per task.
+        return {"shared": 0, "per_task": sum(p.numel() for p in self.weights.values())}
+
+    @classmethod
+    def parameter_formula(cls) -> str:
+        return "per task every parameter of the model"

@@ -1,0 +1,144 @@
+"""MPT: a shared prompt times a rank-1 task factor, distilled from single-task teacher prompts.
+
+Multitask prompt tuning (Wang et al., 2023); baseline (7) of ../shared/papers/ta-lora.txt §IV-A,
+"All For One" in ../shared/papers/dtvg.md §2. One shared input-level prompt P* (m x d) modulated per
+task by a rank-1 Hadamard factor,
+
+    P_k = P* o (u_k v_k^T),    u_k in R^m, v_k in R^d, both starting at ones (so P_k = P*).
+
+Source training: stage 1 = per-task prompt tuning gives the teacher prompts; P* starts as
+their mean and P*, u, v are trained on the task mixture with the answer loss plus prompt
+distillation, ``distill_weight * tau^2 * KL(teacher || student)`` between the next-token
+distributions (temperature tau) at the answer positions, the teacher being the frozen model
+with task k's stage-1 prompt, run without autograd. MPT's hidden-state distillation term is
+left out. The teachers are a non-persistent buffer: needed only while training the sources,
+so neither adapters nor transfers carry them (a resumed run gets them back from stage 1).
+The student's forward pass is run a second time for the KL term (the trainer's answer loss
+does not share its logits), so with the teacher's pass a distillation step costs about twice
+a plain one.
+``for_target``: a one-task MPT with the source P*, u = v = 1 (it starts at P*); u and v are
+re-learned on the shots, P* too when ``transfer_shared`` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import Backbone
+from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
+from .base import PromptConfig as _PromptConfig
+from .prompt_tuning import PromptTuning, PromptTuningConfig
+
+
+@dataclass
+class MPTConfig:
+    length: int = 20  # m, soft tokens of the shared prompt
+    lr: float = 3e-2  # P* (and the stage-1 teacher prompts)
+    lr_task: float = 3e-2  # u, v (source training and transfer)
+    distill_weight: float = 1.0  # weight of the KL distillation term (0 = off)
+    distill_temperature: float = 1.0  # tau, softens both distributions; the term is scaled by tau^2
+    transfer_shared: bool = False  # few-shot transfer also trains P* (otherwise only u, v)
+    init_vocab: int = 5000  # P* starts as vocabulary embeddings when there is no stage 1
+    init_seed: int = 0
+    transfer: bool = False  # set by for_target: no stage 1, no teachers
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ValueError("length must be >= 1")
+        if self.distill_weight < 0:
+            raise ValueError("distill_weight must be >= 0")
+        if self.distill_temperature <= 0:
+            raise ValueError("distill_temperature must be > 0")
+
+
+class _Teachers:
+    """The stage-1 prompts seen as a prompt method, for one frozen forward pass."""
+
+    frozen_below = 0
+
+    def __init__(self, prompts: torch.Tensor):
+        self.prompts = prompts
+
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
+        return PromptInputs(input_prefix=self.prompts[task_ids])
+
+
+class MPT(Method):
+    name = "mpt"
+    config_cls = MPTConfig
+
+    def __init__(self, config: MPTConfig, backbone: Backbone, task_names: list[str]):
+        super().__init__(config, backbone, task_names)
+        T, m, d = len(task_names), config.length, Shapes.of(backbone).hidden
+        self.hidden = d
+        gen = torch.Generator().manual_seed(config.init_seed)
+        init = vocab_init(backbone, 1, _PromptConfig(length=m, init_vocab=config.init_vocab), gen)
+        self.shared = nn.Parameter(init[0])  # P*, (m, d)
+        self.u = nn.Parameter(torch.ones(T, m))
+        self.v = nn.Parameter(torch.ones(T, d))
+        self.register_buffer("teachers", torch.empty(0), persistent=False)  # (T, m, d) after init_from_stage1
+        if config.transfer:
+            self.shared.requires_grad_(config.transfer_shared)
+
+    def task_prompts(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """(B, m, d): P* o (u_k v_k^T) for each row's task k."""
+        return self.shared[None] * self.u[task_ids][:, :, None] * self.v[task_ids][:, None, :]
+
+    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
+        return PromptInputs(input_prefix=self.task_prompts(task_ids))
+
+    def stage1(self, backbone: Backbone) -> PromptTuning | None:
+        """The teachers: per-task prompt tuning on the source tasks (none for a transfer target)."""
+        if self.config.transfer:
+            return None
+        cfg = self.config
+        return PromptTuning(PromptTuningConfig(length=cfg.length, lr=cfg.lr, init_vocab=cfg.init_vocab,
+                                               init_seed=cfg.init_seed), backbone, self.task_names)
+
+    @torch.no_grad()
+    def init_from_stage1(self, stage1: Method) -> None:
+        """Keep the stage-1 prompts as teachers; P* starts as their mean."""
+        prompts = stage1.prompt.detach()
+        if tuple(prompts.shape) != (len(self.task_names), *self.shared.shape):
+            raise ValueError(f"stage-1 prompts {tuple(prompts.shape)} do not match {len(self.task_names)} tasks "
+                             f"of length {self.config.length}")
+        self.teachers = prompts.clone()
+        self.shared.copy_(prompts.mean(dim=0))
+
+    def auxiliary_loss(self, backbone: Backbone, batch) -> torch.Tensor | None:
+        if self.config.distill_weight == 0 or self.teachers.numel() == 0:
+            return None
+        from ..model import hidden_at  # talora.model imports the method registry: import at call time
+
+        head = backbone.model.get_output_embeddings()
+        tau = self.config.distill_temperature
+        student = F.linear(hidden_at(backbone, self, batch), head.weight, head.bias).float()
+        with torch.no_grad():
+            teacher = F.linear(hidden_at(backbone, _Teachers(self.teachers), batch), head.weight, head.bias).float()
+        kl = F.kl_div(F.log_softmax(student / tau, -1), F.log_softmax(teacher / tau, -1), log_target=True,
+                      reduction="batchmean")
+        return self.config.distill_weight * tau**2 * kl
+
+    def param_groups(self) -> list[dict]:
+        groups = [{"name": "shared", "params": [self.shared], "lr": self.config.lr},
+                  {"name": "uv", "params": [self.u, self.v], "lr": self.config.lr_task}]
+        return [g for g in groups if all(p.requires_grad for p in g["params"])]
+
+    def for_target(self, target: TargetContext) -> "MPT":
+        new = MPT(dataclasses.replace(self.config, transfer=True), target.backbone, [target.task_name])
+        with torch.no_grad():
+            new.shared.copy_(self.shared)
+        return new
+
+    def trainable_parameters(self) -> dict[str, int]:
+        m, d = self.config.length, self.hidden
+        return {"shared": m * d, "per_task": m + d}
+
+    @classmethod
+    def parameter_formula(cls) -> str:
+        return "shared m*d (P*); per task m + d (u, v)"

@@ -1,0 +1,182 @@
+"""``talora sweep``: several methods on one harness, one table.
+
+A sweep config names a base run (model, data, lengths, step budgets), the methods to
+compare (each may override its method arguments and budgets), the target tasks, the
+k values and the seeds. Every method is trained once on the sources, then transferred
+to every (target, k, seed); the table gives source validation scores ("unseen data"),
+target test scores as mean ± std over seeds ("unseen task"), and each method's
+trainable parameters (shared / per task). Units are recorded in a run manifest, so an
+interrupted sweep re-runs only what is missing or damaged. The demo is a sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from . import tasks as T
+from .checkpoint import atomic_write
+from .config import RunConfig, dump_config, from_dict
+from .errors import ConfigError
+from .methods.base import NoPrompt
+from .pipeline import backbone_for, encode_split, run_train, run_transfer, source_task_names, verbalizers_for
+from .runs import RunManifest
+from .train import evaluate
+
+
+@dataclass
+class SweepConfig:
+    run: dict = field(default_factory=dict)  # the base RunConfig (see configs/talora.yaml)
+    methods: dict = field(default_factory=dict)  # label -> {method, method_args, stage1, train, transfer}
+    targets: list[str] = field(default_factory=list)  # few-shot target tasks
+    ks: list[int] = field(default_factory=lambda: [16, 32])  # examples per class (k total for span/choice tasks)
+    seeds: list[int] = field(default_factory=lambda: [0])  # transfer seeds (k-shot sample + order)
+    zero_shot: bool = True  # a column for the frozen model with the same templates
+
+
+OVERRIDABLE = ("method", "method_args", "stage1", "train", "transfer")
+
+
+def load_sweep(path: str | Path, data_dir: str | None = None) -> tuple[SweepConfig, dict[str, RunConfig]]:
+    """The sweep and one full RunConfig per method label (the base run with the method's overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    sweep = from_dict(SweepConfig, raw, str(path))
+    if not sweep.methods:
+        raise ConfigError(f"{path}: `methods` is empty")
+    base = dict(sweep.run)
+    if data_dir is not None:
+        base["data_dir"] = data_dir
+    runs = {}
+    for label, spec in sweep.methods.items():
+        spec = spec or {}
+        where = f"{path}: methods.{label}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        unknown = sorted(set(spec) - set(OVERRIDABLE))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(OVERRIDABLE)}")
+        merged = copy.deepcopy(base)
+        merged["method"] = spec.get("method", label)
+        for key in OVERRIDABLE[1:]:
+            if key in spec:
+                merged[key] = {**merged.get(key, {}), **spec[key]}
+        cfg = from_dict(RunConfig, merged, where)
+        cfg.method_config()
+        runs[label] = cfg
+    return sweep, runs
+
+
+def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> dict:
+    output = Path(output)
+    sweep, runs = load_sweep(config, data_dir)
+    first = next(iter(runs.values()))
+    sources = first.tasks or source_task_names(first.data_dir)
+    T.load_tasks(first.data_dir, sources + sweep.targets)  # bad task names fail before any work
+    manifest = RunManifest(output)
+    t0 = time.perf_counter()
+    results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
+    if sweep.zero_shot:
+        results["source"]["zero_shot"] = zero_shot(first, sources, "validation", first.validation_examples)
+        results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in zero_shot(first, sweep.targets).items()
+                                          for k in sweep.ks}
+        results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
+    units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
+    with tqdm(total=units, desc="sweep", dynamic_ncols=True) as bar:
+        for label, cfg in runs.items():
+            # Units are named with the method's config digest: an edited config never reuses stale results.
+            tag = hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:8]
+            folder = output / label
+            summary = manifest.run(f"{tag} train {label}", folder, lambda: run_train(cfg, folder))
+            results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
+            bar.update()
+            per_task = None
+            for task in sweep.targets:
+                for k in sweep.ks:
+                    for seed in sweep.seeds:
+                        out = output / f"{label}-{task}-k{k}-s{seed}"
+                        res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out,
+                                           lambda: run_transfer(folder, task, k, seed, out))
+                        results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
+                        per_task = res["trainable_parameters"]["per_task"]
+                        bar.update()
+            params = dict(summary["trainable_parameters"])
+            if per_task is not None:
+                params["target"] = per_task
+            results["parameters"][label] = params
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    table = format_table(results)
+    # Named after the config, so sweeps sharing an output folder (and its finished units) keep their tables.
+    stem = Path(config).stem
+    atomic_write(output / f"results-{stem}.json", json.dumps(results, indent=1).encode())
+    atomic_write(output / f"results-{stem}.md", table.encode())
+    return results
+
+
+def zero_shot(cfg: RunConfig, names: list[str], split: str | None = None, cap: int | None = None
+              ) -> dict[str, float]:
+    """Headline score of the frozen model with each task's template and no prompt, on the examples
+    a transfer is scored on (test split where a task has one, capped at ``test_examples``) unless
+    ``split``/``cap`` say otherwise."""
+    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
+    tasks = T.load_tasks(cfg.data_dir, names)
+    scores = {}
+    for name in names:
+        task_split = split or ("test" if tasks[name].splits.get("test") else "validation")
+        items = encode_split(backbone, tasks, [name], task_split, cfg.max_length,
+                             cfg.test_examples if cap is None else cap)
+        result = evaluate(backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]))
+        scores[name] = result[name][tasks[name].spec.metric]
+    return scores
+
+
+def _cell(values, scale: float = 100.0) -> str:
+    if isinstance(values, (int, float)):
+        return f"{scale * values:.1f}"
+    if len(values) == 1:
+        return f"{scale * values[0]:.1f}"
+    return f"{scale * statistics.mean(values):.1f} ± {scale * statistics.stdev(values):.1f}"
+
+
+def _mean(values) -> float:
+    return float(values) if isinstance(values, (int, float)) else statistics.mean(values)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def format_table(results: dict) -> str:
+    methods = [m for m in results["source"] if m in results["target"] or not results["target"]]
+    lines = ["| setting | task | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 2)]
+    for setting, block in (("unseen data", results["source"]), ("unseen task", results["target"])):
+        if not block:
+            continue
+        for row in next(iter(block.values())):
+            lines.append(f"| {setting} | {row} | " + " | ".join(_cell(block[m][row]) for m in methods) + " |")
+        averages = [100 * statistics.mean(_mean(v) for v in block[m].values()) for m in methods]
+        lines.append(f"| {setting} | **average** | " + " | ".join(f"**{a:.1f}**" for a in averages) + " |")
+    params = results.get("parameters", {})
+    if params:
+        cells = []
+        for m in methods:
+            p = params.get(m, {})
+            cells.append(f"{_count(p.get('shared', 0))} / {_count(p.get('per_task', 0))}"
+                         + (f" / {_count(p['target'])}" if "target" in p else ""))
+        lines.append("| parameters | shared / per source task / per target | " + " | ".join(cells) + " |")
+    lines.append(f"\nscores × 100; ± is the standard deviation over seeds; wall time {results['seconds']:.0f} s")
+    return "\n".join(lines)
+
