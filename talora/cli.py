@@ -30,9 +30,14 @@ def cmd_train(args) -> None:
 
 
 def cmd_transfer(args) -> None:
+    from .config import load_config
     from .pipeline import run_transfer
 
-    summary = run_transfer(Path(args.source), args.task, args.k, args.seed, Path(args.output), args.data_dir)
+    if bool(args.source) == bool(args.config):
+        raise ConfigError("transfer: give --from (a trained source adapter) or --config (train from scratch)")
+    config = load_config(args.config, {"method": args.method}) if args.config else None
+    summary = run_transfer(Path(args.source) if args.source else None, args.task, args.k, args.seed,
+                           Path(args.output), args.data_dir, config=config)
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
     else:
@@ -154,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     x = sub.add_parser("transfer", help="few-shot transfer of a trained adapter to a new task")
-    x.add_argument("--from", dest="source", required=True, help="folder written by `talora train`")
+    x.add_argument("--from", dest="source", help="folder written by `talora train`")
+    x.add_argument("--config", help="instead of --from: train the config's method from scratch on the k shots")
+    x.add_argument("--method", help="with --config: override its method")
     x.add_argument("--task", required=True, help="target task name (see `talora tasks`)")
     x.add_argument("--k", type=int, required=True, help="examples per class from the target's train split")
     x.add_argument("--seed", type=int, default=0, help="seed of the k-shot sample and the training order")

@@ -113,15 +113,25 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
     return summary
 
 
-def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_dir: str | None = None,
-                 train_cfg: TrainConfig | None = None) -> dict:
-    """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation)."""
-    source, output = Path(source), Path(output)
-    cfg = load_config(source / "config.yaml")
+def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path, data_dir: str | None = None,
+                 train_cfg: TrainConfig | None = None, config: RunConfig | None = None) -> dict:
+    """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation).
+
+    With ``source=None`` the method of ``config`` starts from scratch on the target (no source
+    knowledge): the plain few-shot baseline, e.g. prompt tuning on the k shots alone.
+    """
+    output = Path(output)
+    if source is None:
+        if config is None:
+            raise ConfigError("few-shot training from scratch needs a run config (--config)")
+        cfg, method = config, None
+    else:
+        source = Path(source)
+        cfg = load_config(source / "config.yaml")
     data_dir = data_dir if data_dir is not None else cfg.data_dir
-    sidecar = read_sidecar(source)
     backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
-    method, _ = load_adapter(source, backbone, expect_method=sidecar["method"])
+    if source is not None:
+        method, _ = load_adapter(source, backbone, expect_method=read_sidecar(source)["method"])
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
     shots = T.few_shot(tasks[task], k, seed)
@@ -141,14 +151,17 @@ def run_transfer(source: Path, task: str, k: int, seed: int, output: Path, data_
     def score(m: Method) -> float:
         return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size)[task][spec.metric]
 
-    target = method.for_target(TargetContext(task, backbone, tune, score))
+    if method is None:
+        target = method_class(cfg.method)(cfg.method_config(), backbone, [task])
+    else:
+        target = method.for_target(TargetContext(task, backbone, tune, score))
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
     result = train(backbone, target, train_items, [], verbs, {task: spec.metric}, train_cfg, output, seed,
                    desc=f"{task} k={k}")
     split = T.evaluation_split(tasks[task])
     test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
     scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size)[task]
-    save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source)})
+    save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source) if source else None})
     summary = {"method": target.name, "task": task, "k": k, "seed": seed, "split": split,
                "examples": len(test_items), "metrics": scores,
                "score": scores[spec.metric], "metric": spec.metric, "seconds": round(result.seconds, 1),

@@ -43,10 +43,13 @@ class SweepConfig:
 
 
 OVERRIDABLE = ("method", "method_args", "stage1", "train", "transfer")
+FLAGS = ("from_scratch",)  # true: no source training, the method starts fresh on each target's shots
 
 
-def load_sweep(path: str | Path, data_dir: str | None = None) -> tuple[SweepConfig, dict[str, RunConfig]]:
-    """The sweep and one full RunConfig per method label (the base run with the method's overrides)."""
+def load_sweep(path: str | Path, data_dir: str | None = None
+               ) -> tuple[SweepConfig, dict[str, tuple[RunConfig, bool]]]:
+    """The sweep and, per method label, its full RunConfig (the base run with the method's overrides)
+    and whether it trains from scratch on the targets."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep config not found: {path}")
@@ -66,9 +69,12 @@ def load_sweep(path: str | Path, data_dir: str | None = None) -> tuple[SweepConf
         where = f"{path}: methods.{label}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = sorted(set(spec) - set(OVERRIDABLE))
+        unknown = sorted(set(spec) - set(OVERRIDABLE) - set(FLAGS))
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(OVERRIDABLE)}")
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(OVERRIDABLE + FLAGS)}")
+        if not isinstance(spec.get("from_scratch", False), bool):
+            raise ConfigError(f"{where}.from_scratch: expected true or false")
         merged = copy.deepcopy(base)
         merged["method"] = spec.get("method", label)
         for key in OVERRIDABLE[1:]:
@@ -76,32 +82,37 @@ def load_sweep(path: str | Path, data_dir: str | None = None) -> tuple[SweepConf
                 merged[key] = {**merged.get(key, {}), **spec[key]}
         cfg = from_dict(RunConfig, merged, where)
         cfg.method_config()
-        runs[label] = cfg
+        runs[label] = (cfg, spec.get("from_scratch", False))
     return sweep, runs
 
 
 def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> dict:
     output = Path(output)
     sweep, runs = load_sweep(config, data_dir)
-    first = next(iter(runs.values()))
-    sources = first.tasks or source_task_names(first.data_dir)
+    first = next(iter(runs.values()))[0]
+    trains_on_sources = not all(scratch for _, scratch in runs.values())
+    sources = (first.tasks or source_task_names(first.data_dir)) if trains_on_sources else []
     T.load_tasks(first.data_dir, sources + sweep.targets)  # bad task names fail before any work
     manifest = RunManifest(output)
     t0 = time.perf_counter()
     results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
     if sweep.zero_shot:
-        results["source"]["zero_shot"] = zero_shot(first, sources, "validation", first.validation_examples)
+        if sources:
+            results["source"]["zero_shot"] = zero_shot(first, sources, "validation", first.validation_examples)
         results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in zero_shot(first, sweep.targets).items()
                                           for k in sweep.ks}
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
     with tqdm(total=units, desc="sweep", dynamic_ncols=True) as bar:
-        for label, cfg in runs.items():
+        for label, (cfg, scratch) in runs.items():
             # Units are named with the method's config digest: an edited config never reuses stale results.
-            tag = hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:8]
+            tag = hashlib.sha256((dump_config(cfg) + f"scratch={scratch}").encode()).hexdigest()[:8]
             folder = output / label
-            summary = manifest.run(f"{tag} train {label}", folder, lambda: run_train(cfg, folder))
-            results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
+            if scratch:
+                summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
+            else:
+                summary = manifest.run(f"{tag} train {label}", folder, lambda: run_train(cfg, folder))
+                results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
             bar.update()
             per_task = None
             for task in sweep.targets:
@@ -109,7 +120,8 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> 
                     for seed in sweep.seeds:
                         out = output / f"{label}-{task}-k{k}-s{seed}"
                         res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out,
-                                           lambda: run_transfer(folder, task, k, seed, out))
+                                           lambda: run_transfer(None if scratch else folder, task, k, seed, out,
+                                                                config=cfg))
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
                         per_task = res["trainable_parameters"]["per_task"]
                         bar.update()
@@ -160,15 +172,17 @@ def _count(n: int) -> str:
 
 
 def format_table(results: dict) -> str:
-    methods = [m for m in results["source"] if m in results["target"] or not results["target"]]
+    methods = list(dict.fromkeys([*results["source"], *results["target"]]))
     lines = ["| setting | task | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 2)]
     for setting, block in (("unseen data", results["source"]), ("unseen task", results["target"])):
         if not block:
             continue
         for row in next(iter(block.values())):
-            lines.append(f"| {setting} | {row} | " + " | ".join(_cell(block[m][row]) for m in methods) + " |")
-        averages = [100 * statistics.mean(_mean(v) for v in block[m].values()) for m in methods]
-        lines.append(f"| {setting} | **average** | " + " | ".join(f"**{a:.1f}**" for a in averages) + " |")
+            lines.append(f"| {setting} | {row} | "
+                         + " | ".join(_cell(block[m][row]) if m in block else "-" for m in methods) + " |")
+        averages = [f"**{100 * statistics.mean(_mean(v) for v in block[m].values()):.1f}**" if m in block else "-"
+                    for m in methods]
+        lines.append(f"| {setting} | **average** | " + " | ".join(averages) + " |")
     params = results.get("parameters", {})
     if params:
         cells = []

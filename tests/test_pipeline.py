@@ -1,5 +1,7 @@
 """Recipes end to end on a tiny model: train (both TA-LoRA stages), transfer, eval, adapter checks."""
 
+import dataclasses
+
 import json
 
 import pytest
@@ -125,3 +127,17 @@ def test_resume_reruns_a_damaged_stage1(tmp_path):
     pipeline.run_train(_cfg(), out, resume=True)  # the stage-1 unit no longer verifies: trained again
     from talora.runs import RunManifest
     assert RunManifest(out).finished("stage1", out / "stage1") is not None
+
+
+def test_cli_transfer_from_scratch_needs_exactly_one_start(tmp_path, capsys, tiny_models):
+    out = tmp_path / "o"
+    assert main(["transfer", "--task", "tweet_emotion", "--k", "2", "--output", str(out)]) == 2
+    assert "--from" in capsys.readouterr().err and not out.exists()
+    cfg = tmp_path / "c.yaml"
+    from talora.config import dump_config
+    cfg.write_text(dump_config(dataclasses.replace(_cfg("deep_prompt_tuning"), method_args={"length": 4})))
+    assert main(["transfer", "--config", str(cfg), "--method", "prompt_tuning", "--task", "tweet_emotion",
+                 "--k", "2", "--output", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "prompt_tuning" and summary["k"] == 2 and 0 <= summary["score"] <= 1
+    assert json.loads((out / "adapter.json").read_text())["source_adapter"] is None

@@ -19,7 +19,10 @@ def tiny_demo(tmp_path, monkeypatch):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({"run": run, "methods": {"talora": {"method_args": {"length": 2, "layers": 1}},
                                                             "pt": {"method": "prompt_tuning",
-                                                                   "method_args": {"length": 2}}},
+                                                                   "method_args": {"length": 2}},
+                                                            "pt_scratch": {"method": "prompt_tuning",
+                                                                           "method_args": {"length": 2},
+                                                                           "from_scratch": True}},
                                     "targets": ["tweet_emotion"], "ks": [2], "seeds": [0, 1]}))
     return path
 
@@ -27,11 +30,14 @@ def tiny_demo(tmp_path, monkeypatch):
 def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo, monkeypatch):
     out = tmp_path / "sweep"
     first = sweep.run_sweep(tiny_demo, out)
-    assert set(first["target"]) == {"zero_shot", "talora", "pt"}
+    assert set(first["target"]) == {"zero_shot", "talora", "pt", "pt_scratch"}
+    assert "pt_scratch" not in first["source"] and not (out / "pt_scratch").exists()  # no source training
     assert len(first["target"]["pt"]["tweet_emotion (k=2)"]) == 2  # one score per seed
     assert first["parameters"]["pt"]["per_task"] == 2 * 64
     table = (out / "results-sweep.md").read_text()
     assert "| unseen task | tweet_emotion (k=2) |" in table and " ± " in table
+    # Vanilla prompt tuning transfers nothing, so from-scratch equals transfer from its source run.
+    assert first["target"]["pt_scratch"] == first["target"]["pt"]
     calls = []
     real_transfer = sweep.run_transfer
     monkeypatch.setattr(sweep, "run_train", lambda *a, **k: calls.append("train") or pytest.fail("re-trained"))
