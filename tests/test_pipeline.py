@@ -1,7 +1,6 @@
 """Recipes end to end on a tiny model: train (both TA-LoRA stages), transfer, eval, adapter checks."""
 
 import dataclasses
-
 import json
 
 import pytest
