@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, TargetContext
+from .base import PromptInputs, Shapes, WholeSetMethod
 from .patching import forward_hooks
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
@@ -71,8 +71,9 @@ def _replace_output(adapter: Bottleneck):
     return hook
 
 
-class Adapter(Method):
+class Adapter(WholeSetMethod):
     name = "adapter"
+    group = "adapter"
     config_cls = AdapterConfig
 
     def __init__(self, config: AdapterConfig, backbone: Backbone, task_names: list[str]):
@@ -97,17 +98,8 @@ class Adapter(Method):
         with forward_hooks(hooks):
             yield
 
-    def param_groups(self) -> list[dict]:
-        return [{"name": "adapter", "params": list(self.parameters()), "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "Adapter":
-        new = Adapter(self.config, target.backbone, [target.task_name])
-        new.load_state_dict(self.state_dict())
-        return new
 
-    def trainable_parameters(self) -> dict[str, int]:
-        # As the papers' tables: the whole set of adapters per task.
-        return {"shared": 0, "per_task": sum(p.numel() for p in self.parameters())}
 
     @classmethod
     def parameter_formula(cls) -> str:

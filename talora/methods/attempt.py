@@ -34,7 +34,7 @@ from ..backbone import Backbone
 from ..errors import ConfigError
 from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
 from .base import PromptConfig as _PromptConfig
-from .prompt_tuning import PromptTuning, PromptTuningConfig
+from .prompt_tuning import PromptTuning, single_task_prompts
 
 
 @dataclass
@@ -120,9 +120,7 @@ class ATTEMPT(Method):
         """Per-task prompt tuning on the source tasks; a target (built by for_target) has none."""
         if self.config.sources is not None:
             return None
-        cfg = self.config
-        return PromptTuning(PromptTuningConfig(length=cfg.length, lr=cfg.lr, init_vocab=cfg.init_vocab,
-                                               init_seed=cfg.init_seed), backbone, self.task_names)
+        return single_task_prompts(self.config, backbone, self.task_names)
 
     @torch.no_grad()
     def init_from_stage1(self, stage1: Method) -> None:

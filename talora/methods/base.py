@@ -188,6 +188,27 @@ def deep_vocab_init(backbone: Backbone, first_layer: int, layers: int, count: in
     return torch.stack(normed).clone()
 
 
+class WholeSetMethod(Method):
+    """A method whose one set of parameters serves every task (LoRA, adapters, BitFit, full
+    fine-tuning): trained on the mixture of source tasks, copied for a target, which keeps
+    training it on its shots ("multi-task pre-training, then target fine-tuning"). The
+    papers' tables count the whole set per task. Subclasses set ``group`` (the AdamW group
+    name) and implement ``applied``; every parameter they own is trainable, at ``config.lr``."""
+
+    group: ClassVar[str]
+
+    def param_groups(self) -> list[dict]:
+        return [{"name": self.group, "params": list(self.parameters()), "lr": self.config.lr}]
+
+    def for_target(self, target: TargetContext) -> "WholeSetMethod":
+        new = type(self)(self.config, target.backbone, [target.task_name])
+        new.load_state_dict(self.state_dict())
+        return new
+
+    def trainable_parameters(self) -> dict[str, int]:
+        return {"shared": 0, "per_task": sum(p.numel() for p in self.parameters())}
+
+
 class NoPrompt(Method):
     """The frozen model with the task's template and nothing learned: the zero-shot floor."""
 

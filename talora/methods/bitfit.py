@@ -25,7 +25,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import Method, PromptInputs, TargetContext
+from .base import PromptInputs, WholeSetMethod
 from .patching import forward_hooks, slot_key, swapped_parameters
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -48,8 +48,9 @@ def _add_bias(bias: nn.Parameter):
     return hook
 
 
-class BitFit(Method):
+class BitFit(WholeSetMethod):
     name = "bitfit"
+    group = "bitfit"
     config_cls = BitFitConfig
 
     def __init__(self, config: BitFitConfig, backbone: Backbone, task_names: list[str]):
@@ -78,17 +79,8 @@ class BitFit(Method):
         with swapped_parameters(model, norms), forward_hooks(hooks):
             yield
 
-    def param_groups(self) -> list[dict]:
-        return [{"name": "bitfit", "params": list(self.parameters()), "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "BitFit":
-        new = BitFit(self.config, target.backbone, [target.task_name])
-        new.load_state_dict(self.state_dict())
-        return new
 
-    def trainable_parameters(self) -> dict[str, int]:
-        # As the papers' tables: every norm weight and bias, per task.
-        return {"shared": 0, "per_task": sum(p.numel() for p in self.parameters())}
 
     @classmethod
     def parameter_formula(cls) -> str:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, TargetContext
+from .base import PromptInputs, WholeSetMethod
 from .patching import slot_key, swapped_parameters
 
 
@@ -30,8 +30,9 @@ class FullFinetuneConfig:
     lr: float = 2e-5  # AdamW learning rate of every weight
 
 
-class FullFinetune(Method):
+class FullFinetune(WholeSetMethod):
     name = "full_finetune"
+    group = "weights"
     config_cls = FullFinetuneConfig
 
     def __init__(self, config: FullFinetuneConfig, backbone: Backbone, task_names: list[str]):
@@ -51,17 +52,8 @@ class FullFinetune(Method):
         with swapped_parameters(model, copies):
             yield
 
-    def param_groups(self) -> list[dict]:
-        return [{"name": "weights", "params": list(self.weights.values()), "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "FullFinetune":
-        new = FullFinetune(self.config, target.backbone, [target.task_name])
-        new.load_state_dict(self.state_dict())
-        return new
 
-    def trainable_parameters(self) -> dict[str, int]:
-        # As the papers' tables: the whole model per task.
-        return {"shared": 0, "per_task": sum(p.numel() for p in self.weights.values())}
 
     @classmethod
     def parameter_formula(cls) -> str:

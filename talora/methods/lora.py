@@ -31,7 +31,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import Method, PromptInputs, TargetContext
+from .base import PromptInputs, WholeSetMethod
 from .patching import slot_key, swapped_modules
 
 ADAPTER_NAME = "talora"  # one adapter per wrapper: each method builds its own wrappers
@@ -71,8 +71,9 @@ def _linear_tree(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return root, paths
 
 
-class LoRA(Method):
+class LoRA(WholeSetMethod):
     name = "lora"
+    group = "lora"
     config_cls = LoRAConfig
 
     def __init__(self, config: LoRAConfig, backbone: Backbone, task_names: list[str]):
@@ -103,17 +104,8 @@ class LoRA(Method):
         with swapped_modules(backbone.model, self._wrappers):
             yield
 
-    def param_groups(self) -> list[dict]:
-        return [{"name": "lora", "params": list(self.weights.values()), "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "LoRA":
-        new = LoRA(self.config, target.backbone, [target.task_name])
-        new.load_state_dict(self.state_dict())
-        return new
 
-    def trainable_parameters(self) -> dict[str, int]:
-        # As the papers' tables: one LoRA per task (the multi-task one is copied for each target).
-        return {"shared": 0, "per_task": sum(p.numel() for p in self.weights.values())}
 
     @classmethod
     def parameter_formula(cls) -> str:

@@ -32,7 +32,7 @@ from torch import nn
 from ..backbone import Backbone
 from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
 from .base import PromptConfig as _PromptConfig
-from .prompt_tuning import PromptTuning, PromptTuningConfig
+from .prompt_tuning import PromptTuning, single_task_prompts
 
 
 @dataclass
@@ -96,9 +96,7 @@ class MPT(Method):
         """The teachers: per-task prompt tuning on the source tasks (none for a transfer target)."""
         if self.config.transfer:
             return None
-        cfg = self.config
-        return PromptTuning(PromptTuningConfig(length=cfg.length, lr=cfg.lr, init_vocab=cfg.init_vocab,
-                                               init_seed=cfg.init_seed), backbone, self.task_names)
+        return single_task_prompts(self.config, backbone, self.task_names)
 
     @torch.no_grad()
     def init_from_stage1(self, stage1: Method) -> None:

@@ -31,6 +31,13 @@ class PromptTuningConfig:
             raise ValueError("length must be >= 1")
 
 
+def single_task_prompts(cfg, backbone: Backbone, task_names: list[str]) -> "PromptTuning":
+    """Per-task prompt tuning with ``cfg``'s length, rate and initialisation: the stage 1 of the
+    methods built on single-task source prompts (ATTEMPT's sources, MPT's teachers)."""
+    return PromptTuning(PromptTuningConfig(length=cfg.length, lr=cfg.lr, init_vocab=cfg.init_vocab,
+                                           init_seed=cfg.init_seed), backbone, task_names)
+
+
 class PromptTuning(Method):
     name = "prompt_tuning"
     config_cls = PromptTuningConfig
