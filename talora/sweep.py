@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .methods.base import NoPrompt
 from .pipeline import backbone_for, encode_split, run_train, run_transfer, source_task_names, verbalizers_for
 from .runs import RunManifest
+from .suites import load_suite
 from .train import evaluate
 
 
@@ -36,9 +37,11 @@ from .train import evaluate
 class SweepConfig:
     run: dict = field(default_factory=dict)  # the base RunConfig (see configs/talora.yaml)
     methods: dict = field(default_factory=dict)  # label -> {method, method_args, stage1, train, transfer}
-    targets: list[str] = field(default_factory=list)  # few-shot target tasks
-    ks: list[int] = field(default_factory=lambda: [16, 32])  # examples per class (k total for span/choice tasks)
-    seeds: list[int] = field(default_factory=lambda: [0])  # transfer seeds (k-shot sample + order)
+    suite: str | None = None  # a suite name or file (talora/configs/suites): its data_dir, sources (run.tasks),
+    #                           targets, ks and seeds, each unless set here
+    targets: list[str] | None = None  # few-shot target tasks
+    ks: list[int] | None = None  # examples per class (k in total for extraction/choice/regression); [16, 32]
+    seeds: list[int] | None = None  # transfer seeds (k-shot sample + order); [0]
     zero_shot: bool = True  # a column for the frozen model with the same templates
 
 
@@ -61,6 +64,14 @@ def load_sweep(path: str | Path, data_dir: str | None = None
     if not sweep.methods:
         raise ConfigError(f"{path}: `methods` is empty")
     base = dict(sweep.run)
+    if sweep.suite is not None:
+        suite = load_suite(sweep.suite, data_dir if data_dir is not None else base.get("data_dir"))
+        base.setdefault("data_dir", suite.data_dir)
+        base.setdefault("tasks", list(suite.sources))
+        sweep.targets = sweep.targets if sweep.targets is not None else list(suite.targets)
+        sweep.ks = sweep.ks or list(suite.ks)
+        sweep.seeds = sweep.seeds or list(suite.seeds)
+    sweep.targets, sweep.ks, sweep.seeds = sweep.targets or [], sweep.ks or [16, 32], sweep.seeds or [0]
     if data_dir is not None:
         base["data_dir"] = data_dir
     runs = {}

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from talora import pipeline, sweep
+from talora.suites import load_suite
 
 from conftest import make_backbone
 
@@ -59,3 +60,14 @@ def test_sweep_config_errors_name_the_key(tmp_path):
     bad.write_text(yaml.safe_dump({"run": {}, "methods": {"nope": {}}}))
     with pytest.raises(Exception, match="unknown method 'nope'"):
         sweep.load_sweep(bad)
+
+
+def test_a_sweep_takes_its_tasks_and_grid_from_a_suite(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"suite": "synthetic", "seeds": [5], "run": {"model": "tiny"},
+                                    "methods": {"prompt_tuning": {}}}))
+    sweep_cfg, runs = sweep.load_sweep(path)
+    suite = load_suite("synthetic")
+    cfg, scratch = runs["prompt_tuning"]
+    assert cfg.tasks == list(suite.sources) and cfg.data_dir is None and not scratch
+    assert sweep_cfg.targets == list(suite.targets) and sweep_cfg.ks == list(suite.ks) and sweep_cfg.seeds == [5]
