@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DynamicCache
 
 from . import attention
 from .backbone import Backbone
@@ -70,12 +71,11 @@ def _lower_cache(backbone: Backbone, first: int) -> LowerLayerCache:
     return caches[first]
 
 
-def hidden_at(backbone: Backbone, method: Method, batch: Batch, use_cache: bool = True) -> torch.Tensor:
+def hidden_at(backbone: Backbone, method: Method, batch: Batch) -> torch.Tensor:
     """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place.
 
     When the method leaves layers below ``method.frozen_below`` untouched, they run once
-    without autograd, or not at all when the backbone's lower-layer cache is on
-    (``use_cache=False`` bypasses it, e.g. for the ever-growing sequences of generation).
+    without autograd, or not at all when the backbone's lower-layer cache is on.
     """
     model = backbone.model
     decoder = model.get_decoder()
@@ -83,7 +83,7 @@ def hidden_at(backbone: Backbone, method: Method, batch: Batch, use_cache: bool 
     mask, cols = batch.attention_mask, batch.cols
     first = method.frozen_below
     if first > 0 and prompts.input_prefix is None:
-        if backbone.cache_lower_layers and use_cache:
+        if backbone.cache_lower_layers:
             states = _lower_cache(backbone, first).states(
                 batch.input_ids, mask, lambda ids, m: lower_states(backbone, ids, m, first))
         else:
@@ -208,33 +208,70 @@ def predict(backbone: Backbone, method: Method, items: list[Encoded],
     return preds
 
 
+class GreedyDecoder:
+    """Greedy next tokens of a fixed batch of prompts with the method's prompts in place.
+
+    The first step runs the left-padded prompts and fills the key/value cache; each later
+    step costs one position per row. Prompt vectors are not in the cache: the gated term
+    reads them at every step, like the prefix keys of plain mode. The method's prompts are
+    computed once, from the prompts alone (ATTEMPT pools the input, never generated tokens).
+    """
+
+    def __init__(self, backbone: Backbone, method: Method, rows: list[Encoded]):
+        pad = backbone.tokenizer.pad_token_id
+        self.model, self.decoder = backbone.model, backbone.model.get_decoder()
+        self.weight, self.bias = _head(backbone)
+        self.prompts = method.prompt_inputs(torch.tensor([e.task_id for e in rows]), batch=prompt_batch(rows, pad))
+        width = max(len(e.prompt) for e in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, e in enumerate(rows):  # left padding: every row's next token lands in the same column
+            ids[r, width - len(e.prompt):] = torch.tensor(e.prompt)
+            mask[r, width - len(e.prompt):] = 1
+        embeds = self.model.get_input_embeddings()(ids)
+        if self.prompts.input_prefix is not None:
+            prefix = self.prompts.input_prefix.to(embeds.dtype)
+            embeds = torch.cat([prefix, embeds], dim=1)
+            mask = torch.cat([mask.new_ones(len(rows), prefix.shape[1]), mask], dim=1)
+        self.mask, self.positions = mask, (mask.cumsum(1) - 1).clamp(min=0)
+        self.inputs = {"inputs_embeds": embeds}
+        self.cache = DynamicCache(config=self.model.config)
+
+    @torch.no_grad()
+    def step(self) -> list[int]:
+        hidden = self.decoder(**self.inputs, attention_mask=self.mask, position_ids=self.positions,
+                              past_key_values=self.cache, use_cache=True,
+                              talora_prompts=self.prompts.layer_prompts).last_hidden_state[:, -1]
+        next_ids = F.linear(hidden, self.weight, self.bias).argmax(-1)
+        self.inputs = {"input_ids": next_ids[:, None]}
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(next_ids), 1)], dim=1)
+        self.positions = self.positions[:, -1:] + 1
+        return next_ids.tolist()
+
+
 @torch.no_grad()
 def generate(backbone: Backbone, method: Method, items: list[Encoded],
              max_new_tokens: int | list[int]) -> list[str]:
     """Greedy continuation of each prompt with the method's prompts in place, up to the first newline
     (the answer's end in training), the end-of-sequence token or ``max_new_tokens`` (one budget, or
-    one per example). Returns the text before the newline, stripped.
-
-    Each step re-runs the forward pass over prompt + tokens so far through ``hidden_at`` (no
-    key/value cache), reading the last real position of each right-padded row; finished rows
-    leave the batch.
-    """
+    one per example). Returns the text before the newline, stripped. Rows that finish early keep
+    stepping with the batch (their tokens are ignored) until every row is done."""
     tokenizer = backbone.tokenizer
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
     limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(items)
-    weight, bias = _head(backbone)
     out: list[list[int]] = [[] for _ in items]
-    active = [i for i, n in enumerate(limits) if n > 0]
-    while active:
-        rows = [replace(items[i], prompt=items[i].prompt + tuple(out[i])) for i in active]
-        hidden = hidden_at(backbone, method, prompt_batch(rows, pad), use_cache=False)
-        next_ids = F.linear(hidden, weight, bias).argmax(-1).tolist()
+    todo = [i for i, n in enumerate(limits) if n > 0]
+    decoder = GreedyDecoder(backbone, method, [items[i] for i in todo]) if todo else None
+    live = list(range(len(todo)))
+    while live:
+        next_ids = decoder.step()
         still = []
-        for i, token in zip(active, next_ids):
+        for r in live:
+            token, i = next_ids[r], todo[r]
             if token == eos:
                 continue
             out[i].append(token)
             if STOP not in tokenizer.decode(out[i]) and len(out[i]) < limits[i]:
-                still.append(i)
-        active = still
+                still.append(r)
+        live = still
     return [tokenizer.decode(ids).split(STOP, 1)[0].strip() for ids in out]

@@ -23,8 +23,9 @@ TASKS = ["a", "b", "c"]
 
 
 def _method(backbone, kind: str, tasks: list[str] = TASKS):
-    if kind == "talora":
-        m = TALoRA(TALoRAConfig(length=4, rank=2), backbone, tasks)
+    if kind.startswith("talora"):
+        attention = "plain" if kind == "talora_plain" else "gated"
+        m = TALoRA(TALoRAConfig(length=4, rank=2, attention=attention), backbone, tasks)
         with torch.no_grad():
             m.u.normal_()
             m.gates.fill_(0.5)
@@ -64,8 +65,9 @@ def _reference_generate(backbone, m, item: Encoded, limit: int) -> str:
     return tok.decode(out).split("\n", 1)[0].strip()
 
 
-@pytest.mark.parametrize("kind", ["talora", "prompt_tuning", "zero_shot"])
-def test_generation_equals_a_one_by_one_full_logits_loop(backbone, kind):
+@pytest.mark.parametrize("kind", ["talora", "talora_plain", "prompt_tuning", "zero_shot"])
+def test_generation_equals_a_one_by_one_full_logits_loop(family_backbone, kind):
+    backbone = family_backbone  # the key/value cache path on every architecture
     m = _method(backbone, kind)
     items = _items()
     limits = [6, 1, 4, 6, 3]
@@ -79,33 +81,32 @@ SCRIPT = {0: "ab\ncd", 1: "abc<eos>", 2: "abcdefgh", 3: "\nxyz"}
 
 @pytest.fixture
 def scripted(monkeypatch, backbone):
-    """The model says each task id's SCRIPT, one token per step, whatever the prompt; forward passes counted."""
+    """The model says each task id's SCRIPT, one token per step, whatever the prompt; steps counted."""
     tok = backbone.tokenizer
-    vocab = len(tok)
     ids = lambda text: [tok.convert_tokens_to_ids(c) for c in text.replace("\n", "Ċ")]  # noqa: E731 (byte level)
     scripts = {t: ids(s.removesuffix("<eos>")) + ([tok.eos_token_id] if s.endswith("<eos>") else [])
                for t, s in SCRIPT.items()}
-    calls = []
+    steps = []
 
-    def fake_hidden_at(backbone, method, batch, use_cache=True):
-        calls.append(len(batch.rows))
-        rows = []
-        for row, col, task in zip(batch.rows.tolist(), batch.cols.tolist(), batch.task_ids.tolist()):
-            step = col + 1 - 3  # every prompt below is 3 tokens long
-            rows.append(F.one_hot(torch.tensor(scripts[task][step]), vocab).float())
-        return torch.stack(rows)
+    class ScriptedDecoder:
+        def __init__(self, backbone, method, rows):
+            self.tasks = [e.task_id for e in rows]
 
-    monkeypatch.setattr(model_mod, "hidden_at", fake_hidden_at)
-    monkeypatch.setattr(model_mod, "_head", lambda backbone: (torch.eye(vocab), None))
-    return calls
+        def step(self):
+            steps.append(len(self.tasks))
+            n = len(steps) - 1
+            return [scripts[t][n] if n < len(scripts[t]) else tok.eos_token_id for t in self.tasks]
+
+    monkeypatch.setattr(model_mod, "GreedyDecoder", ScriptedDecoder)
+    return steps
 
 
 def test_generation_stops_at_newline_eos_or_budget(backbone, scripted):
     items = [Encoded(f"x{t}", t, (5, 6, 7), (), "") for t in SCRIPT]
     assert generate(backbone, NoPrompt(backbone, TASKS), items, [8, 8, 5, 8]) == ["ab", "abc", "abcde", ""]
-    # finished rows leave the batch: 4 rows, then 3 (the newline-first row is done), ..., 1 until the budget
-    assert scripted == [4, 3, 3, 2, 1]
+    assert len(scripted) == 5  # the batch steps until its last row is done (the budget of 5)
     assert generate(backbone, NoPrompt(backbone, TASKS), items[:1], 0) == [""]
+    assert len(scripted) == 5  # a zero budget runs nothing
 
 
 @torch.no_grad()
