@@ -124,8 +124,9 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> 
             else:
                 summary = manifest.run(f"{tag} train {label}", folder, lambda: run_train(cfg, folder))
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
+            results["parameters"][label] = dict(summary["trainable_parameters"])
             bar.update()
-            per_task = None
+            write_results(results, output, config, t0)
             for task in sweep.targets:
                 for k in sweep.ks:
                     for seed in sweep.seeds:
@@ -134,19 +135,20 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> 
                                            lambda: run_transfer(None if scratch else folder, task, k, seed, out,
                                                                 config=cfg))
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
-                        per_task = res["trainable_parameters"]["per_task"]
+                        results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
                         bar.update()
-            params = dict(summary["trainable_parameters"])
-            if per_task is not None:
-                params["target"] = per_task
-            results["parameters"][label] = params
+                        write_results(results, output, config, t0)
+    write_results(results, output, config, t0)
+    return results
+
+
+def write_results(results: dict, output: Path, config: str | Path, t0: float) -> None:
+    """The table so far; written after every unit, so an interrupted sweep still shows what finished.
+    Named after the config, so sweeps sharing an output folder (and its finished units) keep their tables."""
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    table = format_table(results)
-    # Named after the config, so sweeps sharing an output folder (and its finished units) keep their tables.
     stem = Path(config).stem
     atomic_write(output / f"results-{stem}.json", json.dumps(results, indent=1).encode())
-    atomic_write(output / f"results-{stem}.md", table.encode())
-    return results
+    atomic_write(output / f"results-{stem}.md", format_table(results).encode())
 
 
 def zero_shot(cfg: RunConfig, names: list[str], split: str | None = None, cap: int | None = None
@@ -188,11 +190,14 @@ def format_table(results: dict) -> str:
     for setting, block in (("unseen data", results["source"]), ("unseen task", results["target"])):
         if not block:
             continue
-        for row in next(iter(block.values())):
+        rows = list(dict.fromkeys(row for scores in block.values() for row in scores))
+        for row in rows:
             lines.append(f"| {setting} | {row} | "
-                         + " | ".join(_cell(block[m][row]) if m in block else "-" for m in methods) + " |")
-        averages = [f"**{100 * statistics.mean(_mean(v) for v in block[m].values()):.1f}**" if m in block else "-"
-                    for m in methods]
+                         + " | ".join(_cell(block[m][row]) if row in block.get(m, {}) else "-" for m in methods)
+                         + " |")
+        # An average only over complete rows: an interrupted sweep shows "-" rather than a biased mean.
+        averages = [f"**{100 * statistics.mean(_mean(block[m][r]) for r in rows):.1f}**"
+                    if all(r in block.get(m, {}) for r in rows) else "-" for m in methods]
         lines.append(f"| {setting} | **average** | " + " | ".join(averages) + " |")
     params = results.get("parameters", {})
     if params:

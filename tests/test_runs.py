@@ -71,3 +71,13 @@ def test_a_sweep_takes_its_tasks_and_grid_from_a_suite(tmp_path):
     cfg, scratch = runs["prompt_tuning"]
     assert cfg.tasks == list(suite.sources) and cfg.data_dir is None and not scratch
     assert sweep_cfg.targets == list(suite.targets) and sweep_cfg.ks == list(suite.ks) and sweep_cfg.seeds == [5]
+
+
+def test_a_partial_table_marks_missing_cells_and_withholds_their_average():
+    results = {"source": {}, "parameters": {}, "seconds": 1.0,
+               "target": {"zero_shot": {"a (k=2)": [0.5], "b (k=2)": [0.25]},
+                          "m": {"a (k=2)": [1.0, 0.5]}}}
+    table = sweep.format_table(results)
+    assert "| unseen task | a (k=2) | 50.0 | 75.0 ± 35.4 |" in table
+    assert "| unseen task | b (k=2) | 25.0 | - |" in table
+    assert "| unseen task | **average** | **37.5** | - |" in table
