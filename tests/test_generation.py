@@ -7,7 +7,6 @@ import contextlib
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from talora import model as model_mod
 from talora.batching import Encoded, encode
