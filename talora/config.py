@@ -92,16 +92,20 @@ def from_dict(cls, data, where: str = "config"):
         raise ConfigError(f"{where}: {err}") from None
 
 
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """A YAML file's top-level mapping, or a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return data
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    data: dict = read_yaml(path) if path is not None else {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     config = from_dict(RunConfig, data, str(path or "config"))
     config.method_config()  # validate method_args now, not an hour into the run

@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from . import tasks as T
 from .checkpoint import atomic_write
-from .config import RunConfig, dump_config, from_dict
+from .config import RunConfig, dump_config, from_dict, read_yaml
 from .errors import ConfigError
 from .methods.base import NoPrompt
 from .pipeline import backbone_for, encode_split, run_train, run_transfer, source_task_names, verbalizers_for
@@ -54,13 +53,7 @@ def load_sweep(path: str | Path, data_dir: str | None = None
     """The sweep and, per method label, its full RunConfig (the base run with the method's overrides)
     and whether it trains from scratch on the targets."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    sweep = from_dict(SweepConfig, raw, str(path))
+    sweep = from_dict(SweepConfig, read_yaml(path, "sweep config"), str(path))
     if not sweep.methods:
         raise ConfigError(f"{path}: `methods` is empty")
     base = dict(sweep.run)
