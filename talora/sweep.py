@@ -22,14 +22,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import tasks as T
-from .checkpoint import atomic_write
+from .atomic import atomic_write
+from .backbone import Backbone, BackboneLoader
 from .config import RunConfig, dump_config, from_dict, read_yaml
 from .errors import ConfigError
 from .methods.base import NoPrompt
-from .pipeline import backbone_for, encode_split, run_train, run_transfer, source_task_names, verbalizers_for
+from .overrides import merge
+from .pipeline import encode_split, lower_caches, run_train, run_transfer, source_task_names, verbalizers_for
+from .predict import evaluate
 from .runs import RunManifest
 from .suites import load_suite
-from .train import evaluate
 
 
 @dataclass
@@ -48,12 +50,12 @@ OVERRIDABLE = ("method", "method_args", "stage1", "train", "transfer")
 FLAGS = ("from_scratch",)  # true: no source training, the method starts fresh on each target's shots
 
 
-def load_sweep(path: str | Path, data_dir: str | None = None
+def load_sweep(path: str | Path, data_dir: str | None = None, overrides: dict | None = None
                ) -> tuple[SweepConfig, dict[str, tuple[RunConfig, bool]]]:
     """The sweep and, per method label, its full RunConfig (the base run with the method's overrides)
     and whether it trains from scratch on the targets."""
     path = Path(path)
-    sweep = from_dict(SweepConfig, read_yaml(path, "sweep config"), str(path))
+    sweep = from_dict(SweepConfig, merge(read_yaml(path, "sweep config"), overrides or {}), str(path))
     if not sweep.methods:
         raise ConfigError(f"{path}: `methods` is empty")
     base = dict(sweep.run)
@@ -90,9 +92,13 @@ def load_sweep(path: str | Path, data_dir: str | None = None
     return sweep, runs
 
 
-def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> dict:
+def run_sweep(config: str | Path, output: Path, data_dir: str | None = None, overrides: dict | None = None,
+              loader: BackboneLoader | None = None) -> dict:
+    """Run (or finish) the sweep into ``output``; models come from ``loader`` (default: a new one,
+    so each model is loaded once for this sweep)."""
     output = Path(output)
-    sweep, runs = load_sweep(config, data_dir)
+    loader = loader or BackboneLoader()
+    sweep, runs = load_sweep(config, data_dir, overrides)
     first = next(iter(runs.values()))[0]
     trains_on_sources = not all(scratch for _, scratch in runs.values())
     sources = (first.tasks or source_task_names(first.data_dir)) if trains_on_sources else []
@@ -102,8 +108,10 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> 
     results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
     if sweep.zero_shot:
         if sources:
-            results["source"]["zero_shot"] = zero_shot(first, sources, "validation", first.validation_examples)
-        results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in zero_shot(first, sweep.targets).items()
+            results["source"]["zero_shot"] = zero_shot(first, sources, loader.get(first.model), "validation",
+                                                       first.validation_examples)
+        results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in
+                                          zero_shot(first, sweep.targets, loader.get(first.model)).items()
                                           for k in sweep.ks}
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
@@ -115,7 +123,9 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> 
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
-                summary = manifest.run(f"{tag} train {label}", folder, lambda: run_train(cfg, folder))
+                # manifest.run calls the unit at once (or not at all), so the loop variables are current.
+                summary = manifest.run(f"{tag} train {label}", folder,
+                                       lambda: run_train(cfg, folder, backbone=loader.get(cfg.model)))  # noqa: B023
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
             results["parameters"][label] = dict(summary["trainable_parameters"])
             bar.update()
@@ -125,8 +135,9 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None) -> 
                     for seed in sweep.seeds:
                         out = output / f"{label}-{task}-k{k}-s{seed}"
                         res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out,
-                                           lambda: run_transfer(None if scratch else folder, task, k, seed, out,
-                                                                config=cfg))
+                                           lambda: run_transfer(None if scratch else folder, task, k, seed,  # noqa: B023
+                                                                out, config=cfg,  # noqa: B023
+                                                                backbone=loader.get(cfg.model)))  # noqa: B023
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
                         bar.update()
@@ -144,19 +155,20 @@ def write_results(results: dict, output: Path, config: str | Path, t0: float) ->
     atomic_write(output / f"results-{stem}.md", format_table(results).encode())
 
 
-def zero_shot(cfg: RunConfig, names: list[str], split: str | None = None, cap: int | None = None
-              ) -> dict[str, float]:
+def zero_shot(cfg: RunConfig, names: list[str], backbone: Backbone, split: str | None = None,
+              cap: int | None = None) -> dict[str, float]:
     """Headline score of the frozen model with each task's template and no prompt, on the examples
-    a transfer is scored on (test split where a task has one, capped at ``test_examples``) unless
+    a transfer is scored on (``T.evaluation_split``, capped at ``test_examples``) unless
     ``split``/``cap`` say otherwise."""
-    backbone = backbone_for(cfg.model, cfg.cache_lower_layers)
     tasks = T.load_tasks(cfg.data_dir, names)
+    lower = lower_caches(cfg, backbone)
     scores = {}
     for name in names:
-        task_split = split or ("test" if tasks[name].splits.get("test") else "validation")
+        task_split = split or T.evaluation_split(tasks[name])
         items = encode_split(backbone, tasks, [name], task_split, cfg.max_length,
                              cfg.test_examples if cap is None else cap)
-        result = evaluate(backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]))
+        result = evaluate(backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]),
+                          lower=lower)
         scores[name] = result[name][tasks[name].spec.metric]
     return scores
 

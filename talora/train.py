@@ -16,47 +16,23 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .backbone import Backbone
 from .batching import Encoded, answer_batch
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .errors import ConfigError, DataError, TrainingError
-from .methods import Method
-from .model import Verbalizer, answer_loss, predict
-from .tasks import compute_metrics, question_of
+from .forward import answer_loss
+from .predict import Verbalizer, evaluate, headline
 
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 200  # optimiser steps
-    batch_size: int = 8  # examples per step, tasks mixed
-    warmup_steps: int = 10  # linear warm-up from 0
-    schedule: str = "linear"  # after warm-up: linear | cosine (to 0) | constant
-    weight_decay: float = 0.0  # AdamW weight decay
-    grad_clip: float = 1.0  # max global gradient norm (0 = off)
-    eval_every: int = 50  # validate every N steps (0 = only at the end); the best state is kept
-    eval_examples: int = 200  # validation examples per task used during training (0 = all)
-    eval_batch_size: int = 32
-    mixing_temperature: float = 1.0  # task rate ~ n_t^(1/T): 1 = examples-proportional, large = uniform
-    mixing_cap: int = 0  # n_t is capped at this before mixing (0 = no cap)
-    length_buckets: int = 4  # draw this many batches at once, sort them by length, cut (1 = off): less padding
-    log_every: int = 10  # training-log period in steps
-
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if self.mixing_temperature <= 0:
-            raise ValueError("mixing_temperature must be > 0")
-        if self.length_buckets < 1:
-            raise ValueError("length_buckets must be >= 1")
-
+if TYPE_CHECKING:
+    from .lower_cache import LowerLayerCaches
+    from .methods.base import Method
 
 def mixing_rates(sizes: list[int], temperature: float, cap: int = 0) -> np.ndarray:
     n = np.array([min(s, cap) if cap else s for s in sizes], dtype=np.float64)
@@ -149,37 +125,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@torch.no_grad()
-def evaluate(backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
-             batch_size: int = 32) -> dict[str, dict[str, float]]:
-    """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
-    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py)."""
-    if not items:
-        raise DataError("nothing to evaluate: the evaluation split is empty")
-    # Generated answers batch apart from ranked ones (a lone generated row would run every step alone);
-    # within each, similar lengths batch together (less padding).
-    order = sorted(range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction",
-                                                     len(items[i].prompt)))
-    preds: dict[int, str | float] = {}
-    with method.applied(backbone):
-        for start in range(0, len(order), batch_size):
-            chunk = [items[i] for i in order[start: start + batch_size]]
-            for i, p in zip(order[start: start + batch_size], predict(backbone, method, chunk, verbalizers)):
-                preds[i] = p
-    results = {}
-    for task_id in sorted({e.task_id for e in items}):
-        idx = [i for i, e in enumerate(items) if e.task_id == task_id]
-        results[method.task_names[task_id]] = compute_metrics(
-            verbalizers[task_id], [preds[i] for i in idx], [items[i].golds or (items[i].label,) for i in idx],
-            [question_of(items[i].uid) for i in idx])
-    return results
-
-
-def headline(results: dict[str, dict[str, float]], metrics: dict[str, str]) -> float:
-    """Mean over tasks of each task's headline metric: the model-selection score."""
-    return float(np.mean([results[t][metrics[t]] for t in results]))
-
-
 @dataclass
 class TrainResult:
     best_score: float
@@ -196,10 +141,12 @@ def _state_tensors(method: Method, optimizer, prefix: str = "") -> dict[str, tor
     return tensors
 
 
-def train(backbone, method: Method, train_items: list[Encoded], eval_items: list[Encoded],
+def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_items: list[Encoded],
           verbalizers: dict[int, Verbalizer], metrics: dict[str, str], cfg: TrainConfig, out_dir: Path,
-          seed: int, resume: bool = False, desc: str = "train") -> TrainResult:
-    """Train ``method`` on ``train_items`` and leave it holding the best validated state."""
+          seed: int, resume: bool = False, desc: str = "train", lower: LowerLayerCaches | None = None
+          ) -> TrainResult:
+    """Train ``method`` on ``train_items`` and leave it holding the best validated state.
+    ``lower``: the run's lower-layer caches, if it keeps the frozen lower layers' output on disk."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
@@ -238,7 +185,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
         picks = buckets.batch(step)
         batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad)
         with method.applied(backbone):
-            loss = answer_loss(backbone, method, batch)
+            loss = answer_loss(backbone, method, batch, lower)
             aux = method.auxiliary_loss(backbone, batch)
         reg = method.regularization()
         total = loss + sum(t for t in (aux, reg) if t is not None)
@@ -262,7 +209,7 @@ def train(backbone, method: Method, train_items: list[Encoded], eval_items: list
         if done in eval_steps:
             if eval_items:
                 scores = evaluate(backbone, method, _eval_subset(eval_items, cfg.eval_examples), verbalizers,
-                                  cfg.eval_batch_size)
+                                  cfg.eval_batch_size, lower)
                 score = headline(scores, metrics)
                 result.history.append({"step": done, "score": score, "metrics": scores})
                 log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
-from talora.backbone import Backbone, freeze
-from talora.model import prepare
+from talora.backbone import Backbone, freeze, load_backbone
 
 CORPUS = [
     "the movie was wonderful and the acting was superb",
@@ -50,9 +51,7 @@ def make_backbone(family: str = "llama", seed: int = 0) -> Backbone:
         _TOKENIZER = tiny_tokenizer()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family), attn_implementation="sdpa")
-    backbone = freeze(Backbone(model, _TOKENIZER, f"tiny-{family}"))
-    prepare(backbone)
-    return backbone
+    return freeze(Backbone(model, _TOKENIZER, f"tiny-{family}"))
 
 
 @pytest.fixture(params=FAMILIES)
@@ -63,3 +62,26 @@ def family_backbone(request) -> Backbone:
 @pytest.fixture
 def backbone() -> Backbone:
     return make_backbone("llama")
+
+
+@pytest.fixture(scope="session")
+def saved_tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny Llama and Qwen3 models saved as Hugging Face model folders, once per session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    folders = {}
+    for family in ("llama", "qwen3"):
+        backbone = make_backbone(family)
+        folders[family] = root / family
+        backbone.model.save_pretrained(folders[family])
+        backbone.tokenizer.save_pretrained(folders[family])
+    return folders
+
+
+@pytest.fixture
+def tiny_models(tmp_path, monkeypatch, saved_tiny_models) -> dict[str, Backbone]:
+    """Run the test in ``tmp_path``, where ``tiny`` (Llama) and ``tiny-qwen3`` are model folders, so
+    recipes and the CLI load ``model: tiny`` like any local model; returns those backbones."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").symlink_to(saved_tiny_models["llama"])
+    (tmp_path / "tiny-qwen3").symlink_to(saved_tiny_models["qwen3"])
+    return {"tiny": load_backbone("tiny"), "tiny-qwen3": load_backbone("tiny-qwen3")}

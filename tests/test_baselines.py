@@ -4,12 +4,13 @@ backbone bit-identical, does what defines it, and round-trips through adapter fi
 import pytest
 import torch
 
-from talora.adapters import load_adapter, save_adapter
+from talora.adapter_files import load_adapter, save_adapter
 from talora.batching import Encoded, answer_batch
 from talora.methods import METHODS
 from talora.methods.base import TargetContext
 from talora.tasks import load_tasks
-from talora.train import TrainConfig, train
+from talora.config import TrainConfig
+from talora.train import train
 
 # Synthetic-suite names, so that adapter files can carry the tasks' specs.
 TASKS = ["movie_sentiment", "news_topic", "emotion"]
@@ -130,11 +131,11 @@ def test_spot_retrieval_starts_the_target_at_the_most_similar_source(backbone):
 
     target = m.for_target(_context("product_sentiment", backbone, tune))
     assert calls == [2]  # the probe was tuned for probe_steps
-    assert target.config.retrieved_from == "news_topic"
+    assert target.state.retrieved_from == "news_topic"
     assert torch.equal(target.prompt[0], m.prompt[1])
     norm = (0.09 + 1) ** 0.5
     want = {"movie_sentiment": 0.3 / norm, "news_topic": 1 / norm, "emotion": -0.3 / norm}
-    assert target.config.similarities == pytest.approx(want, abs=1e-5)
+    assert target.state.similarities == pytest.approx(want, abs=1e-5)
     assert target.log_state() == {"retrieved_from": "news_topic"}
     with pytest.raises(ValueError, match="needs the target task's shots"):
         m.for_target(_context("product_sentiment", backbone))
@@ -172,7 +173,7 @@ def test_attempt_weights_follow_the_formula_sum_to_one_and_depend_on_the_input(b
 def test_attempt_target_keeps_sources_and_attention_and_trains_a_new_prompt(backbone):
     m = _attempt(backbone)
     target = m.for_target(_context("product_sentiment", backbone))
-    assert target.config.sources == TASKS and target.stage1(backbone) is None
+    assert target.state.sources == TASKS and target.stage1(backbone) is None
     assert torch.equal(target.source_prompts, m.source_prompts) and not target.source_prompts.requires_grad
     assert torch.equal(target.down.weight, m.down.weight) and torch.equal(target.up.weight, m.up.weight)
     trainable = {n for n, p in target.named_parameters() if p.requires_grad}
@@ -310,14 +311,12 @@ def test_full_finetune_swaps_every_weight_in_and_keeps_tied_weights_tied(tmp_pat
     from transformers import AutoModelForCausalLM
 
     from talora.backbone import Backbone, freeze
-    from talora.model import prepare
 
     cfg = tiny_config("llama")
     cfg.tie_word_embeddings = True
     torch.manual_seed(0)
     backbone = freeze(Backbone(AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa"), tiny_tokenizer(),
                                "tiny-tied"))
-    prepare(backbone)
     model = backbone.model
     assert model.lm_head.weight is model.get_input_embeddings().weight
     m = build("full_finetune", backbone)
@@ -344,7 +343,7 @@ def test_adapter_files_round_trip(tmp_path, backbone, name):
     mine, theirs = method.state_dict(), loaded.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     batch = answer_batch(items(6, seed=2), backbone.tokenizer.pad_token_id)
-    from talora.model import hidden_at
+    from talora.forward import hidden_at
     with torch.no_grad(), method.applied(backbone):
         want = hidden_at(backbone, method, batch)
     with torch.no_grad(), loaded.applied(backbone):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from talora import pipeline
-from talora.adapters import read_sidecar
+from talora.adapter_files import read_sidecar
 from talora.config import RunConfig
-from talora.train import TrainConfig
+from talora.config import TrainConfig
 
 from conftest import make_backbone
 from test_baselines import SMALL
@@ -19,10 +19,8 @@ WITH_STAGE1 = {"attempt", "mpt"}
 
 
 @pytest.fixture
-def tiny(monkeypatch):
-    backbone = make_backbone("llama")
-    monkeypatch.setattr(pipeline, "_BACKBONES", {"tiny": backbone})
-    return backbone
+def tiny(tiny_models):
+    return tiny_models["tiny"]
 
 
 def _cfg(method: str) -> RunConfig:
@@ -46,7 +44,7 @@ def test_baseline_trains_transfers_and_reloads(tmp_path, tiny, method):
     after = tiny.model.state_dict()
     assert after.keys() == frozen.keys() and all(torch.equal(after[k], v) for k, v in frozen.items())
     if method == "spot_retrieval":
-        choice = read_sidecar(tgt)["config"]["retrieved_from"]
+        choice = read_sidecar(tgt)["state"]["retrieved_from"]
         assert choice in SOURCES
         log = [json.loads(line) for line in (tgt / "log.jsonl").read_text().splitlines()]
         assert log and all(r.get("retrieved_from") == choice for r in log if "loss" in r)

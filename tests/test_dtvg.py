@@ -5,7 +5,7 @@ import torch
 
 from talora.errors import ConfigError
 from talora.methods.base import TargetContext
-from talora.methods.dtvg import DTVG, DTVGConfig
+from talora.methods.dtvg import DTVG, DTVGConfig, DTVGState
 from talora.methods.tpv import TPV, TPVConfig
 from talora.methods.tpv_math import (choose_group, greedy_group, knowledge_consistency, max_consistency_group,
                                      merge, nonnegative_group, pooled, similarity, target_similarity)
@@ -86,7 +86,7 @@ SOURCES = ["s0", "s1", "s2"]
 
 def _dtvg_target(backbone, **kw) -> DTVG:
     """A target method over three hand-made source TPVs along orthogonal directions."""
-    m = DTVG(DTVGConfig(length=2, sources=SOURCES, **kw), backbone, ["t"])
+    m = DTVG(DTVGConfig(length=2, **kw), backbone, ["t"], DTVGState(sources=SOURCES))
     d = m.hidden
     with torch.no_grad():
         for s in range(3):
@@ -169,7 +169,7 @@ def test_stage1_init_and_target(backbone):
 
     target = m.for_target(TargetContext("new", backbone, tune=tune))
     assert tuned == [("TPV", 30, True)]
-    assert target.config.sources == SOURCES and target.stage1(backbone) is None
+    assert target.state.sources == SOURCES and target.stage1(backbone) is None
     assert torch.equal(target.source_tpvs, m.source_tpvs) and torch.all(target.tpv == 0.25)
     assert {g["name"]: g["lr"] for g in target.param_groups()} == {"target": 3e-2, "source_alpha": 4e-2}
     counts = target.trainable_parameters()

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from talora.config import RunConfig, dump_config
-from talora.train import TrainConfig
+from talora.config import TrainConfig
 
 from conftest import make_backbone
 
@@ -65,7 +65,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 KILL_DURING_WRITE = """
 import os, signal, sys
 import talora.checkpoint as ck
-real = ck.atomic_write
+real = ck.atomic_write  # checkpoint.py's own reference, the one it calls
 def dying_write(path, data):
     if path.name == ck.POINTER and b"ckpt-10" in data:
         with open(str(path) + ".partial", "wb") as f:

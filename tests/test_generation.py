@@ -8,15 +8,16 @@ import contextlib
 import pytest
 import torch
 
-from talora import model as model_mod
+from talora import predict as predict_mod
 from talora.batching import Encoded, encode
-from talora.methods import PromptTuning, TALoRA
+from talora.methods.prompt_tuning import PromptTuning
+from talora.methods.talora import TALoRA
 from talora.methods.base import NoPrompt
 from talora.methods.prompt_tuning import PromptTuningConfig
 from talora.methods.talora import TALoRAConfig
-from talora.model import Verbalizer, generate, predict
+from talora.predict import Verbalizer, generate, predict
 from talora.tasks import Example, TaskSpec
-from talora.train import evaluate
+from talora.predict import evaluate
 
 TASKS = ["a", "b", "c"]
 
@@ -96,7 +97,7 @@ def scripted(monkeypatch, backbone):
             n = len(steps) - 1
             return [scripts[t][n] if n < len(scripts[t]) else tok.eos_token_id for t in self.tasks]
 
-    monkeypatch.setattr(model_mod, "GreedyDecoder", ScriptedDecoder)
+    monkeypatch.setattr(predict_mod, "GreedyDecoder", ScriptedDecoder)
     return steps
 
 
@@ -179,14 +180,14 @@ def test_evaluate_mixes_every_kind_inside_the_methods_context(backbone, monkeypa
         yield
         inside.pop()
 
-    real = model_mod.hidden_at
+    real = predict_mod.hidden_at
 
     def checked(*args, **kwargs):
         assert inside, "the model ran outside method.applied()"
         return real(*args, **kwargs)
 
     monkeypatch.setattr(m, "applied", applied)
-    monkeypatch.setattr(model_mod, "hidden_at", checked)
+    monkeypatch.setattr(predict_mod, "hidden_at", checked)
     results = evaluate(backbone, m, items, verbs, batch_size=3)
     assert set(results) == {"cls", "mc", "sts", "qa"}
     for s in specs:

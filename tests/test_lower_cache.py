@@ -9,9 +9,9 @@ import torch
 
 from conftest import make_backbone
 from talora.batching import Encoded, answer_batch
-from talora.lower_cache import LowerLayerCache
+from talora.lower_cache import LowerLayerCache, LowerLayerCaches, weights_digest
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.model import answer_loss, lower_states
+from talora.forward import answer_loss, lower_states
 
 TASKS = ["a", "b"]
 
@@ -27,9 +27,9 @@ def _items(tokenizer) -> list[Encoded]:
     return items
 
 
-def _loss_and_grads(backbone, method, batch):
+def _loss_and_grads(backbone, method, batch, lower=None):
     method.zero_grad(set_to_none=True)
-    loss = answer_loss(backbone, method, batch)
+    loss = answer_loss(backbone, method, batch, lower)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
 
@@ -50,10 +50,10 @@ def test_shortcut_and_cache_match_the_full_forward(family, tmp_path, monkeypatch
     reference = _loss_and_grads(backbone, method, batch)
     method.frozen_below = first
     shortcut = _loss_and_grads(backbone, method, batch)
-    backbone.cache_lower_layers = True
-    cold = _loss_and_grads(backbone, method, batch)
-    warm = _loss_and_grads(backbone, method, batch)
-    cache = backbone._lower_caches[first]
+    lower = LowerLayerCaches(backbone)
+    cold = _loss_and_grads(backbone, method, batch, lower)
+    warm = _loss_and_grads(backbone, method, batch, lower)
+    cache = lower.layer(first)
     assert (cache.misses, cache.hits) == (4, 4)
     for other in (shortcut, cold, warm):
         torch.testing.assert_close(other[0], reference[0], atol=1e-5, rtol=0)
@@ -68,20 +68,21 @@ def test_cache_survives_a_torn_index_and_detects_corruption(tmp_path):
     ids = torch.tensor([tok("the movie was wonderful")["input_ids"]])
     mask = torch.ones_like(ids)
     compute = lambda i, m: lower_states(backbone, i, m, 2)  # noqa: E731
-    cache = LowerLayerCache(backbone, 2, tmp_path)
+    folder, hidden = tmp_path / "L2", backbone.model.config.hidden_size
+    cache = LowerLayerCache(folder, hidden)
     expected = cache.states(ids, mask, compute)
     torch.testing.assert_close(expected, lower_states(backbone, ids, mask, 2))
 
     with open(cache.index_path, "a") as fh:  # an append interrupted mid-line
         fh.write('{"key": "abc", "off')
-    again = LowerLayerCache(backbone, 2, tmp_path)
+    again = LowerLayerCache(folder, hidden)
     assert len(again.index) == 1
     assert torch.equal(again.states(ids, mask, compute), expected) and again.hits == 1
 
     data = bytearray(cache.data_path.read_bytes())  # flip bytes inside the stored rows
     data[8:12] = b"\xff\xff\xff\x7f"
     cache.data_path.write_bytes(bytes(data))
-    damaged = LowerLayerCache(backbone, 2, tmp_path)
+    damaged = LowerLayerCache(folder, hidden)
     assert torch.equal(damaged.states(ids, mask, compute), expected)
     assert (damaged.hits, damaged.misses) == (0, 1)  # the CRC caught it; recomputed, not read
     lines = [json.loads(line) for line in cache.index_path.read_text().splitlines() if line.endswith("}")]
@@ -92,4 +93,5 @@ def test_cache_survives_a_torn_index_and_detects_corruption(tmp_path):
 def test_another_checkpoint_of_the_same_shape_gets_its_own_cache(tmp_path):
     a, b = make_backbone("llama", seed=0), make_backbone("llama", seed=1)
     assert a.fingerprint == b.fingerprint
-    assert LowerLayerCache(a, 2, tmp_path).folder != LowerLayerCache(b, 2, tmp_path).folder
+    assert weights_digest(a) != weights_digest(b)
+    assert LowerLayerCaches(a, tmp_path).layer(2).folder != LowerLayerCaches(b, tmp_path).layer(2).folder

@@ -5,12 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from talora.batching import Encoded, answer_batch
-from talora.methods import DeepPromptTuning, PromptTuning, TALoRA
+from talora.methods.deep_prompt_tuning import DeepPromptTuning
+from talora.methods.prompt_tuning import PromptTuning
+from talora.methods.talora import TALoRA
 from talora.methods.deep_prompt_tuning import DeepPromptTuningConfig
 from talora.methods.prompt_tuning import PromptTuningConfig
 from talora.methods.base import TargetContext
 from talora.methods.talora import TALoRAConfig
-from talora.model import Verbalizer, answer_loss, hidden_at, predict
+from talora.forward import answer_loss, hidden_at
+from talora.predict import Verbalizer, predict
 
 
 TASKS = ["a", "b", "c"]

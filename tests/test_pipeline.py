@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from talora import pipeline
-from talora.adapters import load_adapter
+from talora.adapter_files import load_adapter
 from talora.cli import main
 from talora.config import RunConfig, load_config
 from talora.errors import AdapterError
-from talora.train import TrainConfig
+from talora.config import TrainConfig
 
 from conftest import make_backbone
 
@@ -19,10 +19,8 @@ SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 
 
 @pytest.fixture(autouse=True)
-def tiny_models(monkeypatch):
-    models = {"tiny": make_backbone("llama"), "tiny-qwen3": make_backbone("qwen3")}
-    monkeypatch.setattr(pipeline, "_BACKBONES", models)
-    return models
+def _in_a_folder_with_tiny_models(tiny_models):
+    return tiny_models
 
 
 def _cfg(method="talora", **kw):
@@ -68,7 +66,7 @@ def test_baselines_train_and_transfer(tmp_path, method):
 
 def test_adapter_for_another_model_is_refused(tmp_path, tiny_models):
     pipeline.run_train(_cfg(), tmp_path / "src")
-    with pytest.raises(AdapterError, match="made for base model 'tiny-llama'"):
+    with pytest.raises(AdapterError, match="made for base model 'tiny'"):
         load_adapter(tmp_path / "src", tiny_models["tiny-qwen3"])
     with pytest.raises(AdapterError, match="is for method 'talora', not 'prompt_tuning'"):
         load_adapter(tmp_path / "src", tiny_models["tiny"], expect_method="prompt_tuning")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from talora import pipeline
+from talora.backbone import load_backbone
 from talora.attention import LayerPrompts
 from talora.cli import main
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def real():
-    return pipeline.backbone_for("embedded")
+    return load_backbone("embedded")
 
 
 def test_embedded_model_shape_and_frozen(real):

@@ -11,8 +11,7 @@ from conftest import make_backbone
 
 
 @pytest.fixture
-def tiny_demo(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "_BACKBONES", {"tiny": make_backbone("llama")})
+def tiny_demo(tmp_path, tiny_models):
     short = dict(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
     run = dict(model="tiny", tasks=["movie_sentiment", "emotion"], max_length=48, train_examples=8,
                validation_examples=4, test_examples=6, stage1=short, train=short,

@@ -10,7 +10,7 @@ import pytest
 
 from talora import pipeline
 from talora.config import RunConfig
-from talora.train import TrainConfig
+from talora.config import TrainConfig
 
 from conftest import make_backbone
 
@@ -47,8 +47,8 @@ def folder(root: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def tiny(monkeypatch):
-    monkeypatch.setattr(pipeline, "_BACKBONES", {"tiny": make_backbone("llama")})
+def tiny(tiny_models):
+    return tiny_models["tiny"]
 
 
 def test_train_transfer_and_eval_on_every_kind(tmp_path):

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from talora.errors import ConfigError
 from talora.tasks import hub, load_tasks
 
-REAL_DATA = Path("/work/shared/data")
-pytestmark = pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
+
 
 NLI3 = ["entailment", "neutral", "contradiction"]
 CLUE_NLI3 = ["neutral", "entailment", "contradiction"]
@@ -100,6 +99,7 @@ def test_every_hub_task_has_a_round_trip_here():
     assert set(TO_HUB) == set(hub.HUB)
 
 
+@needs_real_data
 @pytest.mark.parametrize("task", sorted(hub.HUB))
 def test_a_hub_row_converts_back_to_the_local_record(task):
     records = local_records(task)
@@ -124,6 +124,7 @@ def test_unknown_task_and_missing_package(monkeypatch):
         hub.download(["sst2"], "unused")
 
 
+@needs_real_data
 def test_download_writes_a_folder_the_loader_reads(tmp_path, monkeypatch):
     tasks = ["sst2", "stsb", "multirc", "c3", "cmrc2018", "tnews"]
     rows = {hub.HUB[t].dataset + str(hub.HUB[t].config): hub_rows(t, local_records(t)) for t in tasks}

@@ -11,9 +11,10 @@ import pytest
 from talora.errors import DataError
 from talora.tasks import Example, describe_tasks, load_tasks
 from talora.tasks.jsonl import make_spec, parse_record, read_manifest
-from talora.tasks.templates import _table
+from talora.tasks.templates import TABLE
 
-REAL_DATA = Path("/work/shared/data")
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
+
 
 GOOD = {
     "reviews": ("en", "single-sentence classification (sentiment)", ["bad", "good"], None,
@@ -145,7 +146,7 @@ def test_label_word_collisions_fall_back_to_raw_names(tmp_path):
     assert spec.label_words == {"a_b": " a_b", "A b": " A b"}
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+@needs_real_data
 def test_real_sst2_and_chnsenticorp():
     tasks = load_tasks(REAL_DATA, ["sst2", "chnsenticorp"])
     sst2, chn = tasks["sst2"], tasks["chnsenticorp"]
@@ -161,11 +162,11 @@ def test_real_sst2_and_chnsenticorp():
     assert chn.spec.answer(ex.label) in ("正面", "负面")
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+@needs_real_data
 def test_every_templates_entry_fits_the_real_manifest():
     entries = read_manifest(REAL_DATA)
-    assert set(_table()["tasks"]) == set(entries)  # every task of the shared folder has its own template
-    for name, entry in _table()["tasks"].items():
+    assert set(TABLE["tasks"]) == set(entries)  # every task of the shared folder has its own template
+    for name, entry in TABLE["tasks"].items():
         spec, _ = make_spec(entries[name])
         assert set(entry.get("label_words", {})) <= set(spec.labels), name
         words = entry.get("label_words", {}).values()
@@ -259,7 +260,7 @@ def test_bad_lines_of_each_kind_name_file_line_and_field(tmp_path, task, line, w
     assert f"{task}{'/'}train.jsonl, line 1:" in str(err.value)
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+@needs_real_data
 def test_every_real_task_is_listed_and_its_lines_parse():
     rows = describe_tasks(REAL_DATA)
     assert len(rows) == 33 and all(r["supported"] for r in rows)
@@ -283,7 +284,7 @@ def test_every_real_task_is_listed_and_its_lines_parse():
                     assert spec.prompt(ex) and spec.answer_text(ex), (name, split)
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+@needs_real_data
 def test_real_finre_keeps_one_example_per_triple():
     finre = load_tasks(REAL_DATA, ["finre"])["finre"]
     val = finre.splits["validation"]

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from talora.errors import DataError
 from talora.tasks import KS, Example, Task, TaskSpec, evaluation_split, few_shot, load_tasks, sample_k_shot
 from talora.tasks.sampling import input_key
 
-REAL_DATA = Path("/work/shared/data")
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +92,7 @@ def test_protocol_evaluation_split(task):
     assert KS == (16, 32, 64)
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+@needs_real_data
 @pytest.mark.parametrize("name, kind", [("cb", "classification"), ("stsb", "regression"), ("c3", "multiple_choice"),
                                         ("cmrc2018", "extraction"), ("cote_bd", "extraction")])
 def test_few_shot_on_every_kind(name, kind):

@@ -13,7 +13,8 @@ from talora.tasks import load_tasks
 from talora.tasks.jsonl import make_spec, read_manifest
 from talora.tasks.templates import prompting_for, regression_bins, score_range
 
-REAL_DATA = Path("/work/shared/data")
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
+
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 # A new folder: task names templates.yaml has never heard of, one per kind and form.
@@ -86,7 +87,7 @@ def test_a_task_entry_wins_label_by_label():
     assert prompting_for("brand_new", "fr", "single", ["a"]).template == "Text: {text}\nLabel:"  # English generic
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="shared data folder not present")
+@needs_real_data
 def test_each_real_task_type_has_its_template():
     entries = read_manifest(REAL_DATA)
     specs = {name: make_spec(entry)[0] for name, entry in entries.items()}

@@ -69,7 +69,7 @@ def test_target_starts_at_init_plus_weighted_sources(backbone):
     target = m.for_target(TargetContext("new", backbone, score=score))
     # Shared factor: 1 gives 3 + 1 = 4 (off by 1.5), 0.5 gives 2 (off by 0.5): 0.5. Then per source:
     # c at 1 gives 3 + 0.5 = 3.5 (worse); a at 1 gives 1.5 + 1 = 2.5 (exact).
-    assert target.lambdas == {"c": 0.5, "a": 1.0}
+    assert target.state.lambdas == {"c": 0.5, "a": 1.0}
     assert torch.allclose(target.tpv[0], torch.full_like(target.tpv[0], 0.5 * 3 + 1.0 * 1))
     assert torch.equal(target.init, m.init) and target.task_names == ["new"]
     assert target.log_state() == {"lambdas": {"c": 0.5, "a": 1.0}}
@@ -82,7 +82,7 @@ def test_target_on_another_initialisation_and_without_sources(backbone):
     assert torch.all(target.tpv == 1 + 2 + 3)
     assert target.param_groups()[0]["lr"] == 0.0  # lr_target 0: the combination is evaluated as is
     plain = _trained(backbone, combine="none").for_target(TargetContext("new", backbone))
-    assert torch.count_nonzero(plain.tpv) == 0 and plain.lambdas == {}
+    assert torch.count_nonzero(plain.tpv) == 0 and plain.state.lambdas == {}
 
 
 def test_bad_combinations_are_refused(backbone, tmp_path):

@@ -11,7 +11,7 @@ import yaml
 
 from talora import pipeline
 from talora import tasks as T
-from talora.adapters import load_adapter, save_adapter
+from talora.adapter_files import load_adapter, save_adapter
 from talora.analysis.tpv import grouping_segments, init_transfer_rows, similarity
 from talora.cli import main
 from talora.config import RunConfig, dump_config, from_dict
@@ -25,10 +25,8 @@ SHORT = {"steps": 3, "batch_size": 4, "warmup_steps": 1, "eval_every": 3, "eval_
 
 
 @pytest.fixture(autouse=True)
-def tiny_model(monkeypatch):
-    backbone = make_backbone("llama")
-    monkeypatch.setattr(pipeline, "_BACKBONES", {"tiny": backbone})
-    return backbone
+def tiny_model(tiny_models):
+    return tiny_models["tiny"]
 
 
 def _shipped(name: str, tmp_path: Path, tasks=SOURCES, **method_args) -> Path:

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from talora import model as model_mod
+from talora import forward as forward_mod
 from talora import train as train_mod
 from talora.errors import TrainingError
-from talora.methods import PromptTuning, TALoRA
+from talora.methods.prompt_tuning import PromptTuning
+from talora.methods.talora import TALoRA
 from talora.methods.prompt_tuning import PromptTuningConfig
 from talora.methods.talora import TALoRAConfig
 from talora.pipeline import encode_split, verbalizers_for
 from talora.tasks import load_tasks
-from talora.train import MixtureSampler, TrainConfig, mixing_rates, train
+from talora.config import TrainConfig
+from talora.train import MixtureSampler, mixing_rates, train
 
 from conftest import make_backbone
 
@@ -75,7 +77,7 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path, monkeyp
 
     b = _talora(backbone)
     calls = {"n": 0}
-    real = model_mod.answer_loss
+    real = forward_mod.answer_loss
 
     def crash_at_step_6(*args):
         calls["n"] += 1
@@ -97,7 +99,7 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path, monkeyp
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     backbone = make_backbone()
     tr, ev, verbs, metrics = _data(backbone)
-    real, calls = model_mod.answer_loss, {"n": 0}
+    real, calls = forward_mod.answer_loss, {"n": 0}
 
     def nan_at_step_6(*args):
         calls["n"] += 1

@@ -22,14 +22,16 @@ from pathlib import Path
 import torch
 
 from .. import tasks as T
-from ..adapters import TENSORS, load_adapter, read_sidecar
+from ..adapter_files import TENSORS, load_adapter, read_sidecar
+from ..atomic import atomic_write, read_tensors
+from ..backbone import Backbone, BackboneLoader, load_backbone
 from ..batching import encode
-from ..checkpoint import atomic_write, read_tensors
 from ..config import RunConfig, load_config
 from ..errors import AdapterError, ConfigError, DataError
 from ..methods.tpv import TPV
 from ..methods.tpv_math import cosine_matrix, pooled
-from ..model import Verbalizer
+from ..pipeline import run_train
+from ..predict import Verbalizer, evaluate
 from ..runs import RunManifest
 
 
@@ -49,7 +51,7 @@ def read_task_vectors(folder: Path) -> TaskVectors:
     """Read a ``tpv`` adapter (or a ``dtvg`` one: its stage-I source TPVs) without loading a model."""
     folder = Path(folder)
     sidecar = read_sidecar(folder)
-    tensors = read_tensors(folder / TENSORS)
+    tensors = read_tensors(folder / TENSORS, AdapterError)
     if sidecar["method"] == "tpv":
         names, key = [t["name"] for t in sidecar["tasks"]], "tpv"
     elif sidecar["method"] == "dtvg":
@@ -126,19 +128,18 @@ def write_similarity(result: dict, output: Path) -> list[Path]:
 # --- original vs mixed initialisation (TPV paper Table 1) ---------------------------------------
 def train_init_runs(config: Path, seeds: list[int], output: Path) -> list[Path]:
     """Train ``tpv`` once per init seed into ``output/init-<seed>``; finished, intact runs are kept."""
-    from ..pipeline import run_train
-
     cfg = load_config(config)
     if cfg.method != "tpv":
         raise ConfigError(f"{config}: method is {cfg.method!r}; the initialisation study trains 'tpv'")
     if len(set(seeds)) < 2:
         raise ConfigError(f"--init-seeds: give at least two different seeds, got {seeds}")
     manifest = RunManifest(output)
+    loader = BackboneLoader()  # loads the model only if a run is left to train
     folders = []
     for seed in seeds:
         run_cfg = dataclasses.replace(cfg, method_args={**cfg.method_args, "init_seed": seed})
         folder = Path(output) / f"init-{seed}"
-        manifest.run(f"tpv init_seed={seed}", folder, lambda c=run_cfg, f=folder: run_train(c, f))
+        manifest.run(f"tpv init_seed={seed}", folder, lambda c=run_cfg, f=folder: run_train(c, f, backbone=loader.get(c.model)))
         folders.append(folder)
     return folders
 
@@ -147,7 +148,7 @@ def _evaluation_items(backbone, cfg: RunConfig, names: list[str], split: str | N
     tasks = T.load_tasks(cfg.data_dir, names)
     items, splits = [], {}
     for task_id, name in enumerate(names):
-        chosen = split or ("test" if tasks[name].splits.get("test") else "validation")
+        chosen = split or T.evaluation_split(tasks[name])
         exs = tasks[name].splits.get(chosen, [])
         if not exs:
             raise DataError(f"task {name!r} has no examples in split {chosen!r}")
@@ -159,17 +160,15 @@ def _evaluation_items(backbone, cfg: RunConfig, names: list[str], split: str | N
     return items, verbs, metrics, splits
 
 
-def init_transfer(folders: list[Path], split: str | None = None, examples: int = 0) -> dict:
+def init_transfer(folders: list[Path], split: str | None = None, examples: int = 0,
+                  backbone: Backbone | None = None) -> dict:
     """Score every run's TPVs (lambda = 1) on every run's initialisation: scores[task][a][b] is
     task's headline metric with init_b + T_a; a == b is the trained prompt ("Original")."""
-    from ..pipeline import backbone_for
-    from ..train import evaluate
-
     folders = [Path(f) for f in folders]
     if len(folders) < 2:
         raise ConfigError("the initialisation study needs at least two tpv runs (different init_seed)")
     cfg = load_config(folders[0] / "config.yaml")
-    backbone = backbone_for(cfg.model)
+    backbone = backbone or load_backbone(cfg.model)
     methods = [load_adapter(f, backbone, expect_method="tpv")[0] for f in folders]
     names = methods[0].task_names
     for f, m in zip(folders, methods):

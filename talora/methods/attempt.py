@@ -1,7 +1,7 @@
 """ATTEMPT: a per-instance attentional mixture of frozen source prompts and a target prompt.
 
-Asai et al., 2022; baseline (6) of ../shared/papers/ta-lora.txt §IV-A, "All For One" in
-../shared/papers/dtvg.md §2. The mixture is computed per instance and prepended at the input.
+Asai et al., 2022 (arXiv:2205.11961); baseline (6) of TA-LoRA (arXiv:2505.00009) §IV-A,
+"All For One" in DTVG (arXiv:2503.18063) §2. The mixture is computed per instance and prepended at the input.
 
 For an input x with token embeddings X (frozen embedding layer; padding and the answer tokens
 appended for the loss are masked out, so the mixture never sees the label):
@@ -22,7 +22,6 @@ sources frozen and trains a new, vocabulary-initialised target prompt together w
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,25 +31,19 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
-from .base import PromptConfig as _PromptConfig
+from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
 from .prompt_tuning import PromptTuning, single_task_prompts
 
 
 @dataclass
-class ATTEMPTConfig:
-    length: int = 20  # m, soft tokens of every prompt (source and target)
+class ATTEMPTConfig(SoftPromptConfig):
     lr: float = 3e-2  # target prompts; also the stage-1 source prompts
     lr_attention: float = 1e-2  # W_down, W_up and the LayerNorm
     attn_hidden: int | None = None  # r, width of W_down/W_up; null = m
     temperature: float | None = None  # T of the softmax over prompts; null = e * d
-    init_vocab: int = 5000  # prompts start as embeddings of tokens from the first N vocabulary ids
-    init_seed: int = 0
-    sources: list[str] | None = None  # tasks of the frozen source prompts; null = this method's own tasks
 
     def __post_init__(self):
-        if self.length < 1:
-            raise ValueError("length must be >= 1")
+        super().__post_init__()
         if self.attn_hidden is not None and self.attn_hidden < 1:
             raise ValueError("attn_hidden must be >= 1 (or null for the prompt length)")
         if self.temperature is not None and self.temperature <= 0:
@@ -68,13 +61,22 @@ def prompt_token_mask(batch) -> torch.Tensor:
     return (positions <= first_scored[:, None]) & batch.attention_mask.bool()
 
 
+@dataclass
+class ATTEMPTState:
+    sources: list[str] | None = None  # a target's frozen source prompts' tasks; null = this method's own tasks
+
+
+@register
 class ATTEMPT(Method):
     name = "attempt"
     config_cls = ATTEMPTConfig
+    state_cls = ATTEMPTState
 
-    def __init__(self, config: ATTEMPTConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
-        self.sources = list(config.sources) if config.sources is not None else list(task_names)
+    def __init__(self, config: ATTEMPTConfig, backbone: Backbone, task_names: list[str],
+                 state: ATTEMPTState | None = None):
+        super().__init__(config, backbone, task_names, state)
+        sources = self.state.sources
+        self.sources = list(sources) if sources is not None else list(task_names)
         if not self.sources:
             raise ConfigError("attempt: sources must name at least one source task")
         self._backbone = backbone  # a plain reference (not a submodule): its weights are not ours
@@ -82,8 +84,7 @@ class ATTEMPT(Method):
         self.hidden, r = d, config.attn_hidden or config.length
         self.temperature = config.temperature or math.e * d
         gen = torch.Generator().manual_seed(config.init_seed)
-        init = vocab_init(backbone, len(task_names), _PromptConfig(length=config.length, init_vocab=config.init_vocab),
-                          gen)
+        init = vocab_init(backbone, len(task_names), config, gen)
         self.prompt = nn.Parameter(init)  # (T, m, d) target prompts
         # Filled by init_from_stage1 (source training) or for_target/load_state_dict (a target).
         self.register_buffer("source_prompts", torch.zeros(len(self.sources), config.length, d))
@@ -118,7 +119,7 @@ class ATTEMPT(Method):
 
     def stage1(self, backbone: Backbone) -> PromptTuning | None:
         """Per-task prompt tuning on the source tasks; a target (built by for_target) has none."""
-        if self.config.sources is not None:
+        if self.state.sources is not None:
             return None
         return single_task_prompts(self.config, backbone, self.task_names)
 
@@ -135,8 +136,7 @@ class ATTEMPT(Method):
                 {"name": "attention", "params": attention, "lr": self.config.lr_attention}]
 
     def for_target(self, target: TargetContext) -> "ATTEMPT":
-        cfg = dataclasses.replace(self.config, sources=self.sources)
-        new = ATTEMPT(cfg, target.backbone, [target.task_name])
+        new = ATTEMPT(self.config, target.backbone, [target.task_name], ATTEMPTState(sources=self.sources))
         with torch.no_grad():
             new.source_prompts.copy_(self.source_prompts)
             for mine, theirs in ((new.down, self.down), (new.up, self.up), (new.norm, self.norm)):

@@ -4,18 +4,24 @@ A method is a small ``nn.Module`` holding only its own parameters (the backbone 
 frozen and never copied). Given the task id of each example it returns the prompt
 inputs of one forward pass; the trainer owns everything else (batches, optimiser,
 schedule, evaluation, checkpoints).
+
+A method is one file in ``talora/methods``: a class decorated with ``@register`` is
+found there and listed by ``talora methods``; nothing else needs editing. Its config
+(``config_cls``) holds what a user chooses; its state (``state_cls``) holds what the
+method itself records while it runs (e.g. that it was built for a transfer target,
+which source a target was retrieved from); both are saved in the adapter sidecar.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator, TypeVar
 
 import torch
 from torch import nn
 
-from ..attention import LayerPrompts
+from ..attention import MODES, LayerPrompts
 from ..backbone import Backbone
 
 
@@ -46,23 +52,48 @@ class TargetContext:
 
 
 @dataclass
-class PromptConfig:
-    """Where and how prompts enter the model; shared by the deep prompt methods."""
+class SoftPromptConfig:
+    """What every soft-prompt method has: its length and its vocabulary-sampled start."""
 
-    length: int = 20  # m, prompt vectors per layer (paper: 20)
-    layers: int | None = None  # L, prompted layers counted from the top; None = half of them (paper: 14 of 28)
-    attention: str = "gated"  # "gated" (separate softmax, zero-init tanh gate per head) | "plain" (joint softmax)
+    length: int = 20  # m, soft tokens per prompt (per layer for deep prompts; paper: 20)
     init_vocab: int = 5000  # prompts start as embeddings of tokens sampled from the first N vocabulary ids
+    init_seed: int = 0  # seed of the prompt initialisation (the trainer's seed drives the data order)
 
     def __post_init__(self):
-        from ..attention import MODES
-
-        if self.attention not in MODES:
-            raise ValueError(f"attention must be one of {MODES}, got {self.attention!r}")
         if self.length < 1:
             raise ValueError("length must be >= 1")
+
+
+@dataclass
+class PromptConfig(SoftPromptConfig):
+    """Where and how deep prompts enter the model; shared by the deep prompt methods."""
+
+    layers: int | None = None  # L, prompted layers counted from the top; null = half of them (paper: 14 of 28)
+    attention: str = "gated"  # "gated" (separate softmax, zero-init tanh gate per head) | "plain" (joint softmax)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.attention not in MODES:
+            raise ValueError(f"attention must be one of {MODES}, got {self.attention!r}")
         if self.layers is not None and self.layers < 1:
             raise ValueError("layers must be >= 1 (or null for half the layers)")
+
+
+@dataclass
+class NoState:
+    """The state of a method that records nothing while it runs."""
+
+
+M = TypeVar("M", bound=type)
+
+
+def register(cls: M) -> M:
+    """Mark a Method subclass as a method users can name (``talora methods`` lists it)."""
+    for attr in ("name", "config_cls"):
+        if attr not in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: a registered method sets {attr!r} itself")
+    cls.registered = True
+    return cls
 
 
 class Method(nn.Module):
@@ -70,12 +101,15 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
+    state_cls: ClassVar[type] = NoState
+    registered: ClassVar[bool] = False  # set by @register
 
-    def __init__(self, config, backbone: Backbone, task_names: list[str]):
+    def __init__(self, config, backbone: Backbone, task_names: list[str], state=None):
         super().__init__()
         if not task_names:
             raise ValueError("a method needs at least one task")
         self.config = config
+        self.state = state if state is not None else self.state_cls()
         self.task_names = list(task_names)
 
     def _place_on_top_layers(self, config: PromptConfig, backbone: Backbone) -> None:
@@ -91,8 +125,9 @@ class Method(nn.Module):
 
     def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         """The prompts of one forward pass; ``batch`` (a ``talora.batching.Batch``) is given for
-        methods whose prompt depends on the input itself (ATTEMPT's instance attention)."""
-        raise NotImplementedError
+        methods whose prompt depends on the input itself (ATTEMPT's instance attention).
+        Methods that change weights instead of adding prompts keep this default: no prompt."""
+        return PromptInputs()
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:
@@ -161,7 +196,7 @@ def prompted_layers(config: PromptConfig, num_layers: int) -> int:
     return layers
 
 
-def vocab_init(backbone: Backbone, count: int, cfg: PromptConfig, generator: torch.Generator) -> torch.Tensor:
+def vocab_init(backbone: Backbone, count: int, cfg: SoftPromptConfig, generator: torch.Generator) -> torch.Tensor:
     """(count, m, d) rows of the input embedding for ids drawn from the first N vocabulary entries.
 
     Byte-level BPE vocabularies are ordered roughly by merge frequency, so the first
@@ -195,7 +230,7 @@ class WholeSetMethod(Method):
     papers' tables count the whole set per task. Subclasses set ``group`` (the AdamW group
     name) and implement ``applied``; every parameter they own is trainable, at ``config.lr``."""
 
-    group: ClassVar[str]
+    group: ClassVar[str] = "weights"
 
     def param_groups(self) -> list[dict]:
         return [{"name": self.group, "params": list(self.parameters()), "lr": self.config.lr}]
@@ -217,9 +252,6 @@ class NoPrompt(Method):
 
     def __init__(self, backbone: Backbone, task_names: list[str]):
         super().__init__({}, backbone, task_names)
-
-    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        return PromptInputs()
 
     def param_groups(self) -> list[dict]:
         return []

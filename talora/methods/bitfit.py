@@ -1,7 +1,7 @@
 """BitFit for bias-free decoders: RMSNorm weights plus zero-initialised biases on the projections.
 
-Ben Zaken et al., 2022; baseline (3) of ../shared/papers/ta-lora.txt §IV-A and of
-../shared/papers/dtvg.md §4.1.
+Ben Zaken et al., 2022 (arXiv:2106.10199); baseline (3) of TA-LoRA (arXiv:2505.00009) §IV-A
+and of DTVG (arXiv:2503.18063) §4.1.
 
 BitFit trains only the bias terms. Llama and Qwen3 have no biases (Qwen2 has them on q, k, v
 only), so we train (a) every RMSNorm weight, the only other per-channel affine terms of these
@@ -25,7 +25,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import PromptInputs, WholeSetMethod
+from .base import WholeSetMethod, register
 from .patching import forward_hooks, slot_key, swapped_parameters
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -48,13 +48,14 @@ def _add_bias(bias: nn.Parameter):
     return hook
 
 
+@register
 class BitFit(WholeSetMethod):
     name = "bitfit"
     group = "bitfit"
     config_cls = BitFitConfig
 
-    def __init__(self, config: BitFitConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: BitFitConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         model = backbone.model
         wanted = set(config.bias_modules)
         linears = {path: m for path, m in model.named_modules()
@@ -67,9 +68,6 @@ class BitFit(WholeSetMethod):
         self.norms = nn.ParameterDict({slot_key(p): nn.Parameter(m.weight.detach().clone()) for p, m in norms.items()})
         self.biases = nn.ParameterDict({slot_key(p): nn.Parameter(torch.zeros(m.out_features, dtype=m.weight.dtype))
                                         for p, m in linears.items()})
-
-    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        return PromptInputs()
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:

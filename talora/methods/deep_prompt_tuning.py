@@ -16,22 +16,22 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init
+from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init, register
 
 
 @dataclass
 class DeepPromptTuningConfig(PromptConfig):
     lr: float = 3e-2  # AdamW learning rate of the prompts
     lr_gate: float = 3e-2  # learning rate of the gates (zero-initialised, one per layer, head and task)
-    init_seed: int = 0  # seed of the prompt initialisation
 
 
+@register
 class DeepPromptTuning(Method):
     name = "deep_prompt_tuning"
     config_cls = DeepPromptTuningConfig
 
-    def __init__(self, config: DeepPromptTuningConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: DeepPromptTuningConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         self._place_on_top_layers(config, backbone)
         self.frozen_below = self.first_layer
         gen = torch.Generator().manual_seed(config.init_seed)

@@ -1,4 +1,4 @@
-"""DTVG, Dynamic Task Vector Grouping (Zhang et al.): merge a regrouped set of source TPVs.
+"""DTVG, Dynamic Task Vector Grouping (Zhang et al., arXiv:2503.18063): merge a regrouped set of source TPVs.
 
 Stage I (``stage1``: the ``tpv`` method) learns a task prompt vector for every source task
 from one shared initialisation P_init; a new target learns its own TPV T_t from the same
@@ -20,49 +20,53 @@ Ablations: ``grouping`` (greedy | ts_only | kc_only | target_only) and ``dynamic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import Method, PromptInputs, Shapes, TargetContext
+from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register
 from .tpv import TPV, TPVConfig, shared_init
 from .tpv_math import GROUPINGS, MAX_EXHAUSTIVE_SOURCES, choose_group, merge, pooled
 
 
 @dataclass
-class DTVGConfig:
-    length: int = 20  # m, soft tokens
-    init_vocab: int = 5000  # P_init samples embedding rows of the first N vocabulary ids
-    init_seed: int = 0  # seed of the shared P_init of every source and target TPV
+class DTVGConfig(SoftPromptConfig):
     lr_tpv: float = 3e-2  # stage I: the source TPVs (stage 1) and a target's own TPV on its shots
     lr_target: float = 3e-2  # stage II: the target TPV T_t and its alpha_t
     lr_source: float = 4e-2  # stage II: the sources' alpha_s (paper: 0.3 vs 0.4 on T5)
     target_tpv_steps: int = 30  # stage I steps on a target's shots before stage II (0: T_t starts at 0)
     grouping: str = "greedy"  # greedy (Algorithm 2) | ts_only | kc_only | target_only (ablations)
     dynamic: bool = True  # regroup every step; false = keep the group chosen when stage II starts
-    sources: list[str] | None = None  # internal: the source tasks a target adapter holds TPVs of
 
     def __post_init__(self):
-        if self.length < 1:
-            raise ValueError("length must be >= 1")
+        super().__post_init__()
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {self.grouping!r}")
         if self.target_tpv_steps < 0:
             raise ValueError("target_tpv_steps must be >= 0")
+
+
+@dataclass
+class DTVGState:
+    sources: list[str] | None = None  # a target's source tasks, whose TPVs it holds; null = its own tasks
+
+    def __post_init__(self):
         if self.sources is not None and not self.sources:
             raise ValueError("sources must name at least one task (or be null)")
 
 
+@register
 class DTVG(Method):
     name = "dtvg"
     config_cls = DTVGConfig
+    state_cls = DTVGState
 
-    def __init__(self, config: DTVGConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
-        self.source_names = list(config.sources or task_names)
+    def __init__(self, config: DTVGConfig, backbone: Backbone, task_names: list[str], state: DTVGState | None = None):
+        super().__init__(config, backbone, task_names, state)
+        self.source_names = list(self.state.sources or task_names)
         T, S, m = len(task_names), len(self.source_names), config.length
         if config.grouping == "kc_only" and S > MAX_EXHAUSTIVE_SOURCES:
             raise ConfigError(f"method_args.grouping: kc_only searches all groups of sources; {S} sources is "
@@ -141,7 +145,7 @@ class DTVG(Method):
 
     def stage1(self, backbone: Backbone) -> TPV | None:
         """Stage I on the source tasks: their TPVs from the shared initialisation (a target has none)."""
-        if self.config.sources is not None:
+        if self.state.sources is not None:
             return None
         cfg = self.config
         return TPV(TPVConfig(length=cfg.length, lr=cfg.lr_tpv, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed),
@@ -166,7 +170,7 @@ class DTVG(Method):
     def for_target(self, target: TargetContext) -> "DTVG":
         """Stage I for the target (its TPV from P_init, trained on the shots), then a stage-II method."""
         cfg = self.config
-        own = TPV(TPVConfig(length=cfg.length, lr=cfg.lr_tpv, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed),
+        own = TPV(TPVConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed, lr=cfg.lr_tpv),
                   target.backbone, [target.task_name])
         with torch.no_grad():
             own.init.copy_(self.init)
@@ -175,7 +179,7 @@ class DTVG(Method):
                 raise ConfigError("method_args.target_tpv_steps: dtvg's stage I needs the target's shots to train "
                                   "on; set it to 0 to start the target vector at zero")
             target.tune(own, cfg.target_tpv_steps)
-        new = DTVG(replace(cfg, sources=self.source_names), target.backbone, [target.task_name])
+        new = DTVG(cfg, target.backbone, [target.task_name], DTVGState(sources=self.source_names))
         with torch.no_grad():
             new.init.copy_(self.init)
             new.source_tpvs.copy_(self.source_tpvs)

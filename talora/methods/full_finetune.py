@@ -1,6 +1,6 @@
 """Full fine-tuning: every weight learns, in a copy swapped into the shared model when applied.
 
-Baseline (1) "FT" of ../shared/papers/ta-lora.txt §IV-A and of ../shared/papers/dtvg.md §4.1.
+Baseline (1) "FT" of TA-LoRA (arXiv:2505.00009) §IV-A and of DTVG (arXiv:2503.18063) §4.1.
 
 The method owns a copy of all parameters (tied weights stay tied: one copy serves every
 module that shares the original). Inside ``applied`` the copies take the originals' places
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from .base import PromptInputs, WholeSetMethod
+from .base import WholeSetMethod, register
 from .patching import slot_key, swapped_parameters
 
 
@@ -30,20 +30,17 @@ class FullFinetuneConfig:
     lr: float = 2e-5  # AdamW learning rate of every weight
 
 
+@register
 class FullFinetune(WholeSetMethod):
     name = "full_finetune"
-    group = "weights"
     config_cls = FullFinetuneConfig
 
-    def __init__(self, config: FullFinetuneConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: FullFinetuneConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         # named_parameters lists a tied weight once, under its first name.
         self._names = [name for name, _ in backbone.model.named_parameters()]
         self.weights = nn.ParameterDict({slot_key(name): nn.Parameter(p.detach().clone())
                                          for name, p in backbone.model.named_parameters()})
-
-    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        return PromptInputs()
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:

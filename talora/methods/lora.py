@@ -1,7 +1,8 @@
 """LoRA through the ``peft`` library (pinned 0.21.2), one LoRA shared by all tasks.
 
-Hu et al., 2022; a baseline of ../shared/papers/dtvg.md §4.1 (the TA-LoRA paper's tables,
-§IV-A, list FT, Adapter and BitFit as their weight-changing baselines).
+Hu et al., 2022 (arXiv:2106.09685); a baseline of DTVG (arXiv:2503.18063) §4.1 (the TA-LoRA
+paper's tables, arXiv:2505.00009 §IV-A, list FT, Adapter and BitFit as their weight-changing
+baselines).
 
 Every target linear layer W (default q_proj, v_proj) becomes W x + (alpha / r) B A x with
 A (r x in) random and B (out x r) zero, so the method starts as the frozen model. One LoRA
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import PromptInputs, WholeSetMethod
+from .base import WholeSetMethod, register
 from .patching import slot_key, swapped_modules
 
 ADAPTER_NAME = "talora"  # one adapter per wrapper: each method builds its own wrappers
@@ -71,13 +72,14 @@ def _linear_tree(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return root, paths
 
 
+@register
 class LoRA(WholeSetMethod):
     name = "lora"
     group = "lora"
     config_cls = LoRAConfig
 
-    def __init__(self, config: LoRAConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: LoRAConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         scratch, paths = _linear_tree(backbone.model)
         peft_cfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                               target_modules=list(config.target_modules))
@@ -93,9 +95,6 @@ class LoRA(WholeSetMethod):
                           if isinstance(scratch.get_submodule(p), BaseTunerLayer)}
         self.weights = nn.ParameterDict({slot_key(f"{path}.{name}"): p for path, w in self._wrappers.items()
                                          for name, p in w.named_parameters() if p.requires_grad})
-
-    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        return PromptInputs()
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:

@@ -1,7 +1,7 @@
 """MPT: a shared prompt times a rank-1 task factor, distilled from single-task teacher prompts.
 
-Multitask prompt tuning (Wang et al., 2023); baseline (7) of ../shared/papers/ta-lora.txt §IV-A,
-"All For One" in ../shared/papers/dtvg.md §2. One shared input-level prompt P* (m x d) modulated per
+Multitask prompt tuning (Wang et al., 2023, arXiv:2303.02861); baseline (7) of TA-LoRA
+(arXiv:2505.00009) §IV-A, "All For One" in DTVG (arXiv:2503.18063) §2. One shared input-level prompt P* (m x d) modulated per
 task by a rank-1 Hadamard factor,
 
     P_k = P* o (u_k v_k^T),    u_k in R^m, v_k in R^d, both starting at ones (so P_k = P*).
@@ -22,7 +22,6 @@ re-learned on the shots, P* too when ``transfer_shared`` is set.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -30,59 +29,49 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
-from .base import PromptConfig as _PromptConfig
+from ..forward import hidden_at, output_head, prompted_hidden
+from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
 from .prompt_tuning import PromptTuning, single_task_prompts
 
 
 @dataclass
-class MPTConfig:
-    length: int = 20  # m, soft tokens of the shared prompt
+class MPTConfig(SoftPromptConfig):
     lr: float = 3e-2  # P* (and the stage-1 teacher prompts)
     lr_task: float = 3e-2  # u, v (source training and transfer)
     distill_weight: float = 1.0  # weight of the KL distillation term (0 = off)
     distill_temperature: float = 1.0  # tau, softens both distributions; the term is scaled by tau^2
     transfer_shared: bool = False  # few-shot transfer also trains P* (otherwise only u, v)
-    init_vocab: int = 5000  # P* starts as vocabulary embeddings when there is no stage 1
-    init_seed: int = 0
-    transfer: bool = False  # set by for_target: no stage 1, no teachers
 
     def __post_init__(self):
-        if self.length < 1:
-            raise ValueError("length must be >= 1")
+        super().__post_init__()
         if self.distill_weight < 0:
             raise ValueError("distill_weight must be >= 0")
         if self.distill_temperature <= 0:
             raise ValueError("distill_temperature must be > 0")
 
 
-class _Teachers:
-    """The stage-1 prompts seen as a prompt method, for one frozen forward pass."""
-
-    frozen_below = 0
-
-    def __init__(self, prompts: torch.Tensor):
-        self.prompts = prompts
-
-    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        return PromptInputs(input_prefix=self.prompts[task_ids])
+@dataclass
+class MPTState:
+    transfer: bool = False  # built for a transfer target: no stage 1, no teachers
 
 
+@register
 class MPT(Method):
     name = "mpt"
     config_cls = MPTConfig
+    state_cls = MPTState
 
-    def __init__(self, config: MPTConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: MPTConfig, backbone: Backbone, task_names: list[str], state: MPTState | None = None):
+        super().__init__(config, backbone, task_names, state)
         T, m, d = len(task_names), config.length, Shapes.of(backbone).hidden
         self.hidden = d
         gen = torch.Generator().manual_seed(config.init_seed)
-        init = vocab_init(backbone, 1, _PromptConfig(length=m, init_vocab=config.init_vocab), gen)
+        init = vocab_init(backbone, 1, config, gen)
         self.shared = nn.Parameter(init[0])  # P*, (m, d)
         self.u = nn.Parameter(torch.ones(T, m))
         self.v = nn.Parameter(torch.ones(T, d))
         self.register_buffer("teachers", torch.empty(0), persistent=False)  # (T, m, d) after init_from_stage1
-        if config.transfer:
+        if self.state.transfer:
             self.shared.requires_grad_(config.transfer_shared)
 
     def task_prompts(self, task_ids: torch.Tensor) -> torch.Tensor:
@@ -94,7 +83,7 @@ class MPT(Method):
 
     def stage1(self, backbone: Backbone) -> PromptTuning | None:
         """The teachers: per-task prompt tuning on the source tasks (none for a transfer target)."""
-        if self.config.transfer:
+        if self.state.transfer:
             return None
         return single_task_prompts(self.config, backbone, self.task_names)
 
@@ -111,13 +100,12 @@ class MPT(Method):
     def auxiliary_loss(self, backbone: Backbone, batch) -> torch.Tensor | None:
         if self.config.distill_weight == 0 or self.teachers.numel() == 0:
             return None
-        from ..model import hidden_at  # talora.model imports the method registry: import at call time
-
-        head = backbone.model.get_output_embeddings()
+        weight, bias = output_head(backbone)
         tau = self.config.distill_temperature
-        student = F.linear(hidden_at(backbone, self, batch), head.weight, head.bias).float()
+        student = F.linear(hidden_at(backbone, self, batch), weight, bias).float()
         with torch.no_grad():
-            teacher = F.linear(hidden_at(backbone, _Teachers(self.teachers), batch), head.weight, head.bias).float()
+            teachers = PromptInputs(input_prefix=self.teachers[batch.task_ids])
+            teacher = F.linear(prompted_hidden(backbone, teachers, batch), weight, bias).float()
         kl = F.kl_div(F.log_softmax(student / tau, -1), F.log_softmax(teacher / tau, -1), log_target=True,
                       reduction="batchmean")
         return self.config.distill_weight * tau**2 * kl
@@ -128,7 +116,7 @@ class MPT(Method):
         return [g for g in groups if all(p.requires_grad for p in g["params"])]
 
     def for_target(self, target: TargetContext) -> "MPT":
-        new = MPT(dataclasses.replace(self.config, transfer=True), target.backbone, [target.task_name])
+        new = MPT(self.config, target.backbone, [target.task_name], MPTState(transfer=True))
         with torch.no_grad():
             new.shared.copy_(self.shared)
         return new

@@ -1,4 +1,4 @@
-"""Vanilla prompt tuning (Lester et al., 2021): m soft tokens prepended to the input embeddings.
+"""Vanilla prompt tuning (Lester et al., 2021, arXiv:2104.08691): m soft tokens prepended to the input embeddings.
 
 One prompt per task; a batch mixing tasks gathers each example's prompt by task id.
 Only the prompt is trained; gradients flow back through every layer of the frozen
@@ -15,37 +15,30 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
-from .base import PromptConfig as _PromptConfig
+from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
 
 
 @dataclass
-class PromptTuningConfig:
-    length: int = 20  # soft tokens per task
+class PromptTuningConfig(SoftPromptConfig):
     lr: float = 3e-2  # AdamW learning rate of the prompt
-    init_vocab: int = 5000  # initialise from embeddings of the first N vocabulary ids
-    init_seed: int = 0  # seed of the initialisation (the trainer's seed drives data order)
-
-    def __post_init__(self):
-        if self.length < 1:
-            raise ValueError("length must be >= 1")
 
 
 def single_task_prompts(cfg, backbone: Backbone, task_names: list[str]) -> "PromptTuning":
     """Per-task prompt tuning with ``cfg``'s length, rate and initialisation: the stage 1 of the
     methods built on single-task source prompts (ATTEMPT's sources, MPT's teachers)."""
-    return PromptTuning(PromptTuningConfig(length=cfg.length, lr=cfg.lr, init_vocab=cfg.init_vocab,
-                                           init_seed=cfg.init_seed), backbone, task_names)
+    return PromptTuning(PromptTuningConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed,
+                                           lr=cfg.lr), backbone, task_names)
 
 
+@register
 class PromptTuning(Method):
     name = "prompt_tuning"
     config_cls = PromptTuningConfig
 
-    def __init__(self, config: PromptTuningConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: PromptTuningConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         gen = torch.Generator().manual_seed(config.init_seed)
-        init = vocab_init(backbone, len(task_names), _PromptConfig(length=config.length, init_vocab=config.init_vocab), gen)
+        init = vocab_init(backbone, len(task_names), config, gen)
         self.prompt = nn.Parameter(init)  # (T, m, d)
         self.hidden = Shapes.of(backbone).hidden
 

@@ -1,7 +1,7 @@
 """SPoT (multi-task): one prompt trained on all source tasks starts every target's prompt.
 
-Vu et al., 2022; baseline (5) of ../shared/papers/ta-lora.txt §IV-A and "All For One" in
-../shared/papers/dtvg.md §2. ONE input-level prompt trained on the mixture of all
+Vu et al., 2022 (arXiv:2110.07904); baseline (5) of TA-LoRA (arXiv:2505.00009) §IV-A and
+"All For One" in DTVG (arXiv:2503.18063) §2. ONE input-level prompt trained on the mixture of all
 source tasks (every task reads the same m soft tokens), which then initialises each target
 task's prompt. ``for_target`` copies the source prompt into a fresh one-task SPoT that the
 pipeline trains on the shots: the transfer is the initialisation. (SPoT's other variant,
@@ -14,19 +14,19 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, TargetContext, vocab_init
-from .base import PromptConfig as _PromptConfig
+from .base import Method, PromptInputs, Shapes, TargetContext, register, vocab_init
 from .prompt_tuning import PromptTuningConfig
 
 
+@register
 class SPoT(Method):
     name = "spot"
     config_cls = PromptTuningConfig  # the same fields as prompt tuning: length, lr, init_vocab, init_seed
 
-    def __init__(self, config: PromptTuningConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: PromptTuningConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         gen = torch.Generator().manual_seed(config.init_seed)
-        init = vocab_init(backbone, 1, _PromptConfig(length=config.length, init_vocab=config.init_vocab), gen)
+        init = vocab_init(backbone, 1, config, gen)
         self.prompt = nn.Parameter(init[0])  # (m, d), shared by every task
         self.hidden = Shapes.of(backbone).hidden
 

@@ -1,4 +1,4 @@
-"""TA-LoRA (Task-Adaptive Low-Rank Representation), after ../shared/papers/ta-lora.txt §III.
+"""TA-LoRA (Task-Adaptive Low-Rank Representation), after arXiv:2505.00009 §III.
 
 At prompted layer l, task i uses the prompt
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init
+from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init, register
 from .deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 
 
@@ -46,8 +46,6 @@ class TALoRAConfig(PromptConfig):
     train_theta0: bool = True  # false keeps the stage-1 mean fixed in stage 2
     transfer_gates: bool = False  # train the (shared) gates during few-shot transfer too
     init_lowrank: str = "svd"  # stage 2 start of B, u, v: "svd" (fit the stage-1 prompts) | "zero" (u = 0)
-    init_seed: int = 0
-    transfer: bool = False  # set by for_target: theta0 and B are frozen, only u, v learn
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,12 +55,20 @@ class TALoRAConfig(PromptConfig):
             raise ValueError(f"init_lowrank must be 'svd' or 'zero', got {self.init_lowrank!r}")
 
 
+@dataclass
+class TALoRAState:
+    transfer: bool = False  # built for a transfer target: theta0 and B are frozen, only u, v learn
+
+
+@register
 class TALoRA(Method):
     name = "talora"
     config_cls = TALoRAConfig
+    state_cls = TALoRAState
 
-    def __init__(self, config: TALoRAConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: TALoRAConfig, backbone: Backbone, task_names: list[str],
+                 state: TALoRAState | None = None):
+        super().__init__(config, backbone, task_names, state)
         self._place_on_top_layers(config, backbone)
         self.frozen_below = self.first_layer
         L, T, m, r, d = self.layers, len(task_names), config.length, config.rank, self.hidden
@@ -73,7 +79,7 @@ class TALoRA(Method):
         self.u = nn.Parameter(torch.zeros(L, T, r))
         self.v = nn.Parameter(torch.randn(L, T, d, generator=gen))
         self.gates = nn.Parameter(torch.zeros(L, self.heads))
-        if config.transfer:
+        if self.state.transfer:
             self.theta0.requires_grad_(False)
             self.B.requires_grad_(not config.shared_b)  # an unshared B is the target's own
             self.gates.requires_grad_(config.transfer_gates)
@@ -111,7 +117,7 @@ class TALoRA(Method):
         groups = [
             {"name": "theta0", "params": [self.theta0], "lr": slow_lr},
             {"name": "B", "params": [self.B], "lr": b_lr},
-            {"name": "uv", "params": [self.u, self.v], "lr": cfg.lr_target if cfg.transfer else cfg.lr_fast},
+            {"name": "uv", "params": [self.u, self.v], "lr": cfg.lr_target if self.state.transfer else cfg.lr_fast},
         ]
         if cfg.attention == "gated":
             groups.append({"name": "gate", "params": [self.gates], "lr": cfg.lr_gate})
@@ -164,7 +170,7 @@ class TALoRA(Method):
     def stage1(self, backbone: Backbone) -> DeepPromptTuning | None:
         """Stage 1: single-task deep prompts with TA-LoRA's placement, at the fast rate (they are
         single-task weights); a method already built for transfer has no stage 1."""
-        if self.config.transfer:
+        if self.state.transfer:
             return None
         cfg = self.config
         shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DeepPromptTuningConfig)
@@ -173,9 +179,7 @@ class TALoRA(Method):
         return DeepPromptTuning(stage1_cfg, backbone, self.task_names)
 
     def for_target(self, target: TargetContext) -> "TALoRA":
-        cfg = TALoRAConfig(**{**self.config.__dict__, "transfer": True})
-        backbone = target.backbone
-        target = TALoRA(cfg, backbone, [target.task_name])
+        target = TALoRA(self.config, target.backbone, [target.task_name], TALoRAState(transfer=True))
         with torch.no_grad():
             target.theta0.copy_(self.theta0)
             target.gates.copy_(self.gates)

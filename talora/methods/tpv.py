@@ -1,4 +1,4 @@
-"""Task prompt vectors (Belanec et al.): per-task input-level prompts from ONE initialisation.
+"""Task prompt vectors (Belanec et al., arXiv:2408.01119): per-task input-level prompts from ONE initialisation.
 
 Every source task's prompt starts at the same initialisation P_init, sampled from the
 embedding rows of the first ``init_vocab`` vocabulary ids (seed ``init_seed``); the method
@@ -22,27 +22,23 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import Method, PromptConfig, PromptInputs, Shapes, TargetContext, vocab_init
+from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
 from .tpv_math import apply_vectors
 
 LAMBDA_SEARCHES = ("shared", "each")
 
 
 @dataclass
-class TPVConfig:
-    length: int = 20  # m, soft tokens per task
+class TPVConfig(SoftPromptConfig):
     lr: float = 3e-2  # AdamW rate of the source TPVs
-    init_vocab: int = 5000  # the initialisation samples embedding rows of the first N vocabulary ids
-    init_seed: int = 0  # seed of the ONE initialisation every task starts from
     combine: str | list[str] = "all"  # for_target: source TPVs added to the target's start: none | all | [names]
     lambdas: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25, 0.0])  # grid; ties: first wins
-    lambda_search: str = "each"  # shared: one lambda for the sum | each: then one pass refining each source's
+    lambda_search: str = "each"  # shared: one lambda for the sum | each: then one pass refining each source's own
     target_init_seed: int | None = None  # the target's initialisation; null = the sources' shared one
     lr_target: float | None = None  # rate of the target's prompt in transfer; null = lr; 0 = no training
 
     def __post_init__(self):
-        if self.length < 1:
-            raise ValueError("length must be >= 1")
+        super().__post_init__()
         if isinstance(self.combine, str) and self.combine not in ("none", "all"):
             raise ValueError(f"combine must be 'none', 'all' or a list of source task names, got {self.combine!r}")
         if not self.lambdas:
@@ -56,7 +52,7 @@ class TPVConfig:
 def shared_init(backbone: Backbone, length: int, init_vocab: int, seed: int) -> torch.Tensor:
     """(m, d): the one vocabulary-sampled initialisation a seed stands for."""
     gen = torch.Generator().manual_seed(seed)
-    return vocab_init(backbone, 1, PromptConfig(length=length, init_vocab=init_vocab), gen)[0]
+    return vocab_init(backbone, 1, SoftPromptConfig(length=length, init_vocab=init_vocab), gen)[0]
 
 
 def choose_lambdas(score: Callable[[tuple[float, ...]], float], count: int, grid: list[float],
@@ -83,16 +79,22 @@ def choose_lambdas(score: Callable[[tuple[float, ...]], float], count: int, grid
     return best
 
 
+@dataclass
+class TPVState:
+    lambdas: dict[str, float] = field(default_factory=dict)  # a target's chosen rescaling factor per source
+
+
+@register
 class TPV(Method):
     name = "tpv"
     config_cls = TPVConfig
+    state_cls = TPVState
 
-    def __init__(self, config: TPVConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: TPVConfig, backbone: Backbone, task_names: list[str], state: TPVState | None = None):
+        super().__init__(config, backbone, task_names, state)
         self.hidden = Shapes.of(backbone).hidden
         self.register_buffer("init", shared_init(backbone, config.length, config.init_vocab, config.init_seed))
         self.tpv = nn.Parameter(torch.zeros(len(task_names), config.length, self.hidden))  # (T, m, d)
-        self.lambdas: dict[str, float] = {}  # set on a target: the chosen rescaling factor per source
 
     def prompts(self) -> torch.Tensor:
         """(T, m, d) the tasks' prompts P_init + T_i."""
@@ -109,7 +111,7 @@ class TPV(Method):
         return [{"name": "tpv", "params": [self.tpv], "lr": self.config.lr}]
 
     def log_state(self) -> dict:
-        return {"lambdas": self.lambdas} if self.lambdas else {}
+        return {"lambdas": self.state.lambdas} if self.state.lambdas else {}
 
     def source_indices(self) -> list[int]:
         """Positions of the sources that ``combine`` names, in this adapter's task order."""
@@ -151,7 +153,7 @@ class TPV(Method):
         else:
             lambdas = choose_lambdas(score, len(sources), list(cfg.lambdas), cfg.lambda_search == "each")
         new.tpv.copy_(apply_vectors(zero, tpvs, lambdas)[None])
-        new.lambdas = {self.task_names[s]: lam for s, lam in zip(sources, lambdas)}
+        new.state.lambdas = {self.task_names[s]: lam for s, lam in zip(sources, lambdas)}
         return new
 
     def trainable_parameters(self) -> dict[str, int]:

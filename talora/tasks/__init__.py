@@ -4,7 +4,7 @@ Kinds: classification, multiple_choice, regression and extraction (see ``base``)
 loader maps every task type of the shared data folder onto them (see ``jsonl``).
 
 Two sources of tasks share one interface: the embedded synthetic suite (``data_dir=None``) and a
-data folder in the /work/shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``).
+data folder in the ../shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``).
 """
 
 from __future__ import annotations

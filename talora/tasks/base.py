@@ -114,10 +114,15 @@ class TaskSpec:
         return hash((self.name, self.template, self.labels))
 
     def prompt(self, ex: Example) -> str:
+        return self.render(ex.fields, ex.uid)
+
+    def render(self, fields: dict, uid: str) -> str:
+        """The template filled with ``fields`` (an example's, or a truncated copy): the one place
+        a prompt's text is made, for training, evaluation and display alike."""
         try:
-            return self.template.format(**ex.fields)
+            return self.template.format(**fields)
         except KeyError as err:
-            raise DataError(f"task {self.name!r}: example {ex.uid} has no field {err.args[0]!r} "
+            raise DataError(f"task {self.name!r}: example {uid} has no field {err.args[0]!r} "
                             f"that the template needs") from None
 
     def answer(self, label: str) -> str:

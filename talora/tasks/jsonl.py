@@ -1,4 +1,4 @@
-"""Tasks from a data folder: ``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl`` (see /work/shared/data/README.md).
+"""Tasks from a data folder in the ../shared/data layout: ``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``.
 
 The manifest alone is enough to list tasks; a task's JSONL files are parsed only when it is loaded.
 Every complaint about a file names the file, the 1-based line and the field. An example's uid is

@@ -38,7 +38,7 @@ from .base import Example
 
 
 class Scored(Protocol):
-    """What scoring needs of a task: TaskSpec and the model's TaskHead both qualify."""
+    """What scoring needs of a task: a TaskSpec and a predict.Verbalizer both qualify."""
 
     kind: str
     metric: str

@@ -316,7 +316,7 @@ def generate(name: str, sizes: Mapping[str, int] | None = None, seed: int = SUIT
             label = spec.labels[i % len(spec.labels)]
             for _ in range(1000):
                 fields = make(rng, label)
-                prompt = spec.template.format(**fields)
+                prompt = spec.render(fields, f"{name}-{split}-{i}")
                 if prompt not in seen:
                     break
             else:

@@ -6,7 +6,6 @@ label set), so a new folder in the same layout trains without any entry here.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,12 @@ class Prompting:
     max_new_tokens: int = 0
 
 
-@functools.cache
-def _table() -> dict:
+def _read_table() -> dict:
     with open(TEMPLATES_FILE, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+TABLE = _read_table()  # packaged data: read once at import, never changed
 
 
 def generic_word(label: str, language: str, desc: str | None = None) -> str:
@@ -69,7 +70,7 @@ def score_range(type_text: str) -> tuple[float, float]:
 def prompting_for(task: str, language: str, form: str, labels: Sequence[str],
                   label_desc: Mapping[str, str] | None = None) -> Prompting:
     """A per-task entry wins, label by label, over the generic words; its template over the generic one."""
-    table = _table()
+    table = TABLE
     words = generic_words(labels, language, label_desc)
     entry = table["tasks"].get(task)
     budget = int(table["generation_budget"])
@@ -82,4 +83,4 @@ def prompting_for(task: str, language: str, form: str, labels: Sequence[str],
 
 def listed_labels(task: str) -> list[str]:
     """The labels a task's entry gives words for (regression tasks list their bins this way)."""
-    return list(_table()["tasks"].get(task, {}).get("label_words", {}))
+    return list(TABLE["tasks"].get(task, {}).get("label_words", {}))

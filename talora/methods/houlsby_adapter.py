@@ -1,7 +1,7 @@
 """Houlsby-style bottleneck adapters after the attention and the MLP block of every layer.
 
-Houlsby et al., 2019; baseline (2) "Adapter" of ../shared/papers/ta-lora.txt §IV-A and of
-../shared/papers/dtvg.md §4.1.
+Houlsby et al., 2019 (arXiv:1902.00751); baseline (2) "Adapter" of TA-LoRA (arXiv:2505.00009)
+§IV-A and of DTVG (arXiv:2503.18063) §4.1.
 
 In every decoder layer, the output h of the attention block and the output of the MLP block
 (each before its residual addition) become h + W_up f(W_down h): down to ``bottleneck``
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbone import Backbone
-from .base import PromptInputs, Shapes, WholeSetMethod
+from .base import Shapes, WholeSetMethod, register
 from .patching import forward_hooks
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
@@ -37,7 +37,7 @@ class AdapterConfig:
     activation: str = "gelu"  # nonlinearity between down and up: gelu | relu | silu
     init_std: float = 1e-2  # W_down ~ N(0, init_std^2); W_up starts at zero
     lr: float = 1e-3  # AdamW learning rate of every adapter
-    init_seed: int = 0
+    init_seed: int = 0  # seed of the adapters' random initialisation
 
     def __post_init__(self):
         if self.bottleneck < 1:
@@ -71,13 +71,14 @@ def _replace_output(adapter: Bottleneck):
     return hook
 
 
+@register
 class Adapter(WholeSetMethod):
     name = "adapter"
     group = "adapter"
     config_cls = AdapterConfig
 
-    def __init__(self, config: AdapterConfig, backbone: Backbone, task_names: list[str]):
-        super().__init__(config, backbone, task_names)
+    def __init__(self, config: AdapterConfig, backbone: Backbone, task_names: list[str], state=None):
+        super().__init__(config, backbone, task_names, state)
         shapes = Shapes.of(backbone)
         gen = torch.Generator().manual_seed(config.init_seed)
 
@@ -86,9 +87,6 @@ class Adapter(WholeSetMethod):
 
         self.adapters = nn.ModuleList(nn.ModuleDict({"attn": make(), "mlp": make()})
                                       for _ in range(shapes.num_layers))
-
-    def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        return PromptInputs()
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:

@@ -1,117 +1,31 @@
-"""A frozen backbone driven by a method's prompts: the loss, candidate scores and generation.
+"""Predictions of a prompted frozen model: label-word ranking, KV-cached greedy generation, and
+scoring a set of examples with each task's metric.
 
-Only the positions that predict answer tokens go through the output head, and when
-ranking one-token labels only their rows of it: never (batch x seq x vocab) logits.
+A batch may mix tasks and kinds: every example is routed to its own task's prompts and
+its own verbalizer, so one forward pass serves many tasks (as a server needs).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import DynamicCache
 
-from . import attention
 from .backbone import Backbone
-from .batching import Batch, Encoded, answer_batch, prompt_batch
-from .lower_cache import LowerLayerCache
-from .methods import Method
+from .batching import Encoded, answer_batch, prompt_batch
+from .errors import DataError
+from .forward import hidden_at, output_head
+from .tasks import compute_metrics, question_of
 from .tasks.base import STOP
 
 if TYPE_CHECKING:
+    from .lower_cache import LowerLayerCaches
+    from .methods.base import Method
     from .tasks import TaskSpec
-
-
-def prepare(backbone: Backbone) -> None:
-    """Install the prompt attention (idempotent); with no prompts the model is unchanged."""
-    attention.install(backbone.model)
-
-
-class _PassThrough(nn.Module):
-    """Stands in for a decoder layer that must not run (its input is its output)."""
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states
-
-
-_PASS = _PassThrough()
-
-
-@contextlib.contextmanager
-def _layers_only(decoder, start: int, stop: int, final_norm: bool):
-    """Run only decoder layers ``start .. stop-1``, keeping every layer's index (and so its
-    prompts, its mask type and its position in ``config.layer_types``) where it was."""
-    layers, norm = decoder.layers, decoder.norm
-    decoder.layers = nn.ModuleList([layer if start <= i < stop else _PASS for i, layer in enumerate(layers)])
-    if not final_norm:
-        decoder.norm = nn.Identity()
-    try:
-        yield
-    finally:
-        decoder.layers, decoder.norm = layers, norm
-
-
-@torch.no_grad()
-def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 first: int) -> torch.Tensor:
-    """Hidden states entering layer ``first`` of the frozen model (no autograd: nothing there learns)."""
-    decoder = backbone.model.get_decoder()
-    with _layers_only(decoder, 0, first, final_norm=False):
-        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-
-
-def _lower_cache(backbone: Backbone, first: int) -> LowerLayerCache:
-    caches = backbone.__dict__.setdefault("_lower_caches", {})
-    if first not in caches:
-        caches[first] = LowerLayerCache(backbone, first)
-    return caches[first]
-
-
-def hidden_at(backbone: Backbone, method: Method, batch: Batch) -> torch.Tensor:
-    """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place.
-
-    When the method leaves layers below ``method.frozen_below`` untouched, they run once
-    without autograd, or not at all when the backbone's lower-layer cache is on.
-    """
-    model = backbone.model
-    decoder = model.get_decoder()
-    prompts = method.prompt_inputs(batch.task_ids, batch=batch)
-    mask, cols = batch.attention_mask, batch.cols
-    first = method.frozen_below
-    if first > 0 and prompts.input_prefix is None:
-        if backbone.cache_lower_layers:
-            states = _lower_cache(backbone, first).states(
-                batch.input_ids, mask, lambda ids, m: lower_states(backbone, ids, m, first))
-        else:
-            states = lower_states(backbone, batch.input_ids, mask, first)
-        with _layers_only(decoder, first, len(decoder.layers), final_norm=True):
-            out = decoder(inputs_embeds=states.to(model.dtype), attention_mask=mask, use_cache=False,
-                          talora_prompts=prompts.layer_prompts)
-        return out.last_hidden_state[batch.rows, cols]
-    embeds = model.get_input_embeddings()(batch.input_ids)
-    if prompts.input_prefix is not None:
-        prefix = prompts.input_prefix.to(embeds.dtype)
-        embeds = torch.cat([prefix, embeds], dim=1)
-        mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[1]), mask], dim=1)
-        cols = cols + prefix.shape[1]
-    out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, talora_prompts=prompts.layer_prompts)
-    return out.last_hidden_state[batch.rows, cols]
-
-
-def _head(backbone: Backbone):
-    head = backbone.model.get_output_embeddings()
-    return head.weight, head.bias
-
-
-def answer_loss(backbone: Backbone, method: Method, batch: Batch) -> torch.Tensor:
-    """Mean next-token cross-entropy over the answer tokens (full vocabulary, answer positions only)."""
-    weight, bias = _head(backbone)
-    logits = F.linear(hidden_at(backbone, method, batch), weight, bias)
-    return F.cross_entropy(logits.float(), batch.targets)
 
 
 @dataclass(frozen=True)
@@ -151,7 +65,8 @@ RANK_ROWS = 64
 
 
 def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
-                     candidates: list[tuple[tuple[int, ...], ...]]) -> list[torch.Tensor]:
+                     candidates: list[tuple[tuple[int, ...], ...]], lower: LowerLayerCaches | None = None
+                     ) -> list[torch.Tensor]:
     """Each example's score for each of its candidate answers: the summed log-probability of the
     candidate's tokens after the prompt (no length normalisation).
 
@@ -160,9 +75,9 @@ def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
     logits, which differ from log-probabilities by a constant per example).
     """
     pad = backbone.tokenizer.pad_token_id
-    weight, bias = _head(backbone)
+    weight, bias = output_head(backbone)
     if all(all(len(c) == 1 for c in cs) and len({c[0] for c in cs}) == len(cs) for cs in candidates):
-        hidden = hidden_at(backbone, method, prompt_batch(items, pad))
+        hidden = hidden_at(backbone, method, prompt_batch(items, pad), lower)
         # Examples differ in candidate count: pad each row's candidate ids and mask the padding out.
         width = max(len(cs) for cs in candidates)
         ids = torch.zeros(len(items), width, dtype=torch.long)
@@ -176,7 +91,7 @@ def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
     per_row = torch.zeros(len(expanded))
     for start in range(0, len(expanded), RANK_ROWS):
         batch = answer_batch(expanded[start: start + RANK_ROWS], pad)
-        logprobs = F.linear(hidden_at(backbone, method, batch), weight, bias).float().log_softmax(-1)
+        logprobs = F.linear(hidden_at(backbone, method, batch, lower), weight, bias).float().log_softmax(-1)
         token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
         per_row.index_add_(0, batch.rows + start, token_scores)
     out, start = [], 0
@@ -187,8 +102,8 @@ def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
 
 
 @torch.no_grad()
-def predict(backbone: Backbone, method: Method, items: list[Encoded],
-            verbalizers: dict[int, Verbalizer]) -> list[str | float]:
+def predict(backbone: Backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
+            lower: LowerLayerCaches | None = None) -> list[str | float]:
     """One prediction per example: a label (classification), a choice index as a string (multiple
     choice), a score (regression: the bins' values weighted by the softmax of their scores) or
     generated text (extraction)."""
@@ -196,7 +111,8 @@ def predict(backbone: Backbone, method: Method, items: list[Encoded],
     ranked = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind != "extraction"]
     if ranked:
         chunk = [items[i] for i in ranked]
-        scores = score_candidates(backbone, method, chunk, [verbalizers[e.task_id].candidates(e) for e in chunk])
+        scores = score_candidates(backbone, method, chunk, [verbalizers[e.task_id].candidates(e) for e in chunk],
+                                  lower)
         for i, e, s in zip(ranked, chunk, scores):
             preds[i] = verbalizers[e.task_id].decide(s)
     generated = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind == "extraction"]
@@ -220,7 +136,7 @@ class GreedyDecoder:
     def __init__(self, backbone: Backbone, method: Method, rows: list[Encoded]):
         pad = backbone.tokenizer.pad_token_id
         self.model, self.decoder = backbone.model, backbone.model.get_decoder()
-        self.weight, self.bias = _head(backbone)
+        self.weight, self.bias = output_head(backbone)
         self.prompts = method.prompt_inputs(torch.tensor([e.task_id for e in rows]), batch=prompt_batch(rows, pad))
         width = max(len(e.prompt) for e in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -275,3 +191,34 @@ def generate(backbone: Backbone, method: Method, items: list[Encoded],
                 still.append(r)
         live = still
     return [tokenizer.decode(ids).split(STOP, 1)[0].strip() for ids in out]
+
+
+@torch.no_grad()
+def evaluate(backbone: Backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
+             batch_size: int = 32, lower: LowerLayerCaches | None = None) -> dict[str, dict[str, float]]:
+    """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
+    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py)."""
+    if not items:
+        raise DataError("nothing to evaluate: the evaluation split is empty")
+    # Generated answers batch apart from ranked ones (a lone generated row would run every step alone);
+    # within each, similar lengths batch together (less padding).
+    order = sorted(range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction",
+                                                     len(items[i].prompt)))
+    preds: dict[int, str | float] = {}
+    with method.applied(backbone):
+        for start in range(0, len(order), batch_size):
+            chunk = [items[i] for i in order[start: start + batch_size]]
+            for i, p in zip(order[start: start + batch_size], predict(backbone, method, chunk, verbalizers, lower)):
+                preds[i] = p
+    results = {}
+    for task_id in sorted({e.task_id for e in items}):
+        idx = [i for i, e in enumerate(items) if e.task_id == task_id]
+        results[method.task_names[task_id]] = compute_metrics(
+            verbalizers[task_id], [preds[i] for i in idx], [items[i].golds or (items[i].label,) for i in idx],
+            [question_of(items[i].uid) for i in idx])
+    return results
+
+
+def headline(results: dict[str, dict[str, float]], metrics: dict[str, str]) -> float:
+    """Mean over tasks of each task's headline metric: the model-selection score."""
+    return float(np.mean([results[t][metrics[t]] for t in results]))

@@ -1,9 +1,14 @@
 """Adapter files: ``adapter.safetensors`` (the method's tensors) + ``adapter.json`` (everything else).
 
-The sidecar records the method and its config, the task names with their templates
-and label words, and the base model's id and shape fingerprint. Loading refuses an
-adapter made for another base model (by fingerprint) or another method, and a
-corrupt or truncated tensor file, each with an error that names the file.
+The sidecar records the method, its config and its state, the task names with their
+templates and label words, and the base model's id and shape fingerprint. Loading refuses
+an adapter made for another base model (by fingerprint) or another method, a config or
+state the method's strict reader rejects, and a corrupt or truncated tensor file, each
+with an error that names the file.
+
+Format 2 keeps a method's runtime state (``state``) apart from the user's choices
+(``config``); a format-1 sidecar, which kept both in ``config``, is read by moving the
+state fields across.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+from .atomic import atomic_save_tensors, atomic_write, read_tensors
 from .backbone import Backbone
-from .checkpoint import atomic_save_tensors, atomic_write, read_tensors
-from .errors import AdapterError
+from .config import from_dict
+from .errors import AdapterError, ConfigError
 from .methods import Method, method_class
 from .tasks import TaskSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TENSORS, SIDECAR = "adapter.safetensors", "adapter.json"
 
 
@@ -43,6 +49,7 @@ def save_adapter(folder: Path, method: Method, backbone: Backbone, specs: dict[s
         "format_version": FORMAT_VERSION,
         "method": method.name,
         "config": dataclasses.asdict(method.config),
+        "state": dataclasses.asdict(method.state),
         "tasks": [spec_to_dict(specs[t]) for t in method.task_names],
         "base_model": {"id": backbone.model_id, "fingerprint": backbone.fingerprint},
         "trainable_parameters": method.trainable_parameters(),
@@ -79,8 +86,13 @@ def load_adapter(folder: Path, backbone: Backbone, expect_method: str | None = N
                            f"not {expect_method!r}")
     cls = method_class(sidecar["method"])
     specs = {d["name"]: spec_from_dict(d) for d in sidecar["tasks"]}
-    method = cls(cls.config_cls(**sidecar["config"]), backbone, list(specs))
-    tensors = read_tensors(folder / TENSORS)
+    config, state = _config_and_state(cls, sidecar)
+    try:
+        method = cls(from_dict(cls.config_cls, config, "config"), backbone, list(specs),
+                     from_dict(cls.state_cls, state, "state"))
+    except ConfigError as err:
+        raise AdapterError(f"{folder / SIDECAR}: {err}") from None
+    tensors = read_tensors(folder / TENSORS, AdapterError)
     try:
         method.load_state_dict(tensors)
     except RuntimeError as err:
@@ -88,3 +100,12 @@ def load_adapter(folder: Path, backbone: Backbone, expect_method: str | None = N
     method.requires_grad_(False)
     return method, specs
 
+
+
+def _config_and_state(cls: type[Method], sidecar: dict) -> tuple[dict, dict]:
+    config, state = dict(sidecar["config"]), dict(sidecar.get("state") or {})
+    if sidecar.get("format_version", 1) < 2:  # format 1 kept the runtime state inside the config
+        for f in dataclasses.fields(cls.state_cls):
+            if f.name in config:
+                state[f.name] = config.pop(f.name)
+    return config, state
