@@ -22,6 +22,8 @@ demo: venv
 	$(VENV)/bin/talora demo --output runs/demo
 
 test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 smoke: venv

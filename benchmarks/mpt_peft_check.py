@@ -28,9 +28,9 @@ from peft.tuners.multitask_prompt_tuning import MultitaskPromptEmbedding
 
 from talora import tasks as T
 from talora.backbone import Backbone, load_backbone
+from talora.config import TrainConfig
 from talora.methods.base import Method, NoPrompt, PromptInputs
 from talora.methods.mpt import MPT, MPTConfig
-from talora.config import TrainConfig
 from talora.pipeline import encode_split, verbalizers_for
 from talora.predict import evaluate
 from talora.train import train
@@ -45,9 +45,15 @@ class PeftMPT(Method):
     def __init__(self, backbone: Backbone, task_names: list[str], init: torch.Tensor, lr: float):
         super().__init__({}, backbone, task_names)
         length, dim = init.shape
-        cfg = MultitaskPromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=length, token_dim=dim,
-                                          num_transformer_submodules=1, num_tasks=len(task_names), num_ranks=1,
-                                          prompt_tuning_init="RANDOM")
+        cfg = MultitaskPromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=length,
+            token_dim=dim,
+            num_transformer_submodules=1,
+            num_tasks=len(task_names),
+            num_ranks=1,
+            prompt_tuning_init="RANDOM",
+        )
         self.encoder = MultitaskPromptEmbedding(cfg, backbone.model.get_input_embeddings())
         with torch.no_grad():
             self.encoder.embedding.weight.copy_(init)
@@ -62,8 +68,10 @@ class PeftMPT(Method):
         return [{"name": "peft_mpt", "params": list(self.encoder.parameters()), "lr": self.lr}]
 
     def trainable_parameters(self) -> dict[str, int]:
-        return {"shared": self.encoder.embedding.weight.numel(),
-                "per_task": self.encoder.prefix_task_cols[0].numel() + self.encoder.prefix_task_rows[0].numel()}
+        return {
+            "shared": self.encoder.embedding.weight.numel(),
+            "per_task": self.encoder.prefix_task_cols[0].numel() + self.encoder.prefix_task_rows[0].numel(),
+        }
 
 
 def main() -> None:
@@ -87,11 +95,19 @@ def main() -> None:
     train_items = encode_split(backbone, tasks, [args.task], "train", args.max_length, args.train_examples)
     eval_items = encode_split(backbone, tasks, [args.task], "validation", args.max_length, args.eval_examples)
     verbs, metrics = verbalizers_for(backbone, [spec]), {args.task: spec.metric}
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=min(10, args.steps // 10),
-                      eval_every=0, log_every=max(1, args.steps // 10))
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        warmup_steps=min(10, args.steps // 10),
+        eval_every=0,
+        log_every=max(1, args.steps // 10),
+    )
 
-    ours = MPT(MPTConfig(length=args.length, lr=args.lr, lr_task=args.lr, distill_weight=0.0, init_seed=args.seed),
-               backbone, [args.task])
+    ours = MPT(
+        MPTConfig(length=args.length, lr=args.lr, lr_task=args.lr, distill_weight=0.0, init_seed=args.seed),
+        backbone,
+        [args.task],
+    )
     theirs = PeftMPT(backbone, [args.task], ours.shared.detach().clone(), args.lr)
     rows = {"zero_shot": NoPrompt(backbone, [args.task]), "talora mpt": ours, "peft MultitaskPromptTuning": theirs}
     results = {}
@@ -102,8 +118,10 @@ def main() -> None:
                 train(backbone, method, train_items, [], verbs, metrics, cfg, Path(scratch), args.seed, desc=label)
         score = evaluate(backbone, method, eval_items, verbs)[args.task][spec.metric]
         results[label] = {"score": round(score, 4), "seconds": round(time.perf_counter() - start, 1)}
-    print(f"task {args.task} ({spec.metric}, {len(eval_items)} validation examples), model {args.model}, "
-          f"{args.steps} steps x {args.batch_size}, m={args.length}, lr={args.lr}")
+    print(
+        f"task {args.task} ({spec.metric}, {len(eval_items)} validation examples), model {args.model}, "
+        f"{args.steps} steps x {args.batch_size}, m={args.length}, lr={args.lr}"
+    )
     for label, r in results.items():
         print(f"  {label:28s} {r['score']:.4f}   ({r['seconds']} s)")
     print(json.dumps(results))

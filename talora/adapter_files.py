@@ -39,8 +39,9 @@ def spec_from_dict(d: dict) -> TaskSpec:
     return TaskSpec(**{**d, "labels": tuple(d["labels"]), "label_words": dict(d["label_words"])})
 
 
-def save_adapter(folder: Path, method: Method, backbone: Backbone, specs: dict[str, TaskSpec],
-                 extra: dict | None = None) -> None:
+def save_adapter(
+    folder: Path, method: Method, backbone: Backbone, specs: dict[str, TaskSpec], extra: dict | None = None
+) -> None:
     """Tensors first, sidecar last: a sidecar on disk means its tensors are complete."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,24 +73,27 @@ def read_sidecar(folder: Path) -> dict:
     return sidecar
 
 
-def load_adapter(folder: Path, backbone: Backbone, expect_method: str | None = None
-                 ) -> tuple[Method, dict[str, TaskSpec]]:
+def load_adapter(
+    folder: Path, backbone: Backbone, expect_method: str | None = None
+) -> tuple[Method, dict[str, TaskSpec]]:
     folder = Path(folder)
     sidecar = read_sidecar(folder)
     base = sidecar["base_model"]
     if base.get("fingerprint") != backbone.fingerprint:
-        raise AdapterError(f"{folder / SIDECAR}: adapter was made for base model {base.get('id')!r} "
-                           f"(fingerprint {base.get('fingerprint')}), not for {backbone.model_id!r} "
-                           f"(fingerprint {backbone.fingerprint})")
+        raise AdapterError(
+            f"{folder / SIDECAR}: adapter was made for base model {base.get('id')!r} "
+            f"(fingerprint {base.get('fingerprint')}), not for {backbone.model_id!r} "
+            f"(fingerprint {backbone.fingerprint})"
+        )
     if expect_method is not None and sidecar["method"] != expect_method:
-        raise AdapterError(f"{folder / SIDECAR}: adapter is for method {sidecar['method']!r}, "
-                           f"not {expect_method!r}")
+        raise AdapterError(f"{folder / SIDECAR}: adapter is for method {sidecar['method']!r}, not {expect_method!r}")
     cls = method_class(sidecar["method"])
     specs = {d["name"]: spec_from_dict(d) for d in sidecar["tasks"]}
     config, state = _config_and_state(cls, sidecar)
     try:
-        method = cls(from_dict(cls.config_cls, config, "config"), backbone, list(specs),
-                     from_dict(cls.state_cls, state, "state"))
+        method = cls(
+            from_dict(cls.config_cls, config, "config"), backbone, list(specs), from_dict(cls.state_cls, state, "state")
+        )
     except ConfigError as err:
         raise AdapterError(f"{folder / SIDECAR}: {err}") from None
     tensors = read_tensors(folder / TENSORS, AdapterError)
@@ -99,7 +103,6 @@ def load_adapter(folder: Path, backbone: Backbone, expect_method: str | None = N
         raise AdapterError(f"{folder / TENSORS}: tensors do not match the sidecar's config ({err})") from None
     method.requires_grad_(False)
     return method, specs
-
 
 
 def _config_and_state(cls: type[Method], sidecar: dict) -> tuple[dict, dict]:

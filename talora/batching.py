@@ -51,13 +51,15 @@ def tokenize(tokenizer, text: str, special: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=special)["input_ids"]
 
 
-def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int,
-           training: bool = False) -> Encoded:
+def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int, training: bool = False) -> Encoded:
     """Prompt and answer ids of one example under the truncation rule (``training`` picks the
     extraction window that keeps the answer)."""
     answer = tokenize(tokenizer, spec.answer_text(ex), special=False)
-    candidates = tuple(tuple(tokenize(tokenizer, c, special=False)) for c in spec.candidates(ex)) \
-        if spec.kind == "multiple_choice" else ()
+    candidates = (
+        tuple(tuple(tokenize(tokenizer, c, special=False)) for c in spec.candidates(ex))
+        if spec.kind == "multiple_choice"
+        else ()
+    )
     room = len(answer)
     if candidates:
         room = max(len(c) for c in candidates)
@@ -71,8 +73,10 @@ def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int
     while len(prompt) + room > max_length:
         text_fields = {k: v for k, v in fields.items() if isinstance(v, str) and v}
         if not text_fields:
-            raise DataError(f"task {spec.name!r}: max_length={max_length} cannot hold the template and answer "
-                            f"of example {ex.uid} even with empty fields")
+            raise DataError(
+                f"task {spec.name!r}: max_length={max_length} cannot hold the template and answer "
+                f"of example {ex.uid} even with empty fields"
+            )
         longest = max(text_fields, key=lambda k: len(text_fields[k]))
         fields[longest] = _cut_end(tokenizer, fields[longest], len(prompt) + room - max_length)
         prompt = tokenize(tokenizer, spec.render(fields, ex.uid), special=True)
@@ -92,7 +96,7 @@ def _cut_end(tokenizer, text: str, excess: int) -> str:
 def _answer_window(spec: TaskSpec, ex: Example, tokenizer, budget: int) -> list[int] | None:
     """Prompt ids with the passage cut to a window around the gold span, or None when no window fits."""
     passage, start = ex.fields[spec.span_field], ex.fields.get("answer_start", -1)
-    if not isinstance(start, int) or start < 0 or passage[start: start + len(ex.label)] != ex.label:
+    if not isinstance(start, int) or start < 0 or passage[start : start + len(ex.label)] != ex.label:
         return None
     end = start + len(ex.label)
     offsets = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -105,7 +109,7 @@ def _answer_window(spec: TaskSpec, ex: Example, tokenizer, budget: int) -> list[
         if size < last - first + 1:
             return None
         left = min(max(0, first - (size - (last - first + 1)) // 2), len(offsets) - size)
-        window = passage[offsets[left][0]: offsets[left + size - 1][1]]
+        window = passage[offsets[left][0] : offsets[left + size - 1][1]]
         prompt = tokenize(tokenizer, spec.render({**ex.fields, spec.span_field: window}, ex.uid), special=True)
         if len(prompt) <= budget:
             return prompt
@@ -157,5 +161,11 @@ def prompt_batch(items: list[Encoded], pad_id: int) -> Batch:
     ids, mask = _pad([list(e.prompt) for e in items], pad_id)
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
     last = [len(e.prompt) - 1 for e in items]
-    return Batch(ids, mask, as_long([e.task_id for e in items]), torch.arange(len(items)), as_long(last),
-                 torch.zeros(len(items), dtype=torch.long))
+    return Batch(
+        ids,
+        mask,
+        as_long([e.task_id for e in items]),
+        torch.arange(len(items)),
+        as_long(last),
+        torch.zeros(len(items), dtype=torch.long),
+    )

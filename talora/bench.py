@@ -24,13 +24,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from .backbone import Backbone, load_backbone
+from .backbone import Backbone
 from .batching import Encoded, answer_batch
 from .forward import answer_loss, hidden_at
 from .lower_cache import LowerLayerCaches
@@ -88,11 +88,15 @@ def _peft_model(backbone: Backbone, name: str, shape: Shape, layers: int):
     elif name == "peft_prefix_tuning":
         cfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=shape.prompt_length)
     elif name == "peft_adaption_prompt":
-        cfg = peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=shape.prompt_length,
-                                        adapter_layers=layers)
+        cfg = peft.AdaptionPromptConfig(task_type="CAUSAL_LM", adapter_len=shape.prompt_length, adapter_layers=layers)
     else:
-        cfg = peft.LoraConfig(task_type="CAUSAL_LM", r=shape.lora_rank, lora_alpha=2 * shape.lora_rank,
-                              target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+        cfg = peft.LoraConfig(
+            task_type="CAUSAL_LM",
+            r=shape.lora_rank,
+            lora_alpha=2 * shape.lora_rank,
+            target_modules=["q_proj", "v_proj"],
+            lora_dropout=0.0,
+        )
     return peft.get_peft_model(model, cfg)
 
 
@@ -105,9 +109,11 @@ def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]
         method = _talora(backbone, shape)
         lower = None if name == "talora" else LowerLayerCaches(backbone)
         if name == "forward_only_prompted_layers":
+
             def forward_prompted():
                 with torch.no_grad():
                     hidden_at(backbone, method, batch, lower)
+
             return forward_prompted
         optimizer = torch.optim.AdamW(method.param_groups())
 
@@ -117,12 +123,15 @@ def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]
             (loss if reg is None else loss + reg).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
         return talora_step
     if name == "forward_only":
+
         def forward_only():
             with torch.no_grad():
                 hidden = backbone.model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
                 backbone.model.get_output_embeddings()(hidden[:, -1])
+
         return forward_only
     model = _peft_model(backbone, name, shape, layers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -131,6 +140,7 @@ def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]
         model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
     return peft_step
 
 
@@ -164,9 +174,15 @@ def peak_memory_mb(backbone: Backbone, name: str, shape: Shape, steps: int = 2) 
     return max(peak[0], _rss_mb()) - base
 
 
-def run_speed(backbone: Backbone, model_spec: str | None, shape: Shape, repeats: int = 3,
-              rows: tuple[str, ...] = ROWS, memory: bool = True, progress: Callable[[str], None] = print
-              ) -> list[Row]:
+def run_speed(
+    backbone: Backbone,
+    model_spec: str | None,
+    shape: Shape,
+    repeats: int = 3,
+    rows: tuple[str, ...] = ROWS,
+    memory: bool = True,
+    progress: Callable[[str], None] = print,
+) -> list[Row]:
     """The benchmark table: interleaved timing in this process, memory in one subprocess per row."""
     steps = {}
     for name in rows:
@@ -196,9 +212,11 @@ def run_speed(backbone: Backbone, model_spec: str | None, shape: Shape, repeats:
 
 
 def _memory_in_subprocess(model_spec: str, name: str, shape: Shape) -> float:
-    code = ("import json,sys; from talora.bench import Shape, load_backbone, peak_memory_mb;"
-            "a=json.loads(sys.argv[1]); b=load_backbone(a['model']);"
-            "print(json.dumps(peak_memory_mb(b, a['name'], Shape(**a['shape']))))")
+    code = (
+        "import json,sys; from talora.bench import Shape, load_backbone, peak_memory_mb;"
+        "a=json.loads(sys.argv[1]); b=load_backbone(a['model']);"
+        "print(json.dumps(peak_memory_mb(b, a['name'], Shape(**a['shape']))))"
+    )
     arg = json.dumps({"model": model_spec, "name": name, "shape": asdict(shape)})
     # The cached row reads the cache this process filled: its memory is the warm-cache figure.
     out = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True)
@@ -208,9 +226,13 @@ def _memory_in_subprocess(model_spec: str, name: str, shape: Shape) -> float:
 
 
 def format_rows(rows: list[Row], shape: Shape, device: str) -> str:
-    lines = [f"batch {shape.batch_size} x {shape.seq_len} tokens, prompt length {shape.prompt_length}, "
-             f"L = {shape.layers or 'half the layers'}, device {device}", "",
-             "| configuration | median step (s) | examples/s | peak memory (MB) | × TA-LoRA |", "|---|---|---|---|---|"]
+    lines = [
+        f"batch {shape.batch_size} x {shape.seq_len} tokens, prompt length {shape.prompt_length}, "
+        f"L = {shape.layers or 'half the layers'}, device {device}",
+        "",
+        "| configuration | median step (s) | examples/s | peak memory (MB) | × TA-LoRA |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         mem = "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}"
         ratio = "-" if r.ratio_to_talora is None else f"{r.ratio_to_talora:.2f}"
@@ -219,6 +241,14 @@ def format_rows(rows: list[Row], shape: Shape, device: str) -> str:
 
 
 def write_json(rows: list[Row], path: Path) -> None:
-    records = [{"name": r.name, "median_step_s": r.median_step_s, "examples_per_s": r.examples_per_s,
-                "peak_mem_mb": r.peak_mem_mb, "ratio_to_talora": r.ratio_to_talora} for r in rows]
+    records = [
+        {
+            "name": r.name,
+            "median_step_s": r.median_step_s,
+            "examples_per_s": r.examples_per_s,
+            "peak_mem_mb": r.peak_mem_mb,
+            "ratio_to_talora": r.ratio_to_talora,
+        }
+        for r in rows
+    ]
     Path(path).write_text(json.dumps(records, indent=1))

@@ -51,6 +51,7 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
         current = Path(folder) / json.loads(pointer.read_text())["current"]
         meta = json.loads((current / "meta.json").read_text())
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{pointer}: the checkpoint it names cannot be read ({err}); "
-                              f"delete {folder} to start over") from None
+        raise CheckpointError(
+            f"{pointer}: the checkpoint it names cannot be read ({err}); delete {folder} to start over"
+        ) from None
     return read_tensors(current / "tensors.safetensors", CheckpointError), meta

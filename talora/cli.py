@@ -43,8 +43,10 @@ def cmd_train(args) -> None:
     from .pipeline import run_train
 
     _check_output(args.output)
-    cfg = load_config(args.config, _with_overrides({"seed": args.seed, "data_dir": args.data_dir,
-                                                    "method": args.method}, args.overrides))
+    cfg = load_config(
+        args.config,
+        _with_overrides({"seed": args.seed, "data_dir": args.data_dir, "method": args.method}, args.overrides),
+    )
     summary = run_train(cfg, Path(args.output), resume=args.resume)
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -62,14 +64,23 @@ def cmd_transfer(args) -> None:
     if bool(args.source) == bool(args.config):
         raise ConfigError("transfer: give --from (a trained source adapter) or --config (train from scratch)")
     if args.source and args.overrides:
-        given = ", ".join(f"--{key}..." if isinstance(value, dict) else f"--{key}"
-                          for key, value in args.overrides.items())
-        raise ConfigError(f"transfer: config overrides ({given}) need --config; "
-                          f"with --from the source adapter's config is used as it is")
-    config = load_config(args.config, _with_overrides({"method": args.method}, args.overrides)) \
-        if args.config else None
-    summary = run_transfer(Path(args.source) if args.source else None, args.task, args.k, args.seed,
-                           Path(args.output), args.data_dir, config=config)
+        given = ", ".join(
+            f"--{key}..." if isinstance(value, dict) else f"--{key}" for key, value in args.overrides.items()
+        )
+        raise ConfigError(
+            f"transfer: config overrides ({given}) need --config; "
+            f"with --from the source adapter's config is used as it is"
+        )
+    config = load_config(args.config, _with_overrides({"method": args.method}, args.overrides)) if args.config else None
+    summary = run_transfer(
+        Path(args.source) if args.source else None,
+        args.task,
+        args.k,
+        args.seed,
+        Path(args.output),
+        args.data_dir,
+        config=config,
+    )
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
     else:
@@ -113,15 +124,20 @@ def cmd_tasks(args) -> None:
     rows = describe_tasks(suite.data_dir if suite else args.data_dir)
     if suite:
         by_name = {r["name"]: r for r in rows}
-        rows = [{**by_name[t], "suite_role": role} for role, names in (("source", suite.sources),
-                                                                        ("target", suite.targets)) for t in names]
+        rows = [
+            {**by_name[t], "suite_role": role}
+            for role, names in (("source", suite.sources), ("target", suite.targets))
+            for t in names
+        ]
     if args.json:
         out = {**dataclasses.asdict(suite), "tasks": rows} if suite else rows
         print(json.dumps(out, indent=1, ensure_ascii=False))
         return
     if suite:
-        print(f"suite {suite.name}: {suite.description}\n  data: {suite.data_dir or 'embedded synthetic tasks'}; "
-              f"k in {list(suite.ks)}, seeds {list(suite.seeds)}")
+        print(
+            f"suite {suite.name}: {suite.description}\n  data: {suite.data_dir or 'embedded synthetic tasks'}; "
+            f"k in {list(suite.ks)}, seeds {list(suite.seeds)}"
+        )
     for r in rows:
         sizes = ", ".join(f"{k}={v}" for k, v in (r.get("splits") or {}).items())
         labels = r.get("labels") or []
@@ -129,8 +145,10 @@ def cmd_tasks(args) -> None:
         shown = shown or {"multiple_choice": "choices per example", "extraction": "generated span"}.get(r["kind"], "")
         role = r.get("suite_role") or r.get("role", "")
         note = "" if r.get("supported", True) else f"  UNSUPPORTED: {r.get('problem', '')}"
-        print(f"{r['name']:18s} {r.get('language', ''):3s} {r.get('kind', ''):16s} {role:8s} "
-              f"{r.get('metric', ''):9s} [{shown}]  {sizes}{note}")
+        print(
+            f"{r['name']:18s} {r.get('language', ''):3s} {r.get('kind', ''):16s} {role:8s} "
+            f"{r.get('metric', ''):9s} [{shown}]  {sizes}{note}"
+        )
 
 
 def cmd_methods(args) -> None:
@@ -159,9 +177,18 @@ def cmd_bench(args) -> None:
         raise ConfigError(f"unknown bench row(s) {', '.join(unknown)}; known: {', '.join(ROWS)}")
     shape = Shape(args.batch_size, args.seq_len, args.prompt_length, args.layers)
     backbone = load_backbone(args.model)
-    table = run_speed(backbone, args.model, shape, args.repeats, rows, memory=not args.no_memory,
-                      progress=lambda msg: print(msg, file=sys.stderr))
-    print(format_rows(table, shape, "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"))
+    table = run_speed(
+        backbone,
+        args.model,
+        shape,
+        args.repeats,
+        rows,
+        memory=not args.no_memory,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(
+        format_rows(table, shape, "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)")
+    )
     if args.json:
         write_json(table, Path(args.json))
 
@@ -173,8 +200,9 @@ def cmd_analyze(args) -> None:
         if bool(args.runs) == bool(args.config):
             raise ConfigError("analyze tpv-inits: give either --runs (trained tpv runs) or --config (train them)")
         runs = args.runs or A.train_init_runs(Path(args.config), args.init_seeds, Path(args.output))
-        paths = A.write_init_transfer(A.init_transfer([Path(r) for r in runs], args.split, args.examples),
-                                      Path(args.output))
+        paths = A.write_init_transfer(
+            A.init_transfer([Path(r) for r in runs], args.split, args.examples), Path(args.output)
+        )
     elif args.analysis == "similarity":
         paths = A.write_similarity(A.similarity([Path(r) for r in args.runs]), Path(args.output))
     else:
@@ -210,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     # unknown key), never silently read as `--data-dir 5`.
     overridable = dict(epilog=OVERRIDES_HELP, allow_abbrev=False)
 
-    t = sub.add_parser("train", help="train a method on the source tasks (TA-LoRA: stage 1 + stage 2)",
-                       **overridable)
+    t = sub.add_parser("train", help="train a method on the source tasks (TA-LoRA: stage 1 + stage 2)", **overridable)
     t.add_argument("--config", required=True, help="run config YAML (see configs/)")
     t.add_argument("--output", required=True, help="output folder: adapter, metrics.json, config.yaml, log.jsonl")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
@@ -221,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print metrics as JSON")
     t.set_defaults(func=cmd_train)
 
-    x = sub.add_parser("transfer", help="few-shot transfer of a trained adapter to a new task",
-                       epilog="With --config: " + OVERRIDES_HELP, allow_abbrev=False)
+    x = sub.add_parser(
+        "transfer",
+        help="few-shot transfer of a trained adapter to a new task",
+        epilog="With --config: " + OVERRIDES_HELP,
+        allow_abbrev=False,
+    )
     x.add_argument("--from", dest="source", help="folder written by `talora train`")
     x.add_argument("--config", help="instead of --from: train the config's method from scratch on the k shots")
     x.add_argument("--method", help="with --config: override its method")
@@ -249,17 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("tasks", help="list the tasks a data folder (or the synthetic suite) holds")
     k.add_argument("--data-dir", help="data folder (with --suite: replaces the suite's data_dir)")
-    k.add_argument("--suite", help="list only a suite's sources and targets: a name (zh-talora, en-dtvg, en-tpv, "
-                                   "synthetic) or a suite YAML file")
+    k.add_argument(
+        "--suite",
+        help="list only a suite's sources and targets: a name (zh-talora, en-dtvg, en-tpv, "
+        "synthetic) or a suite YAML file",
+    )
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_tasks)
 
-    w = sub.add_parser("sweep", help="several methods, targets, k values and seeds on one harness: one table",
-                       allow_abbrev=False,
-                       epilog="Any sweep config field can be overridden besides the named options: --dotted.key VALUE "
-                              "or --dotted.key=VALUE, e.g. --run.train.steps 5 --ks [16] --targets '[rte]'. Values "
-                              "are read as YAML; a method's own settings (methods.<label>.train ...) still win over "
-                              "run.*, so override those as --methods.<label>.train.steps 5.")
+    w = sub.add_parser(
+        "sweep",
+        help="several methods, targets, k values and seeds on one harness: one table",
+        allow_abbrev=False,
+        epilog="Any sweep config field can be overridden besides the named options: --dotted.key VALUE "
+        "or --dotted.key=VALUE, e.g. --run.train.steps 5 --ks [16] --targets '[rte]'. Values "
+        "are read as YAML; a method's own settings (methods.<label>.train ...) still win over "
+        "run.*, so override those as --methods.<label>.train.steps 5.",
+    )
     w.add_argument("--config", required=True, help="sweep config YAML (see configs/sweeps/)")
     w.add_argument("--output", required=True, help="output folder (finished units are skipped on a re-run)")
     w.add_argument("--data-dir", help="override the config's data folder")

@@ -38,5 +38,7 @@ def shared_data_dir(required: bool = True) -> Path | None:
             return place
     if not required:
         return None
-    raise ConfigError(f"shared data folder not found: no {MANIFEST} in {' or '.join(map(str, places))}; "
-                      f"set {ENV_VAR} or pass --data-dir")
+    raise ConfigError(
+        f"shared data folder not found: no {MANIFEST} in {' or '.join(map(str, places))}; "
+        f"set {ENV_VAR} or pass --data-dir"
+    )

@@ -48,23 +48,27 @@ def _layers_only(decoder, start: int, stop: int, final_norm: bool):
 
 
 @torch.no_grad()
-def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 first: int) -> torch.Tensor:
+def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int) -> torch.Tensor:
     """Hidden states entering layer ``first`` of the frozen model (no autograd: nothing there learns)."""
     decoder = backbone.model.get_decoder()
     with _layers_only(decoder, 0, first, final_norm=False):
         return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
 
-def hidden_at(backbone: Backbone, method: Method, batch: Batch, lower: LowerLayerCaches | None = None
-              ) -> torch.Tensor:
+def hidden_at(backbone: Backbone, method: Method, batch: Batch, lower: LowerLayerCaches | None = None) -> torch.Tensor:
     """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place."""
-    return prompted_hidden(backbone, method.prompt_inputs(batch.task_ids, batch=batch), batch,
-                           method.frozen_below, lower)
+    return prompted_hidden(
+        backbone, method.prompt_inputs(batch.task_ids, batch=batch), batch, method.frozen_below, lower
+    )
 
 
-def prompted_hidden(backbone: Backbone, prompts: PromptInputs, batch: Batch, frozen_below: int = 0,
-                    lower: LowerLayerCaches | None = None) -> torch.Tensor:
+def prompted_hidden(
+    backbone: Backbone,
+    prompts: PromptInputs,
+    batch: Batch,
+    frozen_below: int = 0,
+    lower: LowerLayerCaches | None = None,
+) -> torch.Tensor:
     """Final hidden states (N, d) at the batch's scored positions with ``prompts`` in place.
 
     Layers below ``frozen_below`` (which the prompts leave untouched) run once without
@@ -77,12 +81,17 @@ def prompted_hidden(backbone: Backbone, prompts: PromptInputs, batch: Batch, fro
     if first > 0 and prompts.input_prefix is None:
         if lower is not None:
             states = lower.layer(first).states(
-                batch.input_ids, mask, lambda ids, m: lower_states(backbone, ids, m, first))
+                batch.input_ids, mask, lambda ids, m: lower_states(backbone, ids, m, first)
+            )
         else:
             states = lower_states(backbone, batch.input_ids, mask, first)
         with _layers_only(decoder, first, len(decoder.layers), final_norm=True):
-            out = decoder(inputs_embeds=states.to(model.dtype), attention_mask=mask, use_cache=False,
-                          talora_prompts=prompts.layer_prompts)
+            out = decoder(
+                inputs_embeds=states.to(model.dtype),
+                attention_mask=mask,
+                use_cache=False,
+                talora_prompts=prompts.layer_prompts,
+            )
         return out.last_hidden_state[batch.rows, cols]
     embeds = model.get_input_embeddings()(batch.input_ids)
     if prompts.input_prefix is not None:
@@ -99,8 +108,9 @@ def output_head(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
     return head.weight, head.bias
 
 
-def answer_loss(backbone: Backbone, method: Method, batch: Batch, lower: LowerLayerCaches | None = None
-                ) -> torch.Tensor:
+def answer_loss(
+    backbone: Backbone, method: Method, batch: Batch, lower: LowerLayerCaches | None = None
+) -> torch.Tensor:
     """Mean next-token cross-entropy over the answer tokens (full vocabulary, answer positions only)."""
     weight, bias = output_head(backbone)
     logits = F.linear(hidden_at(backbone, method, batch, lower), weight, bias)

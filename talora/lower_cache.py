@@ -62,10 +62,11 @@ class LowerLayerCaches:
         self.digest = weights_digest(backbone)
         self._by_layer: dict[int, LowerLayerCache] = {}
 
-    def layer(self, first: int) -> "LowerLayerCache":
+    def layer(self, first: int) -> LowerLayerCache:
         if first not in self._by_layer:
-            self._by_layer[first] = LowerLayerCache(self.root / f"{self.digest}-L{first}",
-                                                    self.backbone.model.config.hidden_size)
+            self._by_layer[first] = LowerLayerCache(
+                self.root / f"{self.digest}-L{first}", self.backbone.model.config.hidden_size
+            )
         return self._by_layer[first]
 
 
@@ -103,7 +104,7 @@ class LowerLayerCache:
         offset, rows, crc = self.index[key]
         if self._map is None or self._map.shape[0] < offset + rows * self.hidden:
             self._map = np.memmap(self.data_path, dtype=np.float32, mode="r")
-        block = self._map[offset: offset + rows * self.hidden]
+        block = self._map[offset : offset + rows * self.hidden]
         if key not in self.verified:
             if zlib.crc32(block.tobytes()) != crc:
                 del self.index[key]
@@ -118,8 +119,7 @@ class LowerLayerCache:
             for key, rows in entries:
                 blob = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
                 data.write(blob)
-                lines.append(json.dumps({"key": key, "offset": offset, "rows": rows.shape[0],
-                                         "crc": zlib.crc32(blob)}))
+                lines.append(json.dumps({"key": key, "offset": offset, "rows": rows.shape[0], "crc": zlib.crc32(blob)}))
                 offset += rows.size
             data.flush()
             os.fsync(data.fileno())

@@ -19,9 +19,11 @@ import yaml
 from .errors import ConfigError
 
 SYNTAX = "--dotted.key VALUE or --dotted.key=VALUE"
-HELP = ("Any config field can be overridden besides the named options: --dotted.key VALUE or "
-        "--dotted.key=VALUE, e.g. --train.steps 100 --method_args.rank 8 --tasks '[sst2, rte]'. "
-        "Values are read as YAML (true, null, [16, 32], 3e-2); unknown keys and wrong types are refused.")
+HELP = (
+    "Any config field can be overridden besides the named options: --dotted.key VALUE or "
+    "--dotted.key=VALUE, e.g. --train.steps 100 --method_args.rank 8 --tasks '[sst2, rte]'. "
+    "Values are read as YAML (true, null, [16, 32], 3e-2); unknown keys and wrong types are refused."
+)
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 # YAML 1.1 (PyYAML) reads 3e-2 and 1e5 as strings: it wants a dot in a float. A user typing them means a number.
@@ -66,13 +68,15 @@ def parse_overrides(args: list[str]) -> dict:
         else:
             key = arg[2:]
             if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise ConfigError(f"override {arg!r} has no value: write {SYNTAX} "
-                                  f"(or it is an option this command does not have)")
+                raise ConfigError(
+                    f"override {arg!r} has no value: write {SYNTAX} (or it is an option this command does not have)"
+                )
             text = args[i + 1]
             i += 2
         if not _KEY.fullmatch(key):
-            raise ConfigError(f"override {arg!r}: {key!r} is not a config key (dot-separated field names, "
-                              f"e.g. train.steps)")
+            raise ConfigError(
+                f"override {arg!r}: {key!r} is not a config key (dot-separated field names, e.g. train.steps)"
+            )
         for other in given:
             if other == key:
                 raise ConfigError(f"override {arg!r}: key {key!r} is given twice")

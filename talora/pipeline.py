@@ -37,12 +37,22 @@ def lower_caches(cfg: RunConfig, backbone: Backbone) -> LowerLayerCaches | None:
 def source_task_names(data_dir: str | None) -> list[str]:
     if data_dir is None:
         return list(T.SYNTHETIC_SOURCE_TASKS)
-    return [d["name"] for d in T.describe_tasks(data_dir) if d.get("role", "").startswith("source")
-            and d.get("supported", True)]
+    return [
+        d["name"]
+        for d in T.describe_tasks(data_dir)
+        if d.get("role", "").startswith("source") and d.get("supported", True)
+    ]
 
 
-def encode_split(backbone: Backbone, tasks: dict[str, T.Task], names: list[str], split: str, max_length: int,
-                 cap: int = 0, examples: dict[str, list[T.Example]] | None = None) -> list[Encoded]:
+def encode_split(
+    backbone: Backbone,
+    tasks: dict[str, T.Task],
+    names: list[str],
+    split: str,
+    max_length: int,
+    cap: int = 0,
+    examples: dict[str, list[T.Example]] | None = None,
+) -> list[Encoded]:
     """Encode ``split`` of each task (or the given examples); the task id is the position in ``names``.
     Examples of the train split are encoded for training (extraction keeps the answer in the window)."""
     items = []
@@ -51,8 +61,10 @@ def encode_split(backbone: Backbone, tasks: dict[str, T.Task], names: list[str],
         if not exs:
             raise DataError(f"task {name!r} has no examples in split {split!r}")
         exs = exs[:cap] if cap else exs
-        items += [encode(tasks[name].spec, ex, backbone.tokenizer, max_length, task_id, training=split == "train")
-                  for ex in exs]
+        items += [
+            encode(tasks[name].spec, ex, backbone.tokenizer, max_length, task_id, training=split == "train")
+            for ex in exs
+        ]
     return items
 
 
@@ -60,22 +72,40 @@ def verbalizers_for(backbone: Backbone, specs: list[T.TaskSpec]) -> dict[int, Ve
     return {i: Verbalizer.of(s, backbone.tokenizer) for i, s in enumerate(specs)}
 
 
-def _fit(backbone: Backbone, method: Method, tasks, names, cfg: RunConfig, train_cfg: TrainConfig, out: Path,
-         resume: bool, desc: str, lower: LowerLayerCaches | None) -> dict:
+def _fit(
+    backbone: Backbone,
+    method: Method,
+    tasks,
+    names,
+    cfg: RunConfig,
+    train_cfg: TrainConfig,
+    out: Path,
+    resume: bool,
+    desc: str,
+    lower: LowerLayerCaches | None,
+) -> dict:
     specs = [tasks[n].spec for n in names]
     train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, cfg.train_examples)
     eval_items = encode_split(backbone, tasks, names, "validation", cfg.max_length, cfg.validation_examples)
     verbs = verbalizers_for(backbone, specs)
     metrics = {s.name: s.metric for s in specs}
-    result = train(backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc,
-                   lower)
+    result = train(
+        backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc, lower
+    )
     final = evaluate(backbone, method, eval_items, verbs, train_cfg.eval_batch_size, lower)
     save_adapter(out, method, backbone, {s.name: s for s in specs})
-    summary = {"method": method.name, "split": "validation", "metrics": final, "headline": metrics,
-               "average": headline(final, metrics),
-               "best_step": result.best_step, "steps": train_cfg.steps, "seconds": round(result.seconds, 1),
-               "truncated_examples": sum(e.truncated for e in train_items + eval_items),
-               "trainable_parameters": method.trainable_parameters()}
+    summary = {
+        "method": method.name,
+        "split": "validation",
+        "metrics": final,
+        "headline": metrics,
+        "average": headline(final, metrics),
+        "best_step": result.best_step,
+        "steps": train_cfg.steps,
+        "seconds": round(result.seconds, 1),
+        "truncated_examples": sum(e.truncated for e in train_items + eval_items),
+        "trainable_parameters": method.trainable_parameters(),
+    }
     atomic_write(out / "metrics.json", json.dumps(summary, indent=1).encode())
     return summary
 
@@ -101,12 +131,21 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
         if stage1_summary is not None:
             stage1, _ = load_adapter(stage1_dir, backbone, expect_method=stage1.name)
         else:
-            stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1",
-                                  lower)
+            stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1", lower)
             manifest.record("stage1", stage1_dir, stage1_summary)
         method.init_from_stage1(stage1)
-    summary = _fit(backbone, method, tasks, names, cfg, cfg.train, output, resume,
-                   "stage 2" if stage1_summary else cfg.method, lower)
+    summary = _fit(
+        backbone,
+        method,
+        tasks,
+        names,
+        cfg,
+        cfg.train,
+        output,
+        resume,
+        "stage 2" if stage1_summary else cfg.method,
+        lower,
+    )
     summary["seconds_total"] = round(time.perf_counter() - t0, 1)
     if stage1_summary:
         summary["stage1"] = {k: stage1_summary[k] for k in ("metrics", "average", "seconds")}
@@ -114,9 +153,17 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
     return summary
 
 
-def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path, data_dir: str | None = None,
-                 train_cfg: TrainConfig | None = None, config: RunConfig | None = None,
-                 backbone: Backbone | None = None) -> dict:
+def run_transfer(
+    source: Path | None,
+    task: str,
+    k: int,
+    seed: int,
+    output: Path,
+    data_dir: str | None = None,
+    train_cfg: TrainConfig | None = None,
+    config: RunConfig | None = None,
+    backbone: Backbone | None = None,
+) -> dict:
     """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation).
 
     With ``source=None`` the method of ``config`` starts from scratch on the target (no source
@@ -147,11 +194,23 @@ def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path
     train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: shots})
 
     def tune(m: Method, steps: int) -> None:  # a brief, throw-away run on the shots (e.g. SPoT-retrieval)
-        short = dataclasses.replace(train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1),
-                                    eval_every=0)
+        short = dataclasses.replace(
+            train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1), eval_every=0
+        )
         with tempfile.TemporaryDirectory() as scratch:
-            train(backbone, m, train_items, [], verbs, {task: spec.metric}, short, Path(scratch), seed, desc="tune",
-                  lower=lower)
+            train(
+                backbone,
+                m,
+                train_items,
+                [],
+                verbs,
+                {task: spec.metric},
+                short,
+                Path(scratch),
+                seed,
+                desc="tune",
+                lower=lower,
+            )
 
     def score(m: Method) -> float:
         return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size, lower)[task][spec.metric]
@@ -161,22 +220,48 @@ def run_transfer(source: Path | None, task: str, k: int, seed: int, output: Path
     else:
         target = method.for_target(TargetContext(task, backbone, tune, score))
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
-    result = train(backbone, target, train_items, [], verbs, {task: spec.metric}, train_cfg, output, seed,
-                   desc=f"{task} k={k}", lower=lower)
+    result = train(
+        backbone,
+        target,
+        train_items,
+        [],
+        verbs,
+        {task: spec.metric},
+        train_cfg,
+        output,
+        seed,
+        desc=f"{task} k={k}",
+        lower=lower,
+    )
     split = T.evaluation_split(tasks[task])
     test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
     scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)[task]
     save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source) if source else None})
-    summary = {"method": target.name, "task": task, "k": k, "seed": seed, "split": split,
-               "examples": len(test_items), "metrics": scores,
-               "score": scores[spec.metric], "metric": spec.metric, "seconds": round(result.seconds, 1),
-               "trainable_parameters": target.trainable_parameters()}
+    summary = {
+        "method": target.name,
+        "task": task,
+        "k": k,
+        "seed": seed,
+        "split": split,
+        "examples": len(test_items),
+        "metrics": scores,
+        "score": scores[spec.metric],
+        "metric": spec.metric,
+        "seconds": round(result.seconds, 1),
+        "trainable_parameters": target.trainable_parameters(),
+    }
     atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
     return summary
 
 
-def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str | None = None,
-             model: str | None = None, backbone: Backbone | None = None) -> dict:
+def run_eval(
+    adapter: Path,
+    task: str,
+    split: str = "validation",
+    data_dir: str | None = None,
+    model: str | None = None,
+    backbone: Backbone | None = None,
+) -> dict:
     adapter = Path(adapter)
     config_path = adapter / "config.yaml"
     cfg = load_config(config_path) if config_path.is_file() else RunConfig()
@@ -187,12 +272,17 @@ def run_eval(adapter: Path, task: str, split: str = "validation", data_dir: str 
     method, specs = load_adapter(adapter, backbone)
     tasks = T.load_tasks(data_dir if data_dir is not None else cfg.data_dir, [task])
     names = method.task_names
-    items = [encode(specs[task], ex, backbone.tokenizer, cfg.max_length, names.index(task))
-             for ex in tasks[task].splits.get(split, [])]
+    items = [
+        encode(specs[task], ex, backbone.tokenizer, cfg.max_length, names.index(task))
+        for ex in tasks[task].splits.get(split, [])
+    ]
     if not items:
         raise DataError(f"task {task!r} has no examples in split {split!r}")
     verbs = {names.index(task): Verbalizer.of(specs[task], backbone.tokenizer)}
     scores = evaluate(backbone, method, items, verbs, lower=lower_caches(cfg, backbone))[task]
-    majority = T.majority_baseline(specs[task], tasks[task].splits["train"], tasks[task].splits[split]) \
-        if tasks[task].splits.get("train") else None
+    majority = (
+        T.majority_baseline(specs[task], tasks[task].splits["train"], tasks[task].splits[split])
+        if tasks[task].splits.get("train")
+        else None
+    )
     return {"task": task, "split": split, "examples": len(items), "metrics": scores, "majority_baseline": majority}

@@ -43,9 +43,10 @@ class Verbalizer:
     max_new_tokens: int = 0
 
     @classmethod
-    def of(cls, spec: TaskSpec, tokenizer) -> "Verbalizer":
-        words = tuple(tuple(tokenizer(spec.label_words[label], add_special_tokens=False)["input_ids"])
-                      for label in spec.labels)
+    def of(cls, spec: TaskSpec, tokenizer) -> Verbalizer:
+        words = tuple(
+            tuple(tokenizer(spec.label_words[label], add_special_tokens=False)["input_ids"]) for label in spec.labels
+        )
         values = tuple(float(label) for label in spec.labels) if spec.kind == "regression" else ()
         return cls(tuple(spec.labels), words, spec.kind, spec.metric, spec.language, values, spec.max_new_tokens)
 
@@ -64,9 +65,13 @@ class Verbalizer:
 RANK_ROWS = 64
 
 
-def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
-                     candidates: list[tuple[tuple[int, ...], ...]], lower: LowerLayerCaches | None = None
-                     ) -> list[torch.Tensor]:
+def score_candidates(
+    backbone: Backbone,
+    method: Method,
+    items: list[Encoded],
+    candidates: list[tuple[tuple[int, ...], ...]],
+    lower: LowerLayerCaches | None = None,
+) -> list[torch.Tensor]:
     """Each example's score for each of its candidate answers: the summed log-probability of the
     candidate's tokens after the prompt (no length normalisation).
 
@@ -90,20 +95,25 @@ def score_candidates(backbone: Backbone, method: Method, items: list[Encoded],
     expanded = [replace(e, answer=c) for e, cs in zip(items, candidates) for c in cs]
     per_row = torch.zeros(len(expanded))
     for start in range(0, len(expanded), RANK_ROWS):
-        batch = answer_batch(expanded[start: start + RANK_ROWS], pad)
+        batch = answer_batch(expanded[start : start + RANK_ROWS], pad)
         logprobs = F.linear(hidden_at(backbone, method, batch, lower), weight, bias).float().log_softmax(-1)
         token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
         per_row.index_add_(0, batch.rows + start, token_scores)
     out, start = [], 0
     for cs in candidates:
-        out.append(per_row[start: start + len(cs)])
+        out.append(per_row[start : start + len(cs)])
         start += len(cs)
     return out
 
 
 @torch.no_grad()
-def predict(backbone: Backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
-            lower: LowerLayerCaches | None = None) -> list[str | float]:
+def predict(
+    backbone: Backbone,
+    method: Method,
+    items: list[Encoded],
+    verbalizers: dict[int, Verbalizer],
+    lower: LowerLayerCaches | None = None,
+) -> list[str | float]:
     """One prediction per example: a label (classification), a choice index as a string (multiple
     choice), a score (regression: the bins' values weighted by the softmax of their scores) or
     generated text (extraction)."""
@@ -111,8 +121,7 @@ def predict(backbone: Backbone, method: Method, items: list[Encoded], verbalizer
     ranked = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind != "extraction"]
     if ranked:
         chunk = [items[i] for i in ranked]
-        scores = score_candidates(backbone, method, chunk, [verbalizers[e.task_id].candidates(e) for e in chunk],
-                                  lower)
+        scores = score_candidates(backbone, method, chunk, [verbalizers[e.task_id].candidates(e) for e in chunk], lower)
         for i, e, s in zip(ranked, chunk, scores):
             preds[i] = verbalizers[e.task_id].decide(s)
     generated = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind == "extraction"]
@@ -142,8 +151,8 @@ class GreedyDecoder:
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for r, e in enumerate(rows):  # left padding: every row's next token lands in the same column
-            ids[r, width - len(e.prompt):] = torch.tensor(e.prompt)
-            mask[r, width - len(e.prompt):] = 1
+            ids[r, width - len(e.prompt) :] = torch.tensor(e.prompt)
+            mask[r, width - len(e.prompt) :] = 1
         embeds = self.model.get_input_embeddings()(ids)
         if self.prompts.input_prefix is not None:
             prefix = self.prompts.input_prefix.to(embeds.dtype)
@@ -155,9 +164,14 @@ class GreedyDecoder:
 
     @torch.no_grad()
     def step(self) -> list[int]:
-        hidden = self.decoder(**self.inputs, attention_mask=self.mask, position_ids=self.positions,
-                              past_key_values=self.cache, use_cache=True,
-                              talora_prompts=self.prompts.layer_prompts).last_hidden_state[:, -1]
+        hidden = self.decoder(
+            **self.inputs,
+            attention_mask=self.mask,
+            position_ids=self.positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            talora_prompts=self.prompts.layer_prompts,
+        ).last_hidden_state[:, -1]
         next_ids = F.linear(hidden, self.weight, self.bias).argmax(-1)
         self.inputs = {"input_ids": next_ids[:, None]}
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(next_ids), 1)], dim=1)
@@ -166,8 +180,7 @@ class GreedyDecoder:
 
 
 @torch.no_grad()
-def generate(backbone: Backbone, method: Method, items: list[Encoded],
-             max_new_tokens: int | list[int]) -> list[str]:
+def generate(backbone: Backbone, method: Method, items: list[Encoded], max_new_tokens: int | list[int]) -> list[str]:
     """Greedy continuation of each prompt with the method's prompts in place, up to the first newline
     (the answer's end in training), the end-of-sequence token or ``max_new_tokens`` (one budget, or
     one per example). Returns the text before the newline, stripped. Rows that finish early keep
@@ -194,28 +207,38 @@ def generate(backbone: Backbone, method: Method, items: list[Encoded],
 
 
 @torch.no_grad()
-def evaluate(backbone: Backbone, method: Method, items: list[Encoded], verbalizers: dict[int, Verbalizer],
-             batch_size: int = 32, lower: LowerLayerCaches | None = None) -> dict[str, dict[str, float]]:
+def evaluate(
+    backbone: Backbone,
+    method: Method,
+    items: list[Encoded],
+    verbalizers: dict[int, Verbalizer],
+    batch_size: int = 32,
+    lower: LowerLayerCaches | None = None,
+) -> dict[str, dict[str, float]]:
     """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
     headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py)."""
     if not items:
         raise DataError("nothing to evaluate: the evaluation split is empty")
     # Generated answers batch apart from ranked ones (a lone generated row would run every step alone);
     # within each, similar lengths batch together (less padding).
-    order = sorted(range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction",
-                                                     len(items[i].prompt)))
+    order = sorted(
+        range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction", len(items[i].prompt))
+    )
     preds: dict[int, str | float] = {}
     with method.applied(backbone):
         for start in range(0, len(order), batch_size):
-            chunk = [items[i] for i in order[start: start + batch_size]]
-            for i, p in zip(order[start: start + batch_size], predict(backbone, method, chunk, verbalizers, lower)):
+            chunk = [items[i] for i in order[start : start + batch_size]]
+            for i, p in zip(order[start : start + batch_size], predict(backbone, method, chunk, verbalizers, lower)):
                 preds[i] = p
     results = {}
     for task_id in sorted({e.task_id for e in items}):
         idx = [i for i, e in enumerate(items) if e.task_id == task_id]
         results[method.task_names[task_id]] = compute_metrics(
-            verbalizers[task_id], [preds[i] for i in idx], [items[i].golds or (items[i].label,) for i in idx],
-            [question_of(items[i].uid) for i in idx])
+            verbalizers[task_id],
+            [preds[i] for i in idx],
+            [items[i].golds or (items[i].label,) for i in idx],
+            [question_of(items[i].uid) for i in idx],
+        )
     return results
 
 

@@ -88,9 +88,11 @@ def _check_tasks(suite: Suite, where: str) -> None:
     try:
         available = {row["name"] for row in describe_tasks(suite.data_dir)}
     except DataError as err:
-        raise ConfigError(f"{where}: data_dir {suite.data_dir!r} cannot be read ({err}); "
-                          f"pass --data-dir to point at the data folder") from None
+        raise ConfigError(
+            f"{where}: data_dir {suite.data_dir!r} cannot be read ({err}); pass --data-dir to point at the data folder"
+        ) from None
     for key in ("sources", "targets"):
         if unknown := [t for t in getattr(suite, key) if t not in available]:
-            raise ConfigError(f"{where}: {key}: no task {', '.join(map(repr, unknown))} in "
-                              f"{suite.data_dir or 'the synthetic suite'}")
+            raise ConfigError(
+                f"{where}: {key}: no task {', '.join(map(repr, unknown))} in {suite.data_dir or 'the synthetic suite'}"
+            )

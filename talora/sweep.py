@@ -50,8 +50,9 @@ OVERRIDABLE = ("method", "method_args", "stage1", "train", "transfer")
 FLAGS = ("from_scratch",)  # true: no source training, the method starts fresh on each target's shots
 
 
-def load_sweep(path: str | Path, data_dir: str | None = None, overrides: dict | None = None
-               ) -> tuple[SweepConfig, dict[str, tuple[RunConfig, bool]]]:
+def load_sweep(
+    path: str | Path, data_dir: str | None = None, overrides: dict | None = None
+) -> tuple[SweepConfig, dict[str, tuple[RunConfig, bool]]]:
     """The sweep and, per method label, its full RunConfig (the base run with the method's overrides)
     and whether it trains from scratch on the targets."""
     path = Path(path)
@@ -77,8 +78,7 @@ def load_sweep(path: str | Path, data_dir: str | None = None, overrides: dict | 
             raise ConfigError(f"{where}: expected a mapping")
         unknown = sorted(set(spec) - set(OVERRIDABLE) - set(FLAGS))
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
-                              f"{', '.join(OVERRIDABLE + FLAGS)}")
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(OVERRIDABLE + FLAGS)}")
         if not isinstance(spec.get("from_scratch", False), bool):
             raise ConfigError(f"{where}.from_scratch: expected true or false")
         merged = copy.deepcopy(base)
@@ -92,8 +92,13 @@ def load_sweep(path: str | Path, data_dir: str | None = None, overrides: dict | 
     return sweep, runs
 
 
-def run_sweep(config: str | Path, output: Path, data_dir: str | None = None, overrides: dict | None = None,
-              loader: BackboneLoader | None = None) -> dict:
+def run_sweep(
+    config: str | Path,
+    output: Path,
+    data_dir: str | None = None,
+    overrides: dict | None = None,
+    loader: BackboneLoader | None = None,
+) -> dict:
     """Run (or finish) the sweep into ``output``; models come from ``loader`` (default: a new one,
     so each model is loaded once for this sweep)."""
     output = Path(output)
@@ -108,11 +113,14 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None, ove
     results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
     if sweep.zero_shot:
         if sources:
-            results["source"]["zero_shot"] = zero_shot(first, sources, loader.get(first.model), "validation",
-                                                       first.validation_examples)
-        results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in
-                                          zero_shot(first, sweep.targets, loader.get(first.model)).items()
-                                          for k in sweep.ks}
+            results["source"]["zero_shot"] = zero_shot(
+                first, sources, loader.get(first.model), "validation", first.validation_examples
+            )
+        results["target"]["zero_shot"] = {
+            f"{t} (k={k})": [s]
+            for t, s in zero_shot(first, sweep.targets, loader.get(first.model)).items()
+            for k in sweep.ks
+        }
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
     with tqdm(total=units, desc="sweep", dynamic_ncols=True) as bar:
@@ -123,9 +131,7 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None, ove
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
-                # manifest.run calls the unit at once (or not at all), so the loop variables are current.
-                summary = manifest.run(f"{tag} train {label}", folder,
-                                       lambda: run_train(cfg, folder, backbone=loader.get(cfg.model)))  # noqa: B023
+                summary = manifest.run(f"{tag} train {label}", folder, _unit(loader, cfg.model, run_train, cfg, folder))
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
             results["parameters"][label] = dict(summary["trainable_parameters"])
             bar.update()
@@ -134,16 +140,21 @@ def run_sweep(config: str | Path, output: Path, data_dir: str | None = None, ove
                 for k in sweep.ks:
                     for seed in sweep.seeds:
                         out = output / f"{label}-{task}-k{k}-s{seed}"
-                        res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out,
-                                           lambda: run_transfer(None if scratch else folder, task, k, seed,  # noqa: B023
-                                                                out, config=cfg,  # noqa: B023
-                                                                backbone=loader.get(cfg.model)))  # noqa: B023
+                        source = None if scratch else folder
+                        unit = _unit(loader, cfg.model, run_transfer, source, task, k, seed, out, config=cfg)
+                        res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out, unit)
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
                         bar.update()
                         write_results(results, output, config, t0)
     write_results(results, output, config, t0)
     return results
+
+
+def _unit(loader: BackboneLoader, model: str, recipe, *args, **kwargs):
+    """A recipe call for the manifest to run, or to skip when its unit is finished: the model is
+    loaded only when a unit actually runs."""
+    return lambda: recipe(*args, **kwargs, backbone=loader.get(model))
 
 
 def write_results(results: dict, output: Path, config: str | Path, t0: float) -> None:
@@ -155,8 +166,9 @@ def write_results(results: dict, output: Path, config: str | Path, t0: float) ->
     atomic_write(output / f"results-{stem}.md", format_table(results).encode())
 
 
-def zero_shot(cfg: RunConfig, names: list[str], backbone: Backbone, split: str | None = None,
-              cap: int | None = None) -> dict[str, float]:
+def zero_shot(
+    cfg: RunConfig, names: list[str], backbone: Backbone, split: str | None = None, cap: int | None = None
+) -> dict[str, float]:
     """Headline score of the frozen model with each task's template and no prompt, on the examples
     a transfer is scored on (``T.evaluation_split``, capped at ``test_examples``) unless
     ``split``/``cap`` say otherwise."""
@@ -165,10 +177,12 @@ def zero_shot(cfg: RunConfig, names: list[str], backbone: Backbone, split: str |
     scores = {}
     for name in names:
         task_split = split or T.evaluation_split(tasks[name])
-        items = encode_split(backbone, tasks, [name], task_split, cfg.max_length,
-                             cfg.test_examples if cap is None else cap)
-        result = evaluate(backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]),
-                          lower=lower)
+        items = encode_split(
+            backbone, tasks, [name], task_split, cfg.max_length, cfg.test_examples if cap is None else cap
+        )
+        result = evaluate(
+            backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]), lower=lower
+        )
         scores[name] = result[name][tasks[name].spec.metric]
     return scores
 
@@ -197,21 +211,28 @@ def format_table(results: dict) -> str:
             continue
         rows = list(dict.fromkeys(row for scores in block.values() for row in scores))
         for row in rows:
-            lines.append(f"| {setting} | {row} | "
-                         + " | ".join(_cell(block[m][row]) if row in block.get(m, {}) else "-" for m in methods)
-                         + " |")
+            lines.append(
+                f"| {setting} | {row} | "
+                + " | ".join(_cell(block[m][row]) if row in block.get(m, {}) else "-" for m in methods)
+                + " |"
+            )
         # An average only over complete rows: an interrupted sweep shows "-" rather than a biased mean.
-        averages = [f"**{100 * statistics.mean(_mean(block[m][r]) for r in rows):.1f}**"
-                    if all(r in block.get(m, {}) for r in rows) else "-" for m in methods]
+        averages = [
+            f"**{100 * statistics.mean(_mean(block[m][r]) for r in rows):.1f}**"
+            if all(r in block.get(m, {}) for r in rows)
+            else "-"
+            for m in methods
+        ]
         lines.append(f"| {setting} | **average** | " + " | ".join(averages) + " |")
     params = results.get("parameters", {})
     if params:
         cells = []
         for m in methods:
             p = params.get(m, {})
-            cells.append(f"{_count(p.get('shared', 0))} / {_count(p.get('per_task', 0))}"
-                         + (f" / {_count(p['target'])}" if "target" in p else ""))
+            cells.append(
+                f"{_count(p.get('shared', 0))} / {_count(p.get('per_task', 0))}"
+                + (f" / {_count(p['target'])}" if "target" in p else "")
+            )
         lines.append("| parameters | shared / per source task / per target | " + " | ".join(cells) + " |")
     lines.append(f"\nscores × 100; ± is the standard deviation over seeds; wall time {results['seconds']:.0f} s")
     return "\n".join(lines)
-

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .lower_cache import LowerLayerCaches
     from .methods.base import Method
 
+
 def mixing_rates(sizes: list[int], temperature: float, cap: int = 0) -> np.ndarray:
     n = np.array([min(s, cap) if cap else s for s in sizes], dtype=np.float64)
     rates = n ** (1.0 / temperature)
@@ -89,10 +90,13 @@ class LengthBuckets:
         g = step // self.group
         if g != self._current:
             self._start_drawn = list(self.sampler.drawn)
-            pool = [pick for s in range(g * self.group, (g + 1) * self.group)
-                    for pick in self.sampler.draw(s, self.batch_size)]
+            pool = [
+                pick
+                for s in range(g * self.group, (g + 1) * self.group)
+                for pick in self.sampler.draw(s, self.batch_size)
+            ]
             pool.sort(key=lambda pick: self.lengths[pick[0]][pick[1]])  # stable: ties keep draw order
-            cut = [pool[k * self.batch_size: (k + 1) * self.batch_size] for k in range(self.group)]
+            cut = [pool[k * self.batch_size : (k + 1) * self.batch_size] for k in range(self.group)]
             order = np.random.default_rng([self.seed, 2 << 20, g]).permutation(self.group)
             self._batches, self._current = [cut[k] for k in order], g
         return self._batches[step - g * self.group]
@@ -141,10 +145,20 @@ def _state_tensors(method: Method, optimizer, prefix: str = "") -> dict[str, tor
     return tensors
 
 
-def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_items: list[Encoded],
-          verbalizers: dict[int, Verbalizer], metrics: dict[str, str], cfg: TrainConfig, out_dir: Path,
-          seed: int, resume: bool = False, desc: str = "train", lower: LowerLayerCaches | None = None
-          ) -> TrainResult:
+def train(
+    backbone: Backbone,
+    method: Method,
+    train_items: list[Encoded],
+    eval_items: list[Encoded],
+    verbalizers: dict[int, Verbalizer],
+    metrics: dict[str, str],
+    cfg: TrainConfig,
+    out_dir: Path,
+    seed: int,
+    resume: bool = False,
+    desc: str = "train",
+    lower: LowerLayerCaches | None = None,
+) -> TrainResult:
     """Train ``method`` on ``train_items`` and leave it holding the best validated state.
     ``lower``: the run's lower-layer caches, if it keeps the frozen lower layers' output on disk."""
     out_dir = Path(out_dir)
@@ -157,8 +171,13 @@ def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_i
     if not task_ids:
         raise DataError("the training split is empty")
     sampler = MixtureSampler([len(by_task[t]) for t in task_ids], cfg.mixing_temperature, cfg.mixing_cap, seed)
-    buckets = LengthBuckets(sampler, [[len(e.prompt) + len(e.answer) for e in by_task[t]] for t in task_ids],
-                            cfg.batch_size, cfg.length_buckets, seed)
+    buckets = LengthBuckets(
+        sampler,
+        [[len(e.prompt) + len(e.answer) for e in by_task[t]] for t in task_ids],
+        cfg.batch_size,
+        cfg.length_buckets,
+        seed,
+    )
     groups = method.param_groups()
     if not groups:
         raise ConfigError(f"method {method.name!r} has no trainable parameters")
@@ -173,7 +192,7 @@ def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_i
     if resume and (ckpt := load_checkpoint(ckpt_dir)) is not None:
         tensors, meta = ckpt
         start = _restore(method, optimizer, scheduler, buckets, tensors, meta)
-        best_state = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+        best_state = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
         result = TrainResult(meta["best_score"], meta["best_step"], meta["history"])
         elapsed = meta["seconds"]
     log = (out_dir / "log.jsonl").open("a" if resume else "w")
@@ -191,8 +210,10 @@ def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_i
         total = loss + sum(t for t in (aux, reg) if t is not None)
         if not torch.isfinite(total):
             uids = [by_task[task_ids[t]][i].uid for t, i in picks]
-            raise TrainingError(f"loss became {total.item()} at step {step + 1} on batch {uids}; "
-                                f"the last good checkpoint is kept in {ckpt_dir}")
+            raise TrainingError(
+                f"loss became {total.item()} at step {step + 1} on batch {uids}; "
+                f"the last good checkpoint is kept in {ckpt_dir}"
+            )
         total.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -202,14 +223,25 @@ def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_i
         done = step + 1
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % cfg.log_every == 0 or done == cfg.steps:
-            record = {"step": done, "loss": loss.item(), "reg": None if reg is None else reg.item(),
-                      "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}, "gates": method.gate_values(),
-                      **method.log_state()}
+            record = {
+                "step": done,
+                "loss": loss.item(),
+                "reg": None if reg is None else reg.item(),
+                "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                "gates": method.gate_values(),
+                **method.log_state(),
+            }
             log.write(json.dumps(record) + "\n")
         if done in eval_steps:
             if eval_items:
-                scores = evaluate(backbone, method, _eval_subset(eval_items, cfg.eval_examples), verbalizers,
-                                  cfg.eval_batch_size, lower)
+                scores = evaluate(
+                    backbone,
+                    method,
+                    _eval_subset(eval_items, cfg.eval_examples),
+                    verbalizers,
+                    cfg.eval_batch_size,
+                    lower,
+                )
                 score = headline(scores, metrics)
                 result.history.append({"step": done, "score": score, "metrics": scores})
                 log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
@@ -219,11 +251,18 @@ def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_i
                 result.best_score, result.best_step = score, done
                 best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
             log.flush()
-            meta = {"best_score": result.best_score, "best_step": result.best_step, "history": result.history,
-                    "seconds": time.perf_counter() - t0, "drawn": buckets.drawn_before(done),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                    "optim_groups": [{k: v for k, v in g.items() if k != "params"}
-                                     for g in optimizer.state_dict()["param_groups"]]}
+            meta = {
+                "best_score": result.best_score,
+                "best_step": result.best_step,
+                "history": result.history,
+                "seconds": time.perf_counter() - t0,
+                "drawn": buckets.drawn_before(done),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "optim_groups": [
+                    {k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]
+                ],
+            }
             tensors = {**_state_tensors(method, optimizer), **{f"best.{k}": v for k, v in best_state.items()}}
             save_checkpoint(ckpt_dir, done, tensors, meta)
     log.close()
@@ -233,7 +272,7 @@ def train(backbone: Backbone, method: Method, train_items: list[Encoded], eval_i
 
 
 def _restore(method, optimizer, scheduler, buckets: LengthBuckets, tensors, meta) -> int:
-    method.load_state_dict({k[len("method."):]: v for k, v in tensors.items() if k.startswith("method.")})
+    method.load_state_dict({k[len("method.") :]: v for k, v in tensors.items() if k.startswith("method.")})
     state: dict[int, dict] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
@@ -253,8 +292,11 @@ def rng_state() -> dict:
     """Python, NumPy and torch generator states as JSON (the data order itself needs none of them)."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
-            "torch": torch.get_rng_state().tolist()}
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+    }
 
 
 def set_rng_state(state: dict) -> None:

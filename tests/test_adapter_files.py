@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_backbone
+
 from talora.adapter_files import SIDECAR, load_adapter, save_adapter
 from talora.errors import AdapterError
 from talora.methods.base import TargetContext
@@ -47,11 +47,14 @@ def test_a_format_1_sidecar_moves_its_state_out_of_the_config(saved_target):
     assert loaded.state.transfer
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"config": {"rank": "two"}}, r"adapter.json: config.rank: expected int"),
-    ({"config": {"rnak": 2}}, r"adapter.json: config: unknown key\(s\) rnak"),
-    ({"state": {"transfer": "yes"}}, r"adapter.json: state.transfer: expected bool"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"config": {"rank": "two"}}, r"adapter.json: config.rank: expected int"),
+        ({"config": {"rnak": 2}}, r"adapter.json: config: unknown key\(s\) rnak"),
+        ({"state": {"transfer": "yes"}}, r"adapter.json: state.transfer: expected bool"),
+    ],
+)
 def test_a_bad_sidecar_is_refused_naming_the_file_and_field(saved_target, change, message):
     backbone, _, folder = saved_target
     sidecar = json.loads((folder / SIDECAR).read_text())

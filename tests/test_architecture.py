@@ -18,8 +18,20 @@ from talora.methods import METHODS
 
 PACKAGE = Path(talora.__file__).parent
 REPO = PACKAGE.parent
-MUTATORS = {"append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear", "add", "discard",
-            "remove", "__setitem__"}
+MUTATORS = {
+    "append",
+    "extend",
+    "insert",
+    "update",
+    "setdefault",
+    "pop",
+    "popitem",
+    "clear",
+    "add",
+    "discard",
+    "remove",
+    "__setitem__",
+}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -34,16 +46,25 @@ def _modules() -> dict[str, ast.Module]:
 def _is_empty_container(node: ast.expr) -> bool:
     if isinstance(node, (ast.Dict, ast.List, ast.Set)):
         return not (node.keys if isinstance(node, ast.Dict) else node.elts)
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args and \
-        node.func.id in ("dict", "list", "set", "defaultdict", "OrderedDict")
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and not node.args
+        and node.func.id in ("dict", "list", "set", "defaultdict", "OrderedDict")
+    )
 
 
 def _state_problems(name: str, tree: ast.Module) -> list[str]:
     problems = []
     module_names = set()
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-            if isinstance(node, ast.AnnAssign) and node.value is not None else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign) and node.value is not None
+            else []
+        )
         for t in targets:
             if isinstance(t, ast.Name):
                 module_names.add(t.id)
@@ -64,11 +85,15 @@ def _state_problems(name: str, tree: ast.Module) -> list[str]:
         for node in ast.walk(fn):
             target = None
             if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
-                for t in (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]):
+                for t in node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]:
                     if isinstance(t, (ast.Subscript, ast.Attribute)) and isinstance(t.value, ast.Name):
                         target = t.value.id
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                    node.func.attr in MUTATORS and isinstance(node.func.value, ast.Name):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in MUTATORS
+                and isinstance(node.func.value, ast.Name)
+            ):
                 target = node.func.value.id
             if target in module_names and target not in local:
                 problems.append(f"{name}:{node.lineno}: function {fn.name} changes module-level {target}")
@@ -89,8 +114,12 @@ def _imports(name: str, tree: ast.Module, modules: set[str]) -> set[str]:
     """Modules of the package that ``name`` imports anywhere, except under ``if TYPE_CHECKING``."""
     package = name if any(m.startswith(name + ".") for m in modules) else name.rpartition(".")[0]
     found = set()
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
@@ -118,7 +147,7 @@ def test_no_import_cycle():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(path[path.index(nxt):] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
             elif nxt not in state:
                 visit(nxt, path + [node])
         state[node] = "done"
@@ -130,14 +159,20 @@ def test_no_import_cycle():
 
 
 def test_reading_a_config_does_not_import_torch(tmp_path):
-    code = ("import sys; from talora.config import read_yaml, from_dict, RunConfig; "
-            "from_dict(RunConfig, {'train': {'steps': 3}}); assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from talora.config import read_yaml, from_dict, RunConfig; "
+        "from_dict(RunConfig, {'train': {'steps': 3}}); assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def _config_classes():
-    return [RunConfig, TrainConfig, *{cls.config_cls for cls in METHODS.values()},
-            *{cls.state_cls for cls in METHODS.values()}]
+    return [
+        RunConfig,
+        TrainConfig,
+        *{cls.config_cls for cls in METHODS.values()},
+        *{cls.state_cls for cls in METHODS.values()},
+    ]
 
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)

@@ -4,17 +4,16 @@ import math
 
 import pytest
 import torch
+from conftest import make_backbone
 
 from talora.attention import LayerPrompts, talora_attention
-
-from conftest import make_backbone
 
 
 def _ids(backbone, batch=3, length=12, seed=1):
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(2, 300, (batch, length), generator=gen)
     mask = torch.ones_like(ids)
-    mask[1, length - 4:] = 0  # one right-padded row
+    mask[1, length - 4 :] = 0  # one right-padded row
     return ids, mask
 
 

@@ -1,8 +1,8 @@
 """Backbone loading from a local folder, freezing, and the fingerprint adapters are checked with."""
 
-from talora.backbone import load_backbone, model_fingerprint
-
 from conftest import make_backbone
+
+from talora.backbone import load_backbone, model_fingerprint
 
 
 def test_local_folder_round_trip(tmp_path):

@@ -6,18 +6,25 @@ import torch
 
 from talora.adapter_files import load_adapter, save_adapter
 from talora.batching import Encoded, answer_batch
+from talora.config import TrainConfig
 from talora.methods import METHODS
 from talora.methods.base import TargetContext
 from talora.tasks import load_tasks
-from talora.config import TrainConfig
 from talora.train import train
 
 # Synthetic-suite names, so that adapter files can carry the tasks' specs.
 TASKS = ["movie_sentiment", "news_topic", "emotion"]
 SMALL = {
-    "spot": {"length": 4}, "spot_retrieval": {"length": 4, "probe_steps": 2}, "attempt": {"length": 4},
-    "mpt": {"length": 4}, "lora": {"rank": 2}, "adapter": {"bottleneck": 8}, "bitfit": {},
-    "full_finetune": {"lr": 1e-3}, "prompt_tuning": {"length": 4}, "deep_prompt_tuning": {"length": 4, "layers": 2},
+    "spot": {"length": 4},
+    "spot_retrieval": {"length": 4, "probe_steps": 2},
+    "attempt": {"length": 4},
+    "mpt": {"length": 4},
+    "lora": {"rank": 2},
+    "adapter": {"bottleneck": 8},
+    "bitfit": {},
+    "full_finetune": {"lr": 1e-3},
+    "prompt_tuning": {"length": 4},
+    "deep_prompt_tuning": {"length": 4, "layers": 2},
 }
 NAMES = list(SMALL)
 
@@ -33,8 +40,16 @@ def build(name, backbone, tasks=TASKS, **kw):
 
 def items(n=12, seed=0, tasks=3):
     gen = torch.Generator().manual_seed(seed)
-    return [Encoded(f"x{i}", i % tasks, tuple(torch.randint(2, 300, (5 + i % 4,), generator=gen).tolist()),
-                    tuple(torch.randint(2, 300, (1 + i % 2,), generator=gen).tolist()), "l") for i in range(n)]
+    return [
+        Encoded(
+            f"x{i}",
+            i % tasks,
+            tuple(torch.randint(2, 300, (5 + i % 4,), generator=gen).tolist()),
+            tuple(torch.randint(2, 300, (1 + i % 2,), generator=gen).tolist()),
+            "l",
+        )
+        for i in range(n)
+    ]
 
 
 def fit(method, backbone, out, steps=3, data=None):
@@ -58,8 +73,12 @@ def _context(task, backbone, tune=None):
 
 def snapshot(backbone):
     model = backbone.model
-    return ({k: v.clone() for k, v in model.state_dict().items()}, [id(p) for p in model.parameters()],
-            [id(m) for m in model.modules()], backbone.fingerprint)
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [id(p) for p in model.parameters()],
+        [id(m) for m in model.modules()],
+        backbone.fingerprint,
+    )
 
 
 def assert_untouched(backbone, before):
@@ -75,6 +94,7 @@ def assert_untouched(backbone, before):
 
 
 # (1) Every method: its trainable tensors move, the backbone does not, outside ``applied`` the model is frozen.
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_training_moves_the_method_and_never_the_backbone(tmp_path, backbone, name):
@@ -102,6 +122,7 @@ def test_weight_methods_change_the_model_only_inside_applied(tmp_path, backbone,
 
 
 # (2) What defines each method.
+
 
 def test_spot_shares_one_prompt_and_a_target_starts_from_it(backbone):
     m = build("spot", backbone)
@@ -206,8 +227,14 @@ def test_mpt_prompt_equals_peft_multitask_prompt_embedding(backbone):
     with torch.no_grad():
         m.u.normal_()
         m.v.normal_()
-    cfg = MultitaskPromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, token_dim=backbone.hidden_size,
-                                      num_transformer_submodules=1, num_tasks=3, num_ranks=1)
+    cfg = MultitaskPromptTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=4,
+        token_dim=backbone.hidden_size,
+        num_transformer_submodules=1,
+        num_tasks=3,
+        num_ranks=1,
+    )
     peft = MultitaskPromptEmbedding(cfg, backbone.model.get_input_embeddings())
     with torch.no_grad():  # P* = PEFT's prompt embedding, u = its (m x 1) columns, v = its (1 x d) rows
         peft.embedding.weight.copy_(m.shared)
@@ -315,8 +342,9 @@ def test_full_finetune_swaps_every_weight_in_and_keeps_tied_weights_tied(tmp_pat
     cfg = tiny_config("llama")
     cfg.tie_word_embeddings = True
     torch.manual_seed(0)
-    backbone = freeze(Backbone(AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa"), tiny_tokenizer(),
-                               "tiny-tied"))
+    backbone = freeze(
+        Backbone(AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa"), tiny_tokenizer(), "tiny-tied")
+    )
     model = backbone.model
     assert model.lm_head.weight is model.get_input_embeddings().weight
     m = build("full_finetune", backbone)
@@ -332,6 +360,7 @@ def test_full_finetune_swaps_every_weight_in_and_keeps_tied_weights_tied(tmp_pat
 
 # (3) Adapter files: a method is rebuilt from (config, backbone, task names) and its state dict.
 
+
 @pytest.mark.parametrize("name", NAMES)
 def test_adapter_files_round_trip(tmp_path, backbone, name):
     specs = {t: task.spec for t, task in load_tasks(None, TASKS).items()}
@@ -344,6 +373,7 @@ def test_adapter_files_round_trip(tmp_path, backbone, name):
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     batch = answer_batch(items(6, seed=2), backbone.tokenizer.pad_token_id)
     from talora.forward import hidden_at
+
     with torch.no_grad(), method.applied(backbone):
         want = hidden_at(backbone, method, batch)
     with torch.no_grad(), loaded.applied(backbone):

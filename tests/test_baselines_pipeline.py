@@ -4,14 +4,11 @@ import json
 
 import pytest
 import torch
+from test_baselines import SMALL
 
 from talora import pipeline
 from talora.adapter_files import read_sidecar
-from talora.config import RunConfig
-from talora.config import TrainConfig
-
-from conftest import make_backbone
-from test_baselines import SMALL
+from talora.config import RunConfig, TrainConfig
 
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 BASELINES = ["spot", "spot_retrieval", "attempt", "mpt", "lora", "adapter", "bitfit", "full_finetune"]
@@ -25,9 +22,18 @@ def tiny(tiny_models):
 
 def _cfg(method: str) -> RunConfig:
     short = TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_every=2, eval_examples=6, log_every=2)
-    return RunConfig(method=method, model="tiny", tasks=SOURCES, max_length=48, train_examples=16,
-                     validation_examples=8, method_args=dict(SMALL[method]), stage1=short, train=short,
-                     transfer=TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=0))
+    return RunConfig(
+        method=method,
+        model="tiny",
+        tasks=SOURCES,
+        max_length=48,
+        train_examples=16,
+        validation_examples=8,
+        method_args=dict(SMALL[method]),
+        stage1=short,
+        train=short,
+        transfer=TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=0),
+    )
 
 
 @pytest.mark.parametrize("method", BASELINES)

@@ -1,15 +1,21 @@
 """Encoding: the truncation rule for long inputs, and answer positions in padded batches."""
 
 import pytest
+from conftest import make_backbone
 
 from talora.batching import answer_batch, encode
 from talora.errors import DataError
 from talora.tasks import Example, TaskSpec
 
-from conftest import make_backbone
-
-SPEC = TaskSpec("t", "en", "classification", ("positive", "negative"),
-                {"positive": " positive", "negative": " negative"}, "Review: {text}\nSentiment:", "accuracy")
+SPEC = TaskSpec(
+    "t",
+    "en",
+    "classification",
+    ("positive", "negative"),
+    {"positive": " positive", "negative": " negative"},
+    "Review: {text}\nSentiment:",
+    "accuracy",
+)
 
 
 def test_long_input_loses_tokens_from_its_field_not_the_template_or_answer():
@@ -39,8 +45,10 @@ def test_unknown_label_is_named():
 
 def test_answer_positions_point_at_the_tokens_before_each_answer_token():
     tok = make_backbone().tokenizer
-    items = [encode(SPEC, Example(f"t/train/{i}", "t", {"text": t}, "negative"), tok, 64, 0)
-             for i, t in enumerate(["bad", "the food was awful and slow"])]
+    items = [
+        encode(SPEC, Example(f"t/train/{i}", "t", {"text": t}, "negative"), tok, 64, 0)
+        for i, t in enumerate(["bad", "the food was awful and slow"])
+    ]
     batch = answer_batch(items, tok.pad_token_id)
     for row, col, target in zip(batch.rows.tolist(), batch.cols.tolist(), batch.targets.tolist()):
         assert batch.input_ids[row, col + 1] == target and batch.attention_mask[row, col + 1] == 1

@@ -3,9 +3,9 @@
 import json
 
 import torch
+from conftest import make_backbone
 
 from talora.bench import ROWS, Shape, _peft_model, run_speed, write_json
-from conftest import make_backbone
 
 
 def test_every_row_steps_and_the_json_has_the_documented_fields(tmp_path, monkeypatch):
@@ -27,8 +27,12 @@ def test_every_row_steps_and_the_json_has_the_documented_fields(tmp_path, monkey
 def test_peft_rows_train_only_their_own_parameters():
     backbone = make_backbone("llama")
     shape = Shape(batch_size=2, seq_len=8, prompt_length=2, layers=2)
-    marks = {"peft_lora": "lora_", "peft_prompt_tuning": "prompt_encoder", "peft_prefix_tuning": "prompt_encoder",
-             "peft_adaption_prompt": "adaption_"}
+    marks = {
+        "peft_lora": "lora_",
+        "peft_prompt_tuning": "prompt_encoder",
+        "peft_prefix_tuning": "prompt_encoder",
+        "peft_adaption_prompt": "adaption_",
+    }
     for row, mark in marks.items():
         names = [n for n, p in _peft_model(backbone, row, shape, 2).named_parameters() if p.requires_grad]
         assert names and all(mark in n for n in names), (row, names)

@@ -46,9 +46,16 @@ def _data(d: Path, train_lines: list[str] | None = None) -> str:
     root = d / "data"
     _file(root, "en/reviews/train.jsonl", "".join(line + "\n" for line in lines))
     _file(root, "en/reviews/validation.jsonl", json.dumps(rows[0]) + "\n")
-    entry = {"task": "reviews", "language": "en", "role": "source", "type": "single-sentence classification",
-             "metric": "Accuracy", "label_list": ["bad", "good"], "path": "en/reviews",
-             "splits": {s: {"file": f"en/reviews/{s}.jsonl"} for s in ("train", "validation")}}
+    entry = {
+        "task": "reviews",
+        "language": "en",
+        "role": "source",
+        "type": "single-sentence classification",
+        "metric": "Accuracy",
+        "label_list": ["bad", "good"],
+        "path": "en/reviews",
+        "splits": {s: {"file": f"en/reviews/{s}.jsonl"} for s in ("train", "validation")},
+    }
     _file(root, "MANIFEST.json", json.dumps({"tasks": [entry]}))
     return str(root)
 
@@ -69,14 +76,15 @@ SMALL = "method: prompt_tuning\ntasks: [movie_sentiment]\n"
 # id -> (argv built in the case's folder, what the error line must name)
 CASES = {
     # config files
-    "config-missing": (lambda d: ["train", "--config", str(d / "nope.yaml"), "--output", str(d / "out")],
-                       "nope.yaml"),
+    "config-missing": (lambda d: ["train", "--config", str(d / "nope.yaml"), "--output", str(d / "out")], "nope.yaml"),
     "config-is-a-folder": (lambda d: ["train", "--config", str(d), "--output", str(d / "out")], "not found"),
     "config-invalid-yaml": (lambda d: _train(d, "train: {steps: 5\nseed: 1\n"), "not valid YAML"),
     "config-top-level-list": (lambda d: _train(d, "- method: talora\n- seed: 1\n"), "expected a mapping"),
     "config-top-level-scalar": (lambda d: _train(d, "42\n"), "expected a mapping"),
-    "config-not-text": (lambda d: ["train", "--config", _file(d, "c.yaml", b"\xff\xfe\x00\x81binary"),
-                                   "--output", str(d / "out")], "c.yaml"),
+    "config-not-text": (
+        lambda d: ["train", "--config", _file(d, "c.yaml", b"\xff\xfe\x00\x81binary"), "--output", str(d / "out")],
+        "c.yaml",
+    ),
     "config-unknown-key": (lambda d: _train(d, "colour: red\n"), "colour"),
     "config-unknown-nested-key": (lambda d: _train(d, "train: {stepz: 5}\n"), "stepz"),
     "config-wrong-type": (lambda d: _train(d, 'train: {steps: "ten"}\n'), "train.steps"),
@@ -84,20 +92,32 @@ CASES = {
     "config-unknown-method": (lambda d: _train(d, "method: nosuch\n"), "nosuch"),
     "flag-unknown-method": (lambda d: _train(d, "", "--method", "nosuch"), "nosuch"),
     "config-bad-method-args": (lambda d: _train(d, "method: prompt_tuning\nmethod_args: {rnak: 2}\n"), "rnak"),
-    "config-method-args-wrong-type": (lambda d: _train(d, "method: prompt_tuning\nmethod_args: {length: two}\n"),
-                                      "length"),
+    "config-method-args-wrong-type": (
+        lambda d: _train(d, "method: prompt_tuning\nmethod_args: {length: two}\n"),
+        "length",
+    ),
     "config-unknown-task": (lambda d: _train(d, "tasks: [movie_sentiment, nosuch_task]\n"), "nosuch_task"),
     "model-folder-missing": (lambda d: _train(d, SMALL + "model: ./no/such/dir\n"), "no/such/dir"),
     "model-gguf-missing": (lambda d: _train(d, SMALL + "model: ./no/such.gguf\n"), "such.gguf"),
     # data folders
     "data-dir-missing": (lambda d: _train(d, "", "--data-dir", str(d / "nodata")), "MANIFEST.json"),
-    "data-dir-empty": (lambda d: _train(d, "", "--data-dir", str((d / "empty").mkdir() or d / "empty")),
-                       "MANIFEST.json"),
-    "data-dir-malformed-jsonl": (lambda d: _train(d, "", "--data-dir", _data(d, [
-        json.dumps({"text": "fine film", "label": "good"}), '{"text": "dull film", "label": '])),
-                                 "line 2"),
-    "data-dir-bad-label": (lambda d: _train(d, "", "--data-dir", _data(d, [
-        json.dumps({"text": "fine film", "label": "meh"})])), "meh"),
+    "data-dir-empty": (
+        lambda d: _train(d, "", "--data-dir", str((d / "empty").mkdir() or d / "empty")),
+        "MANIFEST.json",
+    ),
+    "data-dir-malformed-jsonl": (
+        lambda d: _train(
+            d,
+            "",
+            "--data-dir",
+            _data(d, [json.dumps({"text": "fine film", "label": "good"}), '{"text": "dull film", "label": ']),
+        ),
+        "line 2",
+    ),
+    "data-dir-bad-label": (
+        lambda d: _train(d, "", "--data-dir", _data(d, [json.dumps({"text": "fine film", "label": "meh"})])),
+        "meh",
+    ),
     # overrides
     "override-without-value": (lambda d: _train(d, SMALL, "--train.steps"), "--train.steps"),
     "override-unknown-key": (lambda d: _train(d, SMALL, "--train.stepz", "5"), "stepz"),
@@ -107,46 +127,186 @@ CASES = {
     "override-and-option": (lambda d: _train(d, SMALL, "--data-dir", str(d), "--data_dir", str(d)), "data_dir"),
     "override-abbreviated-option": (lambda d: _train(d, SMALL, "--data", str(d)), "data"),  # not --data-dir
     "override-invalid-yaml": (lambda d: _train(d, SMALL, "--tasks", "[a, b"), "--tasks"),
-    "output-is-a-file": (lambda d: ["train", "--config", _config(d, SMALL), "--output", _file(d, "out", "x")],
-                         "out"),
+    "output-is-a-file": (lambda d: ["train", "--config", _config(d, SMALL), "--output", _file(d, "out", "x")], "out"),
     # transfer
-    "transfer-both-starts": (lambda d: ["transfer", "--from", str(d), "--config", _config(d, SMALL),
-                                        "--task", "tweet_emotion", "--k", "2", "--output", str(d / "out")], "--from"),
-    "transfer-no-start": (lambda d: ["transfer", "--task", "tweet_emotion", "--k", "2", "--output", str(d / "out")],
-                          "--from"),
-    "transfer-k-zero": (lambda d: ["transfer", "--config", _config(d, SMALL), "--task", "tweet_emotion",
-                                   "--k", "0", "--output", str(d / "out")], "--k"),
-    "transfer-k-negative": (lambda d: ["transfer", "--config", _config(d, SMALL), "--task", "tweet_emotion",
-                                       "--k", "-3", "--output", str(d / "out")], "--k"),
-    "transfer-k-not-a-number": (lambda d: ["transfer", "--config", _config(d, SMALL), "--task", "tweet_emotion",
-                                           "--k", "two", "--output", str(d / "out")], "--k"),
-    "transfer-from-missing": (lambda d: ["transfer", "--from", str(d / "nope"), "--task", "tweet_emotion",
-                                         "--k", "2", "--output", str(d / "out")], "nope"),
-    "transfer-from-overrides": (lambda d: ["transfer", "--from", str(d), "--task", "tweet_emotion", "--k", "2",
-                                           "--output", str(d / "out"), "--transfer.steps", "3"], "--config"),
-    "transfer-config-override-unknown": (lambda d: ["transfer", "--config", _config(d, SMALL), "--task",
-                                                    "tweet_emotion", "--k", "2", "--output", str(d / "out"),
-                                                    "--transfer.stepz", "3"], "stepz"),
-    "transfer-unknown-task": (lambda d: ["transfer", "--config", _config(d, SMALL), "--task", "nosuch_task",
-                                         "--k", "2", "--output", str(d / "out")], "nosuch_task"),
-    "transfer-from-not-an-adapter": (lambda d: ["transfer", "--from", _adapter_like(d), "--task", "tweet_emotion",
-                                                "--k", "2", "--output", str(d / "out")], "adapter"),
+    "transfer-both-starts": (
+        lambda d: [
+            "transfer",
+            "--from",
+            str(d),
+            "--config",
+            _config(d, SMALL),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "2",
+            "--output",
+            str(d / "out"),
+        ],
+        "--from",
+    ),
+    "transfer-no-start": (
+        lambda d: ["transfer", "--task", "tweet_emotion", "--k", "2", "--output", str(d / "out")],
+        "--from",
+    ),
+    "transfer-k-zero": (
+        lambda d: [
+            "transfer",
+            "--config",
+            _config(d, SMALL),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "0",
+            "--output",
+            str(d / "out"),
+        ],
+        "--k",
+    ),
+    "transfer-k-negative": (
+        lambda d: [
+            "transfer",
+            "--config",
+            _config(d, SMALL),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "-3",
+            "--output",
+            str(d / "out"),
+        ],
+        "--k",
+    ),
+    "transfer-k-not-a-number": (
+        lambda d: [
+            "transfer",
+            "--config",
+            _config(d, SMALL),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "two",
+            "--output",
+            str(d / "out"),
+        ],
+        "--k",
+    ),
+    "transfer-from-missing": (
+        lambda d: [
+            "transfer",
+            "--from",
+            str(d / "nope"),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "2",
+            "--output",
+            str(d / "out"),
+        ],
+        "nope",
+    ),
+    "transfer-from-overrides": (
+        lambda d: [
+            "transfer",
+            "--from",
+            str(d),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "2",
+            "--output",
+            str(d / "out"),
+            "--transfer.steps",
+            "3",
+        ],
+        "--config",
+    ),
+    "transfer-config-override-unknown": (
+        lambda d: [
+            "transfer",
+            "--config",
+            _config(d, SMALL),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "2",
+            "--output",
+            str(d / "out"),
+            "--transfer.stepz",
+            "3",
+        ],
+        "stepz",
+    ),
+    "transfer-unknown-task": (
+        lambda d: [
+            "transfer",
+            "--config",
+            _config(d, SMALL),
+            "--task",
+            "nosuch_task",
+            "--k",
+            "2",
+            "--output",
+            str(d / "out"),
+        ],
+        "nosuch_task",
+    ),
+    "transfer-from-not-an-adapter": (
+        lambda d: [
+            "transfer",
+            "--from",
+            _adapter_like(d),
+            "--task",
+            "tweet_emotion",
+            "--k",
+            "2",
+            "--output",
+            str(d / "out"),
+        ],
+        "adapter",
+    ),
     # eval
     "eval-not-an-adapter": (lambda d: ["eval", "--adapter", str(d), "--task", "movie_sentiment"], "adapter"),
     "eval-adapter-missing": (lambda d: ["eval", "--adapter", str(d / "nope"), "--task", "movie_sentiment"], "nope"),
-    "eval-unknown-argument": (lambda d: ["eval", "--adapter", str(d), "--task", "x", "--train.steps", "5"],
-                              "--train.steps"),
+    "eval-unknown-argument": (
+        lambda d: ["eval", "--adapter", str(d), "--task", "x", "--train.steps", "5"],
+        "--train.steps",
+    ),
     # other commands
     "tasks-unknown-suite": (lambda d: ["tasks", "--suite", "nosuch"], "nosuch"),
     "tasks-data-dir-missing": (lambda d: ["tasks", "--data-dir", str(d / "nodata")], "MANIFEST.json"),
-    "sweep-config-missing": (lambda d: ["sweep", "--config", str(d / "nope.yaml"), "--output", str(d / "out")],
-                             "nope.yaml"),
-    "sweep-override-wrong-type": (lambda d: ["sweep", "--config", _config(d, "methods: {prompt_tuning: {}}\n"),
-                                             "--output", str(d / "out"), "--ks", "16"], "ks"),
-    "sweep-override-unknown-run-key": (lambda d: ["sweep", "--config", _config(d, "methods: {prompt_tuning: {}}\n"),
-                                                  "--output", str(d / "out"), "--run.train.stepz", "5"], "stepz"),
-    "demo-config-missing": (lambda d: ["demo", "--config", str(d / "nope.yaml"), "--output", str(d / "out")],
-                            "nope.yaml"),
+    "sweep-config-missing": (
+        lambda d: ["sweep", "--config", str(d / "nope.yaml"), "--output", str(d / "out")],
+        "nope.yaml",
+    ),
+    "sweep-override-wrong-type": (
+        lambda d: [
+            "sweep",
+            "--config",
+            _config(d, "methods: {prompt_tuning: {}}\n"),
+            "--output",
+            str(d / "out"),
+            "--ks",
+            "16",
+        ],
+        "ks",
+    ),
+    "sweep-override-unknown-run-key": (
+        lambda d: [
+            "sweep",
+            "--config",
+            _config(d, "methods: {prompt_tuning: {}}\n"),
+            "--output",
+            str(d / "out"),
+            "--run.train.stepz",
+            "5",
+        ],
+        "stepz",
+    ),
+    "demo-config-missing": (
+        lambda d: ["demo", "--config", str(d / "nope.yaml"), "--output", str(d / "out")],
+        "nope.yaml",
+    ),
     "analyze-tpv-inits-no-source": (lambda d: ["analyze", "tpv-inits", "--output", str(d / "out")], "--runs"),
     "bench-unknown-row": (lambda d: ["bench", "speed", "--rows", "nosuch"], "nosuch"),
     # usage errors (argparse)
@@ -156,6 +316,7 @@ CASES = {
     "train-seed-not-a-number": (lambda d: _train(d, SMALL, "--seed", "one"), "--seed"),
     "tasks-unknown-flag": (lambda d: ["tasks", "--frobnicate"], "--frobnicate"),
 }
+
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     try:

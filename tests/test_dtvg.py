@@ -7,8 +7,17 @@ from talora.errors import ConfigError
 from talora.methods.base import TargetContext
 from talora.methods.dtvg import DTVG, DTVGConfig, DTVGState
 from talora.methods.tpv import TPV, TPVConfig
-from talora.methods.tpv_math import (choose_group, greedy_group, knowledge_consistency, max_consistency_group,
-                                     merge, nonnegative_group, pooled, similarity, target_similarity)
+from talora.methods.tpv_math import (
+    choose_group,
+    greedy_group,
+    knowledge_consistency,
+    max_consistency_group,
+    merge,
+    nonnegative_group,
+    pooled,
+    similarity,
+    target_similarity,
+)
 
 
 def test_similarity_is_the_dot_product_of_token_sums_over_m_squared():
@@ -30,10 +39,7 @@ def test_target_similarity_and_knowledge_consistency():
     assert knowledge_consistency(pair, [2]) == 0.0  # below two members KC is 0 (eq. 4)
 
 
-PAIR = [[0, 1, -2, 2],
-        [1, 0, 0, 2],
-        [-2, 0, 0, 5],
-        [2, 2, 5, 0]]
+PAIR = [[0, 1, -2, 2], [1, 0, 0, 2], [-2, 0, 0, 5], [2, 2, 5, 0]]
 
 
 def test_greedy_grouping_follows_algorithm_2():
@@ -66,8 +72,11 @@ def test_ablation_groupings():
 def test_merge_equals_the_formula():
     gen = torch.Generator().manual_seed(0)
     T, S, m, d = 2, 3, 4, 5
-    init, target, sources = torch.randn(m, d, generator=gen), torch.randn(T, m, d, generator=gen), \
-        torch.randn(S, m, d, generator=gen)
+    init, target, sources = (
+        torch.randn(m, d, generator=gen),
+        torch.randn(T, m, d, generator=gen),
+        torch.randn(S, m, d, generator=gen),
+    )
     alpha_t, alpha_s = torch.rand(T, m, generator=gen), torch.rand(T, S, m, generator=gen)
     mask = torch.tensor([[True, False, True], [False, False, False]])
     got = merge(init, target, alpha_t, sources, alpha_s, mask)

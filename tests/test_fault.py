@@ -8,12 +8,10 @@ import sys
 import time
 
 import torch
+from conftest import make_backbone
 from safetensors.torch import load_file
 
-from talora.config import RunConfig, dump_config
-from talora.config import TrainConfig
-
-from conftest import make_backbone
+from talora.config import RunConfig, TrainConfig, dump_config
 
 
 def _config(tmp_path) -> str:
@@ -22,9 +20,16 @@ def _config(tmp_path) -> str:
     tiny.model.save_pretrained(model_dir)
     tiny.tokenizer.save_pretrained(model_dir)
     steps = TrainConfig(steps=120, batch_size=4, warmup_steps=1, eval_every=5, eval_examples=4, log_every=5)
-    cfg = RunConfig(method="prompt_tuning", model=str(model_dir), tasks=["movie_sentiment", "emotion"],
-                    max_length=48, train_examples=32, validation_examples=8, method_args={"length": 4},
-                    train=steps)
+    cfg = RunConfig(
+        method="prompt_tuning",
+        model=str(model_dir),
+        tasks=["movie_sentiment", "emotion"],
+        max_length=48,
+        train_examples=32,
+        validation_examples=8,
+        method_args={"length": 4},
+        train=steps,
+    )
     path = tmp_path / "c.yaml"
     path.write_text(dump_config(cfg))
     return str(path)
@@ -32,8 +37,12 @@ def _config(tmp_path) -> str:
 
 def _train(config, out, resume=False):
     cmd = [sys.executable, "-m", "talora.cli", "train", "--config", config, "--output", str(out)]
-    return subprocess.Popen(cmd + (["--resume"] if resume else []), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
+    return subprocess.Popen(
+        cmd + (["--resume"] if resume else []),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
 
 
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
@@ -82,9 +91,13 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     config = _config(tmp_path)
     assert _train(config, tmp_path / "full").wait(timeout=300) == 0
     out = tmp_path / "killed"
-    child = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, "train", "--config", config, "--output",
-                            str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_WRITE, "train", "--config", config, "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        timeout=300,
+    )
     assert child.returncode == -signal.SIGKILL
     assert json.loads((out / "checkpoint" / "latest.json").read_text())["current"] == "ckpt-5"
     assert _train(config, out, resume=True).wait(timeout=300) == 0

@@ -10,14 +10,11 @@ import torch
 
 from talora import predict as predict_mod
 from talora.batching import Encoded, encode
-from talora.methods.prompt_tuning import PromptTuning
-from talora.methods.talora import TALoRA
 from talora.methods.base import NoPrompt
-from talora.methods.prompt_tuning import PromptTuningConfig
-from talora.methods.talora import TALoRAConfig
-from talora.predict import Verbalizer, generate, predict
+from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+from talora.methods.talora import TALoRA, TALoRAConfig
+from talora.predict import Verbalizer, evaluate, generate, predict
 from talora.tasks import Example, TaskSpec
-from talora.predict import evaluate
 
 TASKS = ["a", "b", "c"]
 
@@ -37,8 +34,10 @@ def _method(backbone, kind: str, tasks: list[str] = TASKS):
 
 def _items(n: int = 5, seed: int = 0) -> list[Encoded]:
     gen = torch.Generator().manual_seed(seed)
-    return [Encoded(f"x{i}", i % 3, tuple(torch.randint(2, 300, (4 + 3 * i,), generator=gen).tolist()), (), "")
-            for i in range(n)]
+    return [
+        Encoded(f"x{i}", i % 3, tuple(torch.randint(2, 300, (4 + 3 * i,), generator=gen).tolist()), (), "")
+        for i in range(n)
+    ]
 
 
 @torch.no_grad()
@@ -48,7 +47,7 @@ def _logits(backbone, m, ids: list[int], task_id: int) -> torch.Tensor:
     if prompts.input_prefix is not None:
         embeds = backbone.model.get_input_embeddings()(torch.tensor([ids]))
         embeds = torch.cat([prompts.input_prefix, embeds], 1)
-        return backbone.model(inputs_embeds=embeds).logits[0, prompts.input_prefix.shape[1]:]
+        return backbone.model(inputs_embeds=embeds).logits[0, prompts.input_prefix.shape[1] :]
     return backbone.model(input_ids=torch.tensor([ids]), talora_prompts=prompts.layer_prompts).logits[0]
 
 
@@ -84,8 +83,9 @@ def scripted(monkeypatch, backbone):
     """The model says each task id's SCRIPT, one token per step, whatever the prompt; steps counted."""
     tok = backbone.tokenizer
     ids = lambda text: [tok.convert_tokens_to_ids(c) for c in text.replace("\n", "Ċ")]  # noqa: E731 (byte level)
-    scripts = {t: ids(s.removesuffix("<eos>")) + ([tok.eos_token_id] if s.endswith("<eos>") else [])
-               for t, s in SCRIPT.items()}
+    scripts = {
+        t: ids(s.removesuffix("<eos>")) + ([tok.eos_token_id] if s.endswith("<eos>") else []) for t, s in SCRIPT.items()
+    }
     steps = []
 
     class ScriptedDecoder:
@@ -123,9 +123,11 @@ def test_candidate_scoring_of_every_ranked_kind(backbone, kind):
     m = _method(backbone, kind)
     words = ((40, 41), (42,), (43, 44, 45))  # multi-token label words
     bins = ((50,), (51, 52), (53,))
-    verbs = {0: Verbalizer(("p", "q", "r"), words),
-             1: Verbalizer((), (), kind="multiple_choice"),
-             2: Verbalizer(("0", "1", "2"), bins, kind="regression", metric="pearson", values=(0.0, 1.0, 2.0))}
+    verbs = {
+        0: Verbalizer(("p", "q", "r"), words),
+        1: Verbalizer((), (), kind="multiple_choice"),
+        2: Verbalizer(("0", "1", "2"), bins, kind="regression", metric="pearson", values=(0.0, 1.0, 2.0)),
+    }
     gen = torch.Generator().manual_seed(3)
     items = []
     for i in range(6):
@@ -146,24 +148,56 @@ def test_candidate_scoring_of_every_ranked_kind(backbone, kind):
 
 def _specs() -> list[TaskSpec]:
     return [
-        TaskSpec("cls", "en", "classification", ("neg", "pos"), {"neg": " bad", "pos": " good"}, "Text: {text}\nIs it:",
-                 "macro_f1"),
+        TaskSpec(
+            "cls",
+            "en",
+            "classification",
+            ("neg", "pos"),
+            {"neg": " bad", "pos": " good"},
+            "Text: {text}\nIs it:",
+            "macro_f1",
+        ),
         TaskSpec("mc", "en", "multiple_choice", (), {}, "{context}\nQ: {question}\nA:", "accuracy"),
-        TaskSpec("sts", "en", "regression", ("0", "1", "2"), {"0": " 0", "1": " 1", "2": " 2"}, "{text_a} / {text_b}:",
-                 "pearson"),
-        TaskSpec("qa", "zh", "extraction", (), {}, "文章：{context}\n答案：", "span_f1", span_field="context",
-                 max_new_tokens=3),
+        TaskSpec(
+            "sts",
+            "en",
+            "regression",
+            ("0", "1", "2"),
+            {"0": " 0", "1": " 1", "2": " 2"},
+            "{text_a} / {text_b}:",
+            "pearson",
+        ),
+        TaskSpec(
+            "qa",
+            "zh",
+            "extraction",
+            (),
+            {},
+            "文章：{context}\n答案：",
+            "span_f1",
+            span_field="context",
+            max_new_tokens=3,
+        ),
     ]
 
 
 def _examples(i: int) -> list[Example]:
     return [
         Example(f"cls/validation/{i}", "cls", {"text": "the movie was good" * (1 + i % 3)}, ("neg", "pos")[i % 2]),
-        Example(f"mc/validation/{i}", "mc",
-                {"context": "the food", "question": "how?", "choices": ["good", "bad", "ok"]}, str(i % 3)),
+        Example(
+            f"mc/validation/{i}",
+            "mc",
+            {"context": "the food", "question": "how?", "choices": ["good", "bad", "ok"]},
+            str(i % 3),
+        ),
         Example(f"sts/validation/{i}", "sts", {"text_a": "a" * (i + 1), "text_b": "b"}, f"{i * 0.4:.1f}"),
-        Example(f"qa/validation/{i}", "qa", {"context": "北京是首都" * (1 + i % 2), "answer_start": 0}, "北京",
-                ("北京", "北京市")),
+        Example(
+            f"qa/validation/{i}",
+            "qa",
+            {"context": "北京是首都" * (1 + i % 2), "answer_start": 0},
+            "北京",
+            ("北京", "北京市"),
+        ),
     ]
 
 

@@ -6,19 +6,23 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_backbone
+
 from talora.batching import Encoded, answer_batch
+from talora.forward import answer_loss, lower_states
 from talora.lower_cache import LowerLayerCache, LowerLayerCaches, weights_digest
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.forward import answer_loss, lower_states
 
 TASKS = ["a", "b"]
 
 
 def _items(tokenizer) -> list[Encoded]:
-    texts = ["the movie was wonderful", "the food was awful and the service was slow", "is a dog an animal?",
-             "great product"]
+    texts = [
+        "the movie was wonderful",
+        "the food was awful and the service was slow",
+        "is a dog an animal?",
+        "great product",
+    ]
     items = []
     for i, text in enumerate(texts):
         ids = tokenizer(text)["input_ids"]

@@ -5,16 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from talora.batching import Encoded, answer_batch
-from talora.methods.deep_prompt_tuning import DeepPromptTuning
-from talora.methods.prompt_tuning import PromptTuning
-from talora.methods.talora import TALoRA
-from talora.methods.deep_prompt_tuning import DeepPromptTuningConfig
-from talora.methods.prompt_tuning import PromptTuningConfig
-from talora.methods.base import TargetContext
-from talora.methods.talora import TALoRAConfig
 from talora.forward import answer_loss, hidden_at
+from talora.methods.base import TargetContext
+from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
+from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+from talora.methods.talora import TALoRA, TALoRAConfig
 from talora.predict import Verbalizer, predict
-
 
 TASKS = ["a", "b", "c"]
 
@@ -29,8 +25,16 @@ def _talora(backbone, **kw):
 
 def _items(n=6, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return [Encoded(f"x{i}", i % 3, tuple(torch.randint(2, 300, (5 + i,), generator=gen).tolist()),
-                    tuple(torch.randint(2, 300, (1 + i % 2,), generator=gen).tolist()), "l") for i in range(n)]
+    return [
+        Encoded(
+            f"x{i}",
+            i % 3,
+            tuple(torch.randint(2, 300, (5 + i,), generator=gen).tolist()),
+            tuple(torch.randint(2, 300, (1 + i % 2,), generator=gen).tolist()),
+            "l",
+        )
+        for i in range(n)
+    ]
 
 
 def test_talora_prompt_is_theta0_plus_scaled_low_rank(backbone):
@@ -172,8 +176,11 @@ def test_svd_init_fits_the_stage1_prompts_best_within_the_structure(backbone):
 
 def test_ranking_in_a_batch_mixing_tasks_with_different_label_counts(backbone):
     m = _talora(backbone)
-    verbs = {0: Verbalizer(("p", "q"), ((40,), (41,))), 1: Verbalizer(("x", "y", "z"), ((50,), (51,), (52,))),
-             2: Verbalizer(("p", "q"), ((40,), (41,)))}
+    verbs = {
+        0: Verbalizer(("p", "q"), ((40,), (41,))),
+        1: Verbalizer(("x", "y", "z"), ((50,), (51,), (52,))),
+        2: Verbalizer(("p", "q"), ((40,), (41,))),
+    }
     items = _items(9)
     mixed = predict(backbone, m, items, verbs)
     alone = [predict(backbone, m, [e], verbs)[0] for e in items]

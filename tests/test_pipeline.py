@@ -9,11 +9,8 @@ import torch
 from talora import pipeline
 from talora.adapter_files import load_adapter
 from talora.cli import main
-from talora.config import RunConfig, load_config
+from talora.config import RunConfig, TrainConfig, load_config
 from talora.errors import AdapterError
-from talora.config import TrainConfig
-
-from conftest import make_backbone
 
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 
@@ -25,16 +22,31 @@ def _in_a_folder_with_tiny_models(tiny_models):
 
 def _cfg(method="talora", **kw):
     short = TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_every=2, eval_examples=6, log_every=2)
-    return RunConfig(method=method, model="tiny", tasks=SOURCES, max_length=48, train_examples=16,
-                     method_args={"length": 4, "layers": 2, **kw}, stage1=short, train=short,
-                     transfer=TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=0))
+    return RunConfig(
+        method=method,
+        model="tiny",
+        tasks=SOURCES,
+        max_length=48,
+        train_examples=16,
+        method_args={"length": 4, "layers": 2, **kw},
+        stage1=short,
+        train=short,
+        transfer=TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=0),
+    )
 
 
 def test_talora_train_transfer_eval(tmp_path, tiny_models):
     out = tmp_path / "src"
     summary = pipeline.run_train(_cfg(), out)
-    for name in ("adapter.safetensors", "adapter.json", "metrics.json", "config.yaml", "log.jsonl",
-                 "stage1/adapter.json", "checkpoint/latest.json"):
+    for name in (
+        "adapter.safetensors",
+        "adapter.json",
+        "metrics.json",
+        "config.yaml",
+        "log.jsonl",
+        "stage1/adapter.json",
+        "checkpoint/latest.json",
+    ):
         assert (out / name).is_file(), name
     assert set(summary["metrics"]) == set(SOURCES) and "stage1" in summary
     assert load_config(out / "config.yaml") == _cfg()
@@ -94,6 +106,7 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
 def test_cli_resume_continues_a_run(tmp_path, tiny_models):
     cfg = tmp_path / "c.yaml"
     from talora.config import dump_config
+
     cfg.write_text(dump_config(_cfg()))
     assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "o")]) == 0
     first = json.loads((tmp_path / "o" / "metrics.json").read_text())
@@ -123,6 +136,7 @@ def test_resume_reruns_a_damaged_stage1(tmp_path):
     (out / "stage1" / "adapter.safetensors").write_bytes(b"garbage")
     pipeline.run_train(_cfg(), out, resume=True)  # the stage-1 unit no longer verifies: trained again
     from talora.runs import RunManifest
+
     assert RunManifest(out).finished("stage1", out / "stage1") is not None
 
 
@@ -132,9 +146,27 @@ def test_cli_transfer_from_scratch_needs_exactly_one_start(tmp_path, capsys, tin
     assert "--from" in capsys.readouterr().err and not out.exists()
     cfg = tmp_path / "c.yaml"
     from talora.config import dump_config
+
     cfg.write_text(dump_config(dataclasses.replace(_cfg("deep_prompt_tuning"), method_args={"length": 4})))
-    assert main(["transfer", "--config", str(cfg), "--method", "prompt_tuning", "--task", "tweet_emotion",
-                 "--k", "2", "--output", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--config",
+                str(cfg),
+                "--method",
+                "prompt_tuning",
+                "--task",
+                "tweet_emotion",
+                "--k",
+                "2",
+                "--output",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["method"] == "prompt_tuning" and summary["k"] == 2 and 0 <= summary["score"] <= 1
     assert json.loads((out / "adapter.json").read_text())["source_adapter"] is None

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from talora.backbone import load_backbone
 from talora.attention import LayerPrompts
+from talora.backbone import load_backbone
 from talora.cli import main
 
 pytestmark = pytest.mark.slow
@@ -24,8 +24,9 @@ def test_embedded_model_shape_and_frozen(real):
 
 
 def test_gate_zero_identity_and_prompt_effect_on_the_real_model(real):
-    ids = real.tokenizer(["Review: a wonderful film.\nSentiment:", "Review: dull.\nSentiment:"],
-                         return_tensors="pt", padding=True)
+    ids = real.tokenizer(
+        ["Review: a wonderful film.\nSentiment:", "Review: dull.\nSentiment:"], return_tensors="pt", padding=True
+    )
     gen = torch.Generator().manual_seed(0)
     prompts = torch.randn(15, 2, 10, 576, generator=gen)
     with torch.no_grad():
@@ -41,8 +42,25 @@ def test_smoke_config_trains_transfers_and_evaluates(tmp_path, capsys):
     assert main(["train", "--config", "configs/smoke.yaml", "--output", str(out)]) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["average"] > 0.5 and (out / "stage1" / "adapter.json").is_file()
-    assert main(["transfer", "--from", str(out), "--task", "product_sentiment", "--k", "4", "--seed", "0",
-                 "--output", str(tmp_path / "t"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--from",
+                str(out),
+                "--task",
+                "product_sentiment",
+                "--k",
+                "4",
+                "--seed",
+                "0",
+                "--output",
+                str(tmp_path / "t"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert res["k"] == 4 and res["split"] == "test"
     losses = [json.loads(line)["loss"] for line in (tmp_path / "t" / "log.jsonl").read_text().splitlines()]

@@ -1,29 +1,42 @@
 """The run manifest: a re-run of a sweep skips finished, intact units and redoes damaged ones."""
 
 import pytest
-
 import yaml
 
-from talora import pipeline, sweep
+from talora import sweep
 from talora.suites import load_suite
-
-from conftest import make_backbone
 
 
 @pytest.fixture
 def tiny_demo(tmp_path, tiny_models):
     short = dict(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
-    run = dict(model="tiny", tasks=["movie_sentiment", "emotion"], max_length=48, train_examples=8,
-               validation_examples=4, test_examples=6, stage1=short, train=short,
-               transfer=dict(steps=1, batch_size=2, warmup_steps=0, eval_every=0))
+    run = dict(
+        model="tiny",
+        tasks=["movie_sentiment", "emotion"],
+        max_length=48,
+        train_examples=8,
+        validation_examples=4,
+        test_examples=6,
+        stage1=short,
+        train=short,
+        transfer=dict(steps=1, batch_size=2, warmup_steps=0, eval_every=0),
+    )
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"run": run, "methods": {"talora": {"method_args": {"length": 2, "layers": 1}},
-                                                            "pt": {"method": "prompt_tuning",
-                                                                   "method_args": {"length": 2}},
-                                                            "pt_scratch": {"method": "prompt_tuning",
-                                                                           "method_args": {"length": 2},
-                                                                           "from_scratch": True}},
-                                    "targets": ["tweet_emotion"], "ks": [2], "seeds": [0, 1]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "run": run,
+                "methods": {
+                    "talora": {"method_args": {"length": 2, "layers": 1}},
+                    "pt": {"method": "prompt_tuning", "method_args": {"length": 2}},
+                    "pt_scratch": {"method": "prompt_tuning", "method_args": {"length": 2}, "from_scratch": True},
+                },
+                "targets": ["tweet_emotion"],
+                "ks": [2],
+                "seeds": [0, 1],
+            }
+        )
+    )
     return path
 
 
@@ -63,8 +76,9 @@ def test_sweep_config_errors_name_the_key(tmp_path):
 
 def test_a_sweep_takes_its_tasks_and_grid_from_a_suite(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"suite": "synthetic", "seeds": [5], "run": {"model": "tiny"},
-                                    "methods": {"prompt_tuning": {}}}))
+    path.write_text(
+        yaml.safe_dump({"suite": "synthetic", "seeds": [5], "run": {"model": "tiny"}, "methods": {"prompt_tuning": {}}})
+    )
     sweep_cfg, runs = sweep.load_sweep(path)
     suite = load_suite("synthetic")
     cfg, scratch = runs["prompt_tuning"]
@@ -73,9 +87,12 @@ def test_a_sweep_takes_its_tasks_and_grid_from_a_suite(tmp_path):
 
 
 def test_a_partial_table_marks_missing_cells_and_withholds_their_average():
-    results = {"source": {}, "parameters": {}, "seconds": 1.0,
-               "target": {"zero_shot": {"a (k=2)": [0.5], "b (k=2)": [0.25]},
-                          "m": {"a (k=2)": [1.0, 0.5]}}}
+    results = {
+        "source": {},
+        "parameters": {},
+        "seconds": 1.0,
+        "target": {"zero_shot": {"a (k=2)": [0.5], "b (k=2)": [0.25]}, "m": {"a (k=2)": [1.0, 0.5]}},
+    }
     table = sweep.format_table(results)
     assert "| unseen task | a (k=2) | 50.0 | 75.0 ± 35.4 |" in table
     assert "| unseen task | b (k=2) | 25.0 | - |" in table

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 from talora import data_paths
 from talora.cli import main
@@ -15,8 +16,6 @@ from talora.data_paths import shared_data_dir
 from talora.errors import ConfigError
 from talora.suites import SUITES, SUITES_DIR, load_suite
 from talora.tasks import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
-
-from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 
 def test_the_named_suites():
@@ -37,16 +36,37 @@ def test_the_paper_suites_on_the_shared_data():
     assert tpv.targets == ("scitail", "snli") and "stsb" in tpv.sources
 
 
-DTVG_TASKS = ["mnli", "qnli", "qqp", "sst2", "stsb", "mrpc", "rte", "cola", "multirc", "boolq", "wic", "wsc", "cb",
-              "scitail"]
+DTVG_TASKS = [
+    "mnli",
+    "qnli",
+    "qqp",
+    "sst2",
+    "stsb",
+    "mrpc",
+    "rte",
+    "cola",
+    "multirc",
+    "boolq",
+    "wic",
+    "wsc",
+    "cb",
+    "scitail",
+]
 
 
 def _manifest(folder: Path, names: list[str] = DTVG_TASKS) -> Path:
     """A data folder with just a MANIFEST.json: enough for a suite's task check."""
     folder.mkdir(parents=True)
-    (folder / "MANIFEST.json").write_text(json.dumps({"tasks": [
-        {"task": n, "language": "en", "type": "sentence-pair classification", "label_list": ["a", "b"]}
-        for n in names]}))
+    (folder / "MANIFEST.json").write_text(
+        json.dumps(
+            {
+                "tasks": [
+                    {"task": n, "language": "en", "type": "sentence-pair classification", "label_list": ["a", "b"]}
+                    for n in names
+                ]
+            }
+        )
+    )
     return folder
 
 
@@ -86,8 +106,11 @@ def test_a_missing_shared_folder_says_where_it_looked(tmp_path, monkeypatch, cap
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("TALORA_DATA", str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match=r"en-dtvg.yaml: data_dir shared: TALORA_DATA='.*nowhere': .*nowhere is not "
-                                          r"a data folder \(no MANIFEST.json in it\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"en-dtvg.yaml: data_dir shared: TALORA_DATA='.*nowhere': .*nowhere is not "
+        r"a data folder \(no MANIFEST.json in it\)",
+    ):
         load_suite("en-dtvg")
     with pytest.raises(ConfigError, match=r"TALORA_DATA="):
         shared_data_dir(required=False)  # a wrong explicit folder is an error even when not required
@@ -98,8 +121,11 @@ def test_a_missing_shared_folder_says_where_it_looked(tmp_path, monkeypatch, cap
     assert shared_data_dir(required=False) is None
     root = tmp_path.resolve()
     looked = re.escape(f"no MANIFEST.json in {root / 'a' / 'shared' / 'data'} or {root / 'shared' / 'data'}")
-    with pytest.raises(ConfigError, match=rf"en-dtvg.yaml: data_dir shared: shared data folder not found: {looked}; "
-                                          r"set TALORA_DATA or pass --data-dir"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"en-dtvg.yaml: data_dir shared: shared data folder not found: {looked}; "
+        r"set TALORA_DATA or pass --data-dir",
+    ):
         load_suite("en-dtvg")
     assert main(["tasks", "--suite", "en-tpv"]) == 2
     assert "set TALORA_DATA or pass --data-dir" in capsys.readouterr().err
@@ -118,15 +144,18 @@ def test_a_copied_and_edited_suite_file(tmp_path):
     assert suite.name == "mine" and suite.targets == ("tweet_emotion",) and suite.ks == (4,) and suite.seeds == (7,)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"sources": ["movie_sentiment", "nope"]}, r"sources: no task 'nope' in the synthetic suite"),
-    ({"targets": ["movie_sentiment"]}, r"\['movie_sentiment'\] are both sources and targets"),
-    ({"ks": [16, 0]}, r"ks: expected a non-empty list of positive integers"),
-    ({"seeds": []}, r"seeds: expected a non-empty list"),
-    ({"sources": "movie_sentiment"}, r"sources: expected a list, got str"),
-    ({"ks": [16, "32"]}, r"ks\[1\]: expected int, got str"),
-    ({"extra": 1}, r"unknown key\(s\) extra"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sources": ["movie_sentiment", "nope"]}, r"sources: no task 'nope' in the synthetic suite"),
+        ({"targets": ["movie_sentiment"]}, r"\['movie_sentiment'\] are both sources and targets"),
+        ({"ks": [16, 0]}, r"ks: expected a non-empty list of positive integers"),
+        ({"seeds": []}, r"seeds: expected a non-empty list"),
+        ({"sources": "movie_sentiment"}, r"sources: expected a list, got str"),
+        ({"ks": [16, "32"]}, r"ks\[1\]: expected int, got str"),
+        ({"extra": 1}, r"unknown key\(s\) extra"),
+    ],
+)
 def test_bad_suites_are_refused_by_name(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_suite(_write(tmp_path, **change))

@@ -9,33 +9,68 @@ from pathlib import Path
 import pytest
 
 from talora import pipeline
-from talora.config import RunConfig
-from talora.config import TrainConfig
-
-from conftest import make_backbone
+from talora.config import RunConfig, TrainConfig
 
 ROWS = {
-    "cls": ("en", "single-sentence classification (sentiment)", ["bad", "good"],
-            lambda i: {"text": f"the movie was {'awful' if i % 2 else 'wonderful'} " * (1 + i % 4),
-                       "label": "bad" if i % 2 else "good"}),
-    "mc": ("zh", "multiple-choice reading comprehension", None,
-           lambda i: {"context": f"男：第{i}个？", "question": "问什么？", "choices": ["甲", "乙", "丙"][: 2 + i % 2],
-                      "label": i % 2}),
-    "sts": ("en", "sentence-pair regression (similarity 0-5)", None,
-            lambda i: {"text_a": f"a{i}", "text_b": f"b{i}", "label": (i % 6) * 0.9}),
-    "qa": ("zh", "extractive QA (span)", None,
-           lambda i: {"id": str(i), "context": "很长的文章" * (i % 5) + f"答案是北京{i}。",
-                      "question": "答案是什么？", "answers": [{"text": f"北京{i}", "answer_start": -1}]}),
-    "ote": ("zh", "opinion target extraction (one span per text)", None,
-            lambda i: {"text": f"杜甫草堂{i}很美", "target": f"杜甫草堂{i}", "target_start": 0}),
+    "cls": (
+        "en",
+        "single-sentence classification (sentiment)",
+        ["bad", "good"],
+        lambda i: {
+            "text": f"the movie was {'awful' if i % 2 else 'wonderful'} " * (1 + i % 4),
+            "label": "bad" if i % 2 else "good",
+        },
+    ),
+    "mc": (
+        "zh",
+        "multiple-choice reading comprehension",
+        None,
+        lambda i: {
+            "context": f"男：第{i}个？",
+            "question": "问什么？",
+            "choices": ["甲", "乙", "丙"][: 2 + i % 2],
+            "label": i % 2,
+        },
+    ),
+    "sts": (
+        "en",
+        "sentence-pair regression (similarity 0-5)",
+        None,
+        lambda i: {"text_a": f"a{i}", "text_b": f"b{i}", "label": (i % 6) * 0.9},
+    ),
+    "qa": (
+        "zh",
+        "extractive QA (span)",
+        None,
+        lambda i: {
+            "id": str(i),
+            "context": "很长的文章" * (i % 5) + f"答案是北京{i}。",
+            "question": "答案是什么？",
+            "answers": [{"text": f"北京{i}", "answer_start": -1}],
+        },
+    ),
+    "ote": (
+        "zh",
+        "opinion target extraction (one span per text)",
+        None,
+        lambda i: {"text": f"杜甫草堂{i}很美", "target": f"杜甫草堂{i}", "target_start": 0},
+    ),
 }
 
 
 def folder(root: Path) -> Path:
     entries = []
     for name, (lang, kind, labels, row) in ROWS.items():
-        entry = {"task": name, "language": lang, "type": kind, "metric": "F1", "label_list": labels,
-                 "role": "target" if name == "ote" else "source", "path": f"{lang}/{name}", "splits": {}}
+        entry = {
+            "task": name,
+            "language": lang,
+            "type": kind,
+            "metric": "F1",
+            "label_list": labels,
+            "role": "target" if name == "ote" else "source",
+            "path": f"{lang}/{name}",
+            "splits": {},
+        }
         for split, (start, n) in {"train": (0, 24), "validation": (100, 6), "test": (200, 6)}.items():
             path = root / lang / name / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +89,17 @@ def tiny(tiny_models):
 def test_train_transfer_and_eval_on_every_kind(tmp_path):
     data = folder(tmp_path / "data")
     short = TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=3, eval_examples=4, log_every=1)
-    cfg = RunConfig(method="talora", model="tiny", data_dir=str(data), tasks=None, max_length=96,
-                    method_args={"length": 2, "layers": 2, "rank": 2}, stage1=short, train=short,
-                    transfer=TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=0))
+    cfg = RunConfig(
+        method="talora",
+        model="tiny",
+        data_dir=str(data),
+        tasks=None,
+        max_length=96,
+        method_args={"length": 2, "layers": 2, "rank": 2},
+        stage1=short,
+        train=short,
+        transfer=TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_every=0),
+    )
     summary = pipeline.run_train(cfg, tmp_path / "src")
     assert set(summary["metrics"]) == {"cls", "mc", "sts", "qa"}  # every source, whatever its kind
     assert summary["headline"] == {"cls": "macro_f1", "mc": "accuracy", "sts": "pearson", "qa": "span_f1"}

@@ -8,21 +8,47 @@ import sys
 import types
 
 import pytest
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 from talora.errors import ConfigError
 from talora.tasks import hub, load_tasks
 
-from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
-
-
 NLI3 = ["entailment", "neutral", "contradiction"]
 CLUE_NLI3 = ["neutral", "entailment", "contradiction"]
 TREC = ["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]
-DBPEDIA = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
-           "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork"]
-TNEWS = {"news_story": 0, "news_culture": 1, "news_entertainment": 2, "news_sports": 3, "news_finance": 4,
-         "news_house": 5, "news_car": 6, "news_edu": 7, "news_tech": 8, "news_military": 9, "news_travel": 10,
-         "news_world": 11, "news_stock": 12, "news_agriculture": 13, "news_game": 14}
+DBPEDIA = [
+    "Company",
+    "EducationalInstitution",
+    "Artist",
+    "Athlete",
+    "OfficeHolder",
+    "MeanOfTransportation",
+    "Building",
+    "NaturalPlace",
+    "Village",
+    "Animal",
+    "Plant",
+    "Album",
+    "Film",
+    "WrittenWork",
+]
+TNEWS = {
+    "news_story": 0,
+    "news_culture": 1,
+    "news_entertainment": 2,
+    "news_sports": 3,
+    "news_finance": 4,
+    "news_house": 5,
+    "news_car": 6,
+    "news_edu": 7,
+    "news_tech": 8,
+    "news_military": 9,
+    "news_travel": 10,
+    "news_world": 11,
+    "news_stock": 12,
+    "news_agriculture": 13,
+    "news_game": 14,
+}
 
 
 def renamed(rec: dict, names: dict[str, str], labels: list | None) -> dict:
@@ -37,15 +63,28 @@ PREMISE = {"text_a": "premise", "text_b": "hypothesis"}
 
 
 def squad_row(rec: dict) -> dict:
-    return {"id": rec["id"], "context": rec["context"], "question": rec["question"],
-            "answers": {"text": [a["text"] for a in rec["answers"]],
-                        "answer_start": [a["answer_start"] for a in rec["answers"]]}}
+    return {
+        "id": rec["id"],
+        "context": rec["context"],
+        "question": rec["question"],
+        "answers": {
+            "text": [a["text"] for a in rec["answers"]],
+            "answer_start": [a["answer_start"] for a in rec["answers"]],
+        },
+    }
 
 
 def multirc_rows(rec: dict) -> list[dict]:
-    return [{"paragraph": rec["context"], "question": rec["question"], "answer": a["text"],
-             "idx": {"paragraph": rec["paragraph_idx"], "question": rec["question_idx"], "answer": a["answer_idx"]},
-             "label": ["false", "true"].index(a["label"])} for a in rec["answers"]]
+    return [
+        {
+            "paragraph": rec["context"],
+            "question": rec["question"],
+            "answer": a["text"],
+            "idx": {"paragraph": rec["paragraph_idx"], "question": rec["question_idx"], "answer": a["answer_idx"]},
+            "label": ["false", "true"].index(a["label"]),
+        }
+        for a in rec["answers"]
+    ]
 
 
 # task -> hub-style row(s) built from a local record, written independently of talora/tasks/hub.py
@@ -60,22 +99,42 @@ TO_HUB = {
     "rte": lambda r: renamed(r, PREMISE, ["entailment", "not_entailment"]),
     "cb": lambda r: renamed(r, PREMISE, ["entailment", "contradiction", "neutral"]),
     "boolq": lambda r: renamed(r, {"question": "question", "context": "passage"}, ["false", "true"]),
-    "wic": lambda r: renamed(r, {"word": "word", "text_a": "sentence1", "text_b": "sentence2", "start1": "start1",
-                                 "end1": "end1", "start2": "start2", "end2": "end2"}, ["false", "true"]),
-    "wsc": lambda r: renamed(r, {k: k for k in ("text", "span1_text", "span1_index", "span2_text", "span2_index")},
-                             ["false", "true"]),
+    "wic": lambda r: renamed(
+        r,
+        {
+            "word": "word",
+            "text_a": "sentence1",
+            "text_b": "sentence2",
+            "start1": "start1",
+            "end1": "end1",
+            "start2": "start2",
+            "end2": "end2",
+        },
+        ["false", "true"],
+    ),
+    "wsc": lambda r: renamed(
+        r, {k: k for k in ("text", "span1_text", "span1_index", "span2_text", "span2_index")}, ["false", "true"]
+    ),
     "multirc": multirc_rows,
     "snli": lambda r: renamed(r, PREMISE, NLI3),
-    "scitail": lambda r: {"premise": r["text_a"], "hypothesis": r["text_b"],
-                          "label": {"entailment": "entails", "not_entailment": "neutral"}[r["label"]]},
+    "scitail": lambda r: {
+        "premise": r["text_a"],
+        "hypothesis": r["text_b"],
+        "label": {"entailment": "entails", "not_entailment": "neutral"}[r["label"]],
+    },
     "trec": lambda r: {"text": r["text"], "coarse_label": TREC.index(r["label"]), "fine_label": 0},
     "dbpedia": lambda r: {"title": "", "content": " " + r["text"], "label": DBPEDIA.index(r["label"])},
     "afqmc": lambda r: {"sentence1": r["text_a"], "sentence2": r["text_b"], "label": int(r["label"]), "idx": 0},
     "cmnli": lambda r: renamed(r, PAIR, CLUE_NLI3),
     "ocnli": lambda r: renamed(r, PAIR, CLUE_NLI3),
     "tnews": lambda r: {"sentence": r["text"], "label": TNEWS[r["label"]], "idx": 0, "keywords": ""},
-    "c3": lambda r: {"id": 0, "context": r["context"].split("\n"), "question": r["question"],
-                     "choice": r["choices"], "answer": r["choices"][r["label"]]},
+    "c3": lambda r: {
+        "id": 0,
+        "context": r["context"].split("\n"),
+        "question": r["question"],
+        "choice": r["choices"],
+        "answer": r["choices"][r["label"]],
+    },
     "cmrc2018": squad_row,
     "drcd": squad_row,
 }

@@ -7,24 +7,42 @@ import re
 from pathlib import Path
 
 import pytest
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 from talora.errors import DataError
 from talora.tasks import Example, describe_tasks, load_tasks
 from talora.tasks.jsonl import make_spec, parse_record, read_manifest
 from talora.tasks.templates import TABLE
 
-from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
-
-
 GOOD = {
-    "reviews": ("en", "single-sentence classification (sentiment)", ["bad", "good"], None,
-                [{"text": "fine film", "label": "good"}, {"text": "dull film", "label": "bad"}]),
-    "dupes": ("en", "sentence-pair classification (paraphrase)", ["0", "1"], {"0": "not_duplicate", "1": "duplicate"},
-              [{"text_a": "a", "text_b": "b", "label": "0"}, {"text_a": "c", "text_b": "c", "label": 1}]),
-    "zh_rel": ("zh", "relation classification", ["unknown", "Family"], None,
-               [{"text": "母亲和姥姥", "head": "母亲", "tail": "姥姥", "label": "Family"}]),
-    "spans": ("zh", "extractive QA (span)", None, None,
-              [{"context": "北京是首都", "question": "首都是哪里", "answers": [{"text": "北京", "answer_start": 0}]}]),
+    "reviews": (
+        "en",
+        "single-sentence classification (sentiment)",
+        ["bad", "good"],
+        None,
+        [{"text": "fine film", "label": "good"}, {"text": "dull film", "label": "bad"}],
+    ),
+    "dupes": (
+        "en",
+        "sentence-pair classification (paraphrase)",
+        ["0", "1"],
+        {"0": "not_duplicate", "1": "duplicate"},
+        [{"text_a": "a", "text_b": "b", "label": "0"}, {"text_a": "c", "text_b": "c", "label": 1}],
+    ),
+    "zh_rel": (
+        "zh",
+        "relation classification",
+        ["unknown", "Family"],
+        None,
+        [{"text": "母亲和姥姥", "head": "母亲", "tail": "姥姥", "label": "Family"}],
+    ),
+    "spans": (
+        "zh",
+        "extractive QA (span)",
+        None,
+        None,
+        [{"context": "北京是首都", "question": "首都是哪里", "answers": [{"text": "北京", "answer_start": 0}]}],
+    ),
 }
 
 
@@ -37,10 +55,19 @@ def write_folder(root: Path, tasks: dict = GOOD, lines: dict[str, list[str]] | N
         raw = (lines or {}).get(name) or [json.dumps(r, ensure_ascii=False) for r in rows]
         (folder / "train.jsonl").write_text("".join(line + "\n" for line in raw), encoding="utf-8")
         (folder / "validation.jsonl").write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
-        entry = {"task": name, "language": lang, "role": "target (A), source (B)", "type": kind,
-                 "metric": "Accuracy", "label_list": labels, "path": f"{lang}/{name}",
-                 "splits": {s: {"kept": len(rows) if s == "train" else 1, "file": f"{lang}/{name}/{s}.jsonl"}
-                            for s in ("train", "validation")}}
+        entry = {
+            "task": name,
+            "language": lang,
+            "role": "target (A), source (B)",
+            "type": kind,
+            "metric": "Accuracy",
+            "label_list": labels,
+            "path": f"{lang}/{name}",
+            "splits": {
+                s: {"kept": len(rows) if s == "train" else 1, "file": f"{lang}/{name}/{s}.jsonl"}
+                for s in ("train", "validation")
+            },
+        }
         if desc:
             entry["label_desc"] = desc
         entries.append(entry)
@@ -93,14 +120,17 @@ def test_unknown_and_unsupported_tasks(tmp_path):
     assert "tags" not in load_tasks(folder)  # loading everything skips what it cannot read
 
 
-@pytest.mark.parametrize("line, line_no, field, what", [
-    ('{"text": "ok", "label": "good"}\n{"text": "oops", "label": ', 2, None, "malformed JSON"),
-    ('{"text": "ok", "label": "good"}\n{"label": "good"}', 2, "'text'", "is missing"),
-    ('{"text": "ok"}', 1, "'label'", "is missing"),
-    ('{"text": "ok", "label": "good"}\n\n{"text": "x", "label": "meh"}', 3, "'label'", "'meh', not one of"),
-    ('{"text": 5, "label": "good"}', 1, "'text'", "must be a string"),
-    ('["text", "label"]', 1, None, "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, line_no, field, what",
+    [
+        ('{"text": "ok", "label": "good"}\n{"text": "oops", "label": ', 2, None, "malformed JSON"),
+        ('{"text": "ok", "label": "good"}\n{"label": "good"}', 2, "'text'", "is missing"),
+        ('{"text": "ok"}', 1, "'label'", "is missing"),
+        ('{"text": "ok", "label": "good"}\n\n{"text": "x", "label": "meh"}', 3, "'label'", "'meh', not one of"),
+        ('{"text": 5, "label": "good"}', 1, "'text'", "must be a string"),
+        ('["text", "label"]', 1, None, "expected a JSON object"),
+    ],
+)
 def test_bad_lines_name_file_line_and_field(tmp_path, line, line_no, field, what):
     folder = write_folder(tmp_path, lines={"reviews": line.split("\n")})
     with pytest.raises(DataError) as err:
@@ -185,27 +215,88 @@ def test_manifest_without_splits_finds_the_files(tmp_path):
 
 
 FORMS = {
-    "mc": ("zh", "multiple-choice reading comprehension", None, None,
-           [{"context": "男：去哪？\n女：回家。", "question": "女的去哪？", "choices": ["学校", "家"], "label": 1}]),
-    "qa": ("zh", "extractive QA (span)", None, None,
-           [{"context": "上海在东部，北京是首都。", "question": "首都是哪里？",
-             "answers": [{"text": "北京", "answer_start": 3}, {"text": "北京市", "answer_start": -1},
-                         {"text": "北京", "answer_start": 6}]}]),
-    "ote": ("zh", "opinion target extraction (one span per text)", None, None,
-            [{"text": "杜甫草堂很美", "target": "杜甫草堂", "target_start": 0}]),
-    "sts": ("en", "sentence-pair regression (similarity 0-5)", None, None,
-            [{"text_a": "a", "text_b": "b", "label": 4.75}, {"text_a": "c", "text_b": "d", "label": 0}]),
-    "coref": ("en", "coreference (does span2 refer to span1?)", ["false", "true"], None,
-              [{"text": "Ann met Bo; she smiled.", "span1_text": "Ann", "span1_index": 0, "span2_text": "she",
-                "span2_index": 4, "label": "true"}]),
-    "mrc": ("en", "multi-answer reading comprehension", None, None,
-            [{"context": "p", "question": "q", "answers": [{"text": "x", "label": "true", "answer_idx": 0},
-                                                          {"text": "y", "label": "false", "answer_idx": 1}]}]),
-    "rel": ("zh", "relation classification (entity pair given)", ["unknown", "持股", "拥有"], None,
-            [{"text": "甲持有乙", "head": "甲", "tail": "乙", "label": "持股"},
-             {"text": "甲持有乙", "head": "乙", "tail": "甲", "label": "unknown"},
-             {"text": "甲持有乙", "head": "甲", "tail": "乙", "label": "拥有"},
-             {"text": "甲持有乙", "head": "甲", "tail": "乙", "label": "持股"}]),
+    "mc": (
+        "zh",
+        "multiple-choice reading comprehension",
+        None,
+        None,
+        [{"context": "男：去哪？\n女：回家。", "question": "女的去哪？", "choices": ["学校", "家"], "label": 1}],
+    ),
+    "qa": (
+        "zh",
+        "extractive QA (span)",
+        None,
+        None,
+        [
+            {
+                "context": "上海在东部，北京是首都。",
+                "question": "首都是哪里？",
+                "answers": [
+                    {"text": "北京", "answer_start": 3},
+                    {"text": "北京市", "answer_start": -1},
+                    {"text": "北京", "answer_start": 6},
+                ],
+            }
+        ],
+    ),
+    "ote": (
+        "zh",
+        "opinion target extraction (one span per text)",
+        None,
+        None,
+        [{"text": "杜甫草堂很美", "target": "杜甫草堂", "target_start": 0}],
+    ),
+    "sts": (
+        "en",
+        "sentence-pair regression (similarity 0-5)",
+        None,
+        None,
+        [{"text_a": "a", "text_b": "b", "label": 4.75}, {"text_a": "c", "text_b": "d", "label": 0}],
+    ),
+    "coref": (
+        "en",
+        "coreference (does span2 refer to span1?)",
+        ["false", "true"],
+        None,
+        [
+            {
+                "text": "Ann met Bo; she smiled.",
+                "span1_text": "Ann",
+                "span1_index": 0,
+                "span2_text": "she",
+                "span2_index": 4,
+                "label": "true",
+            }
+        ],
+    ),
+    "mrc": (
+        "en",
+        "multi-answer reading comprehension",
+        None,
+        None,
+        [
+            {
+                "context": "p",
+                "question": "q",
+                "answers": [
+                    {"text": "x", "label": "true", "answer_idx": 0},
+                    {"text": "y", "label": "false", "answer_idx": 1},
+                ],
+            }
+        ],
+    ),
+    "rel": (
+        "zh",
+        "relation classification (entity pair given)",
+        ["unknown", "持股", "拥有"],
+        None,
+        [
+            {"text": "甲持有乙", "head": "甲", "tail": "乙", "label": "持股"},
+            {"text": "甲持有乙", "head": "乙", "tail": "甲", "label": "unknown"},
+            {"text": "甲持有乙", "head": "甲", "tail": "乙", "label": "拥有"},
+            {"text": "甲持有乙", "head": "甲", "tail": "乙", "label": "持股"},
+        ],
+    ),
 }
 
 
@@ -231,28 +322,42 @@ def test_every_kind_loads_from_its_lines(tmp_path):
 
     coref = tasks["coref"]
     assert coref.spec.kind == "classification" and set(coref.splits["train"][0].fields) == {
-        "text", "span1_text", "span2_text"}
+        "text",
+        "span1_text",
+        "span2_text",
+    }
 
     mrc = tasks["mrc"]
     assert mrc.spec.metric == "f1a" and mrc.spec.labels == ("false", "true")
     assert [(ex.uid, ex.fields["answer"], ex.label) for ex in mrc.splits["train"]] == [
-        ("en/mrc/train/1/0", "x", "true"), ("en/mrc/train/1/1", "y", "false")]
+        ("en/mrc/train/1/0", "x", "true"),
+        ("en/mrc/train/1/1", "y", "false"),
+    ]
 
     rel = tasks["rel"].splits["train"]
     # one example per triple: the first line's relation is trained on, every listed relation is a gold
     assert [(ex.uid, ex.label, ex.answers) for ex in rel] == [
-        ("zh/rel/train/1", "持股", ("持股", "拥有")), ("zh/rel/train/2", "unknown", ("unknown",))]
+        ("zh/rel/train/1", "持股", ("持股", "拥有")),
+        ("zh/rel/train/2", "unknown", ("unknown",)),
+    ]
 
 
-@pytest.mark.parametrize("task, line, what", [
-    ("mc", '{"context": "c", "question": "q", "choices": ["a", "b"], "label": 2}', "not the index of one of the 2"),
-    ("mc", '{"context": "c", "question": "q", "choices": ["a"], "label": 0}', "at least two non-empty strings"),
-    ("qa", '{"context": "c", "question": "q", "answers": []}', "field 'answers' is empty"),
-    ("qa", '{"context": "c", "question": "q", "answers": [{"answer_start": 0}]}', "non-empty 'text'"),
-    ("ote", '{"text": "t", "target_start": 0}', "field 'target' is missing"),
-    ("sts", '{"text_a": "a", "text_b": "b", "label": "high"}', "field 'label' must be int or float"),
-    ("mrc", '{"context": "p", "question": "q", "answers": [{"text": "x", "label": "maybe"}]}', "'maybe', not one of"),
-])
+@pytest.mark.parametrize(
+    "task, line, what",
+    [
+        ("mc", '{"context": "c", "question": "q", "choices": ["a", "b"], "label": 2}', "not the index of one of the 2"),
+        ("mc", '{"context": "c", "question": "q", "choices": ["a"], "label": 0}', "at least two non-empty strings"),
+        ("qa", '{"context": "c", "question": "q", "answers": []}', "field 'answers' is empty"),
+        ("qa", '{"context": "c", "question": "q", "answers": [{"answer_start": 0}]}', "non-empty 'text'"),
+        ("ote", '{"text": "t", "target_start": 0}', "field 'target' is missing"),
+        ("sts", '{"text_a": "a", "text_b": "b", "label": "high"}', "field 'label' must be int or float"),
+        (
+            "mrc",
+            '{"context": "p", "question": "q", "answers": [{"text": "x", "label": "maybe"}]}',
+            "'maybe', not one of",
+        ),
+    ],
+)
 def test_bad_lines_of_each_kind_name_file_line_and_field(tmp_path, task, line, what):
     folder = write_folder(tmp_path, FORMS, lines={task: [line]})
     with pytest.raises(DataError, match=re.escape(what)) as err:
@@ -265,11 +370,18 @@ def test_every_real_task_is_listed_and_its_lines_parse():
     rows = describe_tasks(REAL_DATA)
     assert len(rows) == 33 and all(r["supported"] for r in rows)
     by_name = {r["name"]: r for r in rows}
-    expected = {"cola": ("classification", "matthews"), "stsb": ("regression", "pearson"),
-                "cmrc2018": ("extraction", "span_f1"), "drcd": ("extraction", "span_f1"),
-                "cote_bd": ("extraction", "span_f1"), "c3": ("multiple_choice", "accuracy"),
-                "multirc": ("classification", "f1a"), "wsc": ("classification", "accuracy"),
-                "sanwen": ("classification", "macro_f1"), "sst2": ("classification", "accuracy")}
+    expected = {
+        "cola": ("classification", "matthews"),
+        "stsb": ("regression", "pearson"),
+        "cmrc2018": ("extraction", "span_f1"),
+        "drcd": ("extraction", "span_f1"),
+        "cote_bd": ("extraction", "span_f1"),
+        "c3": ("multiple_choice", "accuracy"),
+        "multirc": ("classification", "f1a"),
+        "wsc": ("classification", "accuracy"),
+        "sanwen": ("classification", "macro_f1"),
+        "sst2": ("classification", "accuracy"),
+    }
     for name, (kind, metric) in expected.items():
         assert (by_name[name]["kind"], by_name[name]["metric"]) == (kind, metric), name
     entries = read_manifest(REAL_DATA)

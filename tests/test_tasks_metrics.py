@@ -10,8 +10,14 @@ import pytest
 
 from talora.errors import DataError
 from talora.tasks import Example, compute_metrics, majority_baseline
-from talora.tasks.metrics import (classification_metrics, correlation_metrics, f1a_metrics, matthews, segment_zh,
-                                  span_metrics)
+from talora.tasks.metrics import (
+    classification_metrics,
+    correlation_metrics,
+    f1a_metrics,
+    matthews,
+    segment_zh,
+    span_metrics,
+)
 
 
 def spec(kind="classification", metric="accuracy", labels=(), language="en"):
@@ -79,8 +85,11 @@ def test_matthews_multiclass_by_hand():
 def test_matthews_of_a_constant_predictor_is_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        m = compute_metrics(spec(metric="matthews", labels=("unacceptable", "acceptable")),
-                            ["acceptable"] * 4, [("acceptable",), ("unacceptable",), ("acceptable",), ("acceptable",)])
+        m = compute_metrics(
+            spec(metric="matthews", labels=("unacceptable", "acceptable")),
+            ["acceptable"] * 4,
+            [("acceptable",), ("unacceptable",), ("acceptable",), ("acceptable",)],
+        )
     assert m["matthews"] == 0.0 and m["accuracy"] == pytest.approx(0.75) and "macro_f1" in m
 
 
@@ -96,34 +105,41 @@ def test_pearson_and_spearman_by_hand():
 def test_constant_predictions_give_zero_not_nan():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a 0/0 would warn
-        m = compute_metrics(spec("regression", "pearson", labels="012345"), [2.5, 2.5, 2.5],
-                            [("1.0",), ("4.0",), ("3.2",)])
+        m = compute_metrics(
+            spec("regression", "pearson", labels="012345"), [2.5, 2.5, 2.5], [("1.0",), ("4.0",), ("3.2",)]
+        )
     assert m == {"pearson": 0.0, "spearman": 0.0}
 
 
 # ---------------------------------------------------------------- spans, English (SQuAD v1.1)
-@pytest.mark.parametrize("pred, golds, f1, em", [
-    ("The Eiffel Tower!", ["eiffel tower"], 1.0, 1.0),  # case, punctuation and articles go
-    ("in the Eiffel tower", ["Eiffel Tower"], 0.8, 0.0),  # P=2/3, R=1
-    ("Eiffel", ["Paris", "the Eiffel Tower"], 2 / 3, 0.0),  # best over the golds: P=1, R=1/2
-    ("U.S.", ["US"], 1.0, 1.0),  # punctuation inside a word is removed, not split on
-    ("an apple", ["apple"], 1.0, 1.0),
-    ("Paris", ["London"], 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "pred, golds, f1, em",
+    [
+        ("The Eiffel Tower!", ["eiffel tower"], 1.0, 1.0),  # case, punctuation and articles go
+        ("in the Eiffel tower", ["Eiffel Tower"], 0.8, 0.0),  # P=2/3, R=1
+        ("Eiffel", ["Paris", "the Eiffel Tower"], 2 / 3, 0.0),  # best over the golds: P=1, R=1/2
+        ("U.S.", ["US"], 1.0, 1.0),  # punctuation inside a word is removed, not split on
+        ("an apple", ["apple"], 1.0, 1.0),
+        ("Paris", ["London"], 0.0, 0.0),
+    ],
+)
 def test_english_span_scores(pred, golds, f1, em):
     m = span_metrics([pred], [golds], "en")
     assert m["span_f1"] == pytest.approx(f1) and m["exact_match"] == em
 
 
 # ---------------------------------------------------------------- spans, Chinese (CMRC 2018)
-@pytest.mark.parametrize("pred, golds, f1, em", [
-    ("北京大学。", ["北京大学"], 1.0, 1.0),  # full-width punctuation removed
-    ("《红楼梦》", ["红楼梦"], 1.0, 1.0),
-    ("大学北京", ["北京大学"], 0.5, 0.0),  # longest common substring 2 of 4 (a bag of characters would say 1.0)
-    ("iPhone 12手机", ["iphone 12"], 2 / 3, 0.0),  # [iphone, 12, 手, 机] vs [iphone, 12]
-    ("北京大学", ["北京", "北京大学"], 1.0, 1.0),  # the best gold wins
-    ("好…", ["好"], 2 / 3, 0.0),  # the official list has only the two-character "……", so "…" stays
-])
+@pytest.mark.parametrize(
+    "pred, golds, f1, em",
+    [
+        ("北京大学。", ["北京大学"], 1.0, 1.0),  # full-width punctuation removed
+        ("《红楼梦》", ["红楼梦"], 1.0, 1.0),
+        ("大学北京", ["北京大学"], 0.5, 0.0),  # longest common substring 2 of 4 (a bag of characters would say 1.0)
+        ("iPhone 12手机", ["iphone 12"], 2 / 3, 0.0),  # [iphone, 12, 手, 机] vs [iphone, 12]
+        ("北京大学", ["北京", "北京大学"], 1.0, 1.0),  # the best gold wins
+        ("好…", ["好"], 2 / 3, 0.0),  # the official list has only the two-character "……", so "…" stays
+    ],
+)
 def test_chinese_span_scores(pred, golds, f1, em):
     m = span_metrics([pred], [golds], "zh")
     assert m["span_f1"] == pytest.approx(f1) and m["exact_match"] == em
@@ -144,15 +160,18 @@ def test_f1a_and_question_exact_match_by_hand():
 
 
 # ---------------------------------------------------------------- the headline key
-@pytest.mark.parametrize("s, preds, golds", [
-    (spec(metric="accuracy", labels="ab"), ["a"], [("a",)]),
-    (spec(metric="macro_f1", labels="ab"), ["a"], [("a",)]),
-    (spec(metric="matthews", labels="ab"), ["a"], [("a",)]),
-    (spec(metric="f1a", labels=("false", "true")), ["true"], [("true",)]),
-    (spec("multiple_choice", "accuracy"), ["2"], [("2",)]),
-    (spec("regression", "pearson", labels="012"), [1.0, 2.0], [("1.0",), ("2.5",)]),
-    (spec("extraction", "span_f1", language="zh"), ["北京"], [("北京",)]),
-])
+@pytest.mark.parametrize(
+    "s, preds, golds",
+    [
+        (spec(metric="accuracy", labels="ab"), ["a"], [("a",)]),
+        (spec(metric="macro_f1", labels="ab"), ["a"], [("a",)]),
+        (spec(metric="matthews", labels="ab"), ["a"], [("a",)]),
+        (spec(metric="f1a", labels=("false", "true")), ["true"], [("true",)]),
+        (spec("multiple_choice", "accuracy"), ["2"], [("2",)]),
+        (spec("regression", "pearson", labels="012"), [1.0, 2.0], [("1.0",), ("2.5",)]),
+        (spec("extraction", "span_f1", language="zh"), ["北京"], [("北京",)]),
+    ],
+)
 def test_headline_key_is_the_metric(s, preds, golds):
     assert s.metric in compute_metrics(s, preds, golds)
 
@@ -179,9 +198,9 @@ def test_majority_tie_goes_to_first_listed_label():
 
 def test_majority_baseline_of_other_kinds():
     assert majority_baseline(spec("extraction", "span_f1"), [ex(0, "x")], [ex(1, "x")]) is None
-    reg = majority_baseline(spec("regression", "pearson", labels="012"), [ex(0, "1.0"), ex(1, "2.0")],
-                            [ex(2, "0.5"), ex(3, "1.5")])
+    reg = majority_baseline(
+        spec("regression", "pearson", labels="012"), [ex(0, "1.0"), ex(1, "2.0")], [ex(2, "0.5"), ex(3, "1.5")]
+    )
     assert reg == {"pearson": 0.0, "spearman": 0.0}  # a constant guess correlates with nothing
-    mc = majority_baseline(spec("multiple_choice"), [ex(0, "1"), ex(1, "1"), ex(2, "0")],
-                           [ex(3, "1"), ex(4, "2")])
+    mc = majority_baseline(spec("multiple_choice"), [ex(0, "1"), ex(1, "1"), ex(2, "0")], [ex(3, "1"), ex(4, "2")])
     assert mc == {"accuracy": 0.5}

@@ -9,12 +9,11 @@ import sys
 from collections import Counter
 
 import pytest
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 from talora.errors import DataError
 from talora.tasks import KS, Example, Task, TaskSpec, evaluation_split, few_shot, load_tasks, sample_k_shot
 from talora.tasks.sampling import input_key
-
-from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +42,21 @@ def test_deterministic_and_seed_dependent(task):
 
 
 def test_same_under_another_hash_seed(task):
-    code = ("from talora.tasks import load_tasks, sample_k_shot;"
-            "t = load_tasks(None, ['news_topic'])['news_topic'];"
-            "print(','.join(e.uid for e in sample_k_shot(t.splits['train'], 4, seed=3)))")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONHASHSEED": h}).stdout.strip() for h in ("1", "2")}
+    code = (
+        "from talora.tasks import load_tasks, sample_k_shot;"
+        "t = load_tasks(None, ['news_topic'])['news_topic'];"
+        "print(','.join(e.uid for e in sample_k_shot(t.splits['train'], 4, seed=3)))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": h},
+        ).stdout.strip()
+        for h in ("1", "2")
+    }
     assert outputs == {",".join(ex.uid for ex in sample_k_shot(task.splits["train"], 4, seed=3))}
 
 
@@ -93,8 +102,16 @@ def test_protocol_evaluation_split(task):
 
 
 @needs_real_data
-@pytest.mark.parametrize("name, kind", [("cb", "classification"), ("stsb", "regression"), ("c3", "multiple_choice"),
-                                        ("cmrc2018", "extraction"), ("cote_bd", "extraction")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("cb", "classification"),
+        ("stsb", "regression"),
+        ("c3", "multiple_choice"),
+        ("cmrc2018", "extraction"),
+        ("cote_bd", "extraction"),
+    ],
+)
 def test_few_shot_on_every_kind(name, kind):
     task = load_tasks(REAL_DATA, [name])[name]
     assert task.spec.kind == kind

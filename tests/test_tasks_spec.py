@@ -9,8 +9,15 @@ import pytest
 from talora.errors import DataError
 from talora.tasks import Example, TaskSpec
 
-SPEC = dict(name="toy", language="en", kind="classification", labels=("neg", "pos"),
-            label_words={"neg": " bad", "pos": " good"}, template="Text: {text}\nSentiment:", metric="accuracy")
+SPEC = dict(
+    name="toy",
+    language="en",
+    kind="classification",
+    labels=("neg", "pos"),
+    label_words={"neg": " bad", "pos": " good"},
+    template="Text: {text}\nSentiment:",
+    metric="accuracy",
+)
 
 
 def test_prompt_and_answer():
@@ -31,25 +38,30 @@ def test_round_trips_through_a_plain_dict():
     assert hash(spec) == hash(TaskSpec(**SPEC))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"label_words": {"neg": " bad"}}, r"no word for label\(s\) \['pos'\]"),
-    ({"label_words": {"neg": " x", "pos": " x"}}, "same word"),
-    ({"labels": ("neg", "neg")}, "distinct"),
-    ({"metric": "f1"}, "metric 'f1'"),
-    ({"kind": "ranking"}, "kind 'ranking'"),
-    ({"metric": "pearson"}, "metric 'pearson' does not apply to kind 'classification'"),
-    ({"kind": "regression", "metric": "pearson"}, "regression labels are the bins' values"),
-    ({"kind": "extraction", "metric": "span_f1", "max_new_tokens": 8}, "field 'span_field' is ''"),
-    ({"kind": "extraction", "metric": "span_f1", "span_field": "text"}, "'max_new_tokens' must be >= 1"),
-    ({"template": " "}, "'template' is empty"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"label_words": {"neg": " bad"}}, r"no word for label\(s\) \['pos'\]"),
+        ({"label_words": {"neg": " x", "pos": " x"}}, "same word"),
+        ({"labels": ("neg", "neg")}, "distinct"),
+        ({"metric": "f1"}, "metric 'f1'"),
+        ({"kind": "ranking"}, "kind 'ranking'"),
+        ({"metric": "pearson"}, "metric 'pearson' does not apply to kind 'classification'"),
+        ({"kind": "regression", "metric": "pearson"}, "regression labels are the bins' values"),
+        ({"kind": "extraction", "metric": "span_f1", "max_new_tokens": 8}, "field 'span_field' is ''"),
+        ({"kind": "extraction", "metric": "span_f1", "span_field": "text"}, "'max_new_tokens' must be >= 1"),
+        ({"template": " "}, "'template' is empty"),
+    ],
+)
 def test_bad_specs_are_refused(change, message):
     with pytest.raises(DataError, match=message):
         TaskSpec(**{**SPEC, **change})
 
 
 def test_answers_and_candidates_of_each_kind():
-    mc = TaskSpec("c3", "zh", "multiple_choice", (), {}, "{context}\n问题：{question}\n选项：{options}\n答案：", "accuracy")
+    mc = TaskSpec(
+        "c3", "zh", "multiple_choice", (), {}, "{context}\n问题：{question}\n选项：{options}\n答案：", "accuracy"
+    )
     ex = Example("c3/train/1", "c3", {"context": "c", "question": "q", "choices": ["甲", "乙丙"], "options": ""}, "1")
     assert mc.answer_text(ex) == "乙丙" and mc.candidates(ex) == ["甲", "乙丙"]
     with pytest.raises(DataError, match="label '2' is not the index of one of its 2 choices"):
@@ -64,10 +76,11 @@ def test_answers_and_candidates_of_each_kind():
     with pytest.raises(DataError, match="regression label 'high' is not a number"):
         reg.answer_text(Example("s/train/1", "stsb", pair, "high"))
 
-    zh = TaskSpec("cote", "zh", "extraction", (), {}, "评论：{text}\n对象：", "span_f1", span_field="text", max_new_tokens=8)
+    zh = TaskSpec(
+        "cote", "zh", "extraction", (), {}, "评论：{text}\n对象：", "span_f1", span_field="text", max_new_tokens=8
+    )
     en = dataclasses.replace(zh, language="en")
     span = Example("cote/train/1", "cote", {"text": "杜甫草堂很好", "answer_start": 0}, "杜甫草堂")
     assert zh.answer_text(span) == "杜甫草堂\n" and en.answer_text(span) == " 杜甫草堂\n"
     assert zh.candidates(span) == []
     assert span.answers == ("杜甫草堂",) and dataclasses.replace(span, golds=("a", "b")).answers == ("a", "b")
-

@@ -24,8 +24,9 @@ def suite():
 
 
 def digest(tasks) -> str:
-    text = "\n".join(f"{ex.uid}|{t.spec.prompt(ex)}|{ex.label}"
-                     for t in tasks.values() for exs in t.splits.values() for ex in exs)
+    text = "\n".join(
+        f"{ex.uid}|{t.spec.prompt(ex)}|{ex.label}" for t in tasks.values() for exs in t.splits.values() for ex in exs
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -65,10 +66,20 @@ def test_sizes_balance_and_disjoint_splits(suite):
 def test_deterministic_across_calls_and_hash_seeds(suite):
     assert digest(load_tasks(None, ["emotion"])) == digest({"emotion": suite["emotion"]})
     # This module, imported as a plain module, computes the digest in a fresh interpreter.
-    code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); from test_tasks_synthetic import digest;"
-            "from talora.tasks import load_tasks; print(digest(load_tasks()))")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONHASHSEED": h}).stdout.strip() for h in ("0", "7")}
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); from test_tasks_synthetic import digest;"
+        "from talora.tasks import load_tasks; print(digest(load_tasks()))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": h},
+        ).stdout.strip()
+        for h in ("0", "7")
+    }
     assert outputs == {digest(suite)}
 
 

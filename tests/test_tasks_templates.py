@@ -7,31 +7,65 @@ import json
 import re
 from pathlib import Path
 
-import pytest
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 from talora.tasks import load_tasks
 from talora.tasks.jsonl import make_spec, read_manifest
 from talora.tasks.templates import prompting_for, regression_bins, score_range
 
-from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
-
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 # A new folder: task names templates.yaml has never heard of, one per kind and form.
 NEW = {
-    "zh_topic": ("zh", "single-sentence classification (topic)", ["体育", "财经"], None, {"text": "球赛", "label": "体育"}),
-    "en_pair": ("en", "sentence-pair classification (paraphrase)", ["0", "1"], {"0": "different", "1": "same"},
-                {"text_a": "a", "text_b": "b", "label": "1"}),
-    "en_score": ("en", "sentence-pair regression (relatedness 1-5)", None, None,
-                 {"text_a": "a", "text_b": "b", "label": 3.6}),
-    "zh_choice": ("zh", "multiple-choice reading comprehension", None, None,
-                  {"context": "文", "question": "问", "choices": ["甲", "乙"], "label": 0}),
-    "zh_qa": ("zh", "extractive QA (span)", None, None,
-              {"context": "北京是首都", "question": "首都？", "answers": [{"text": "北京", "answer_start": 0}]}),
-    "en_target": ("en", "aspect extraction", None, None,
-                  {"text": "the battery is great", "target": "battery", "target_start": 4}),
-    "en_candidates": ("en", "multi-answer reading comprehension", None, None,
-                      {"context": "p", "question": "q", "answers": [{"text": "x", "label": "true"}]}),
+    "zh_topic": (
+        "zh",
+        "single-sentence classification (topic)",
+        ["体育", "财经"],
+        None,
+        {"text": "球赛", "label": "体育"},
+    ),
+    "en_pair": (
+        "en",
+        "sentence-pair classification (paraphrase)",
+        ["0", "1"],
+        {"0": "different", "1": "same"},
+        {"text_a": "a", "text_b": "b", "label": "1"},
+    ),
+    "en_score": (
+        "en",
+        "sentence-pair regression (relatedness 1-5)",
+        None,
+        None,
+        {"text_a": "a", "text_b": "b", "label": 3.6},
+    ),
+    "zh_choice": (
+        "zh",
+        "multiple-choice reading comprehension",
+        None,
+        None,
+        {"context": "文", "question": "问", "choices": ["甲", "乙"], "label": 0},
+    ),
+    "zh_qa": (
+        "zh",
+        "extractive QA (span)",
+        None,
+        None,
+        {"context": "北京是首都", "question": "首都？", "answers": [{"text": "北京", "answer_start": 0}]},
+    ),
+    "en_target": (
+        "en",
+        "aspect extraction",
+        None,
+        None,
+        {"text": "the battery is great", "target": "battery", "target_start": 4},
+    ),
+    "en_candidates": (
+        "en",
+        "multi-answer reading comprehension",
+        None,
+        None,
+        {"context": "p", "question": "q", "answers": [{"text": "x", "label": "true"}]},
+    ),
 }
 
 
@@ -41,8 +75,14 @@ def new_folder(root: Path) -> Path:
         (root / lang / name).mkdir(parents=True)
         for split in ("train", "validation"):
             (root / lang / name / f"{split}.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", "utf-8")
-        entry = {"task": name, "language": lang, "type": kind, "metric": "whatever", "label_list": labels,
-                 "format": ", ".join(k for k in row)}
+        entry = {
+            "task": name,
+            "language": lang,
+            "type": kind,
+            "metric": "whatever",
+            "label_list": labels,
+            "format": ", ".join(k for k in row),
+        }
         if desc:
             entry["label_desc"] = desc
         entries.append(entry)
@@ -54,10 +94,15 @@ def test_a_new_folder_loads_with_generic_templates(tmp_path):
     tasks = load_tasks(new_folder(tmp_path))
     assert set(tasks) == set(NEW)
     kinds = {n: (t.spec.kind, t.spec.metric) for n, t in tasks.items()}
-    assert kinds == {"zh_topic": ("classification", "accuracy"), "en_pair": ("classification", "accuracy"),
-                     "en_score": ("regression", "pearson"), "zh_choice": ("multiple_choice", "accuracy"),
-                     "zh_qa": ("extraction", "span_f1"), "en_target": ("extraction", "span_f1"),
-                     "en_candidates": ("classification", "f1a")}
+    assert kinds == {
+        "zh_topic": ("classification", "accuracy"),
+        "en_pair": ("classification", "accuracy"),
+        "en_score": ("regression", "pearson"),
+        "zh_choice": ("multiple_choice", "accuracy"),
+        "zh_qa": ("extraction", "span_f1"),
+        "en_target": ("extraction", "span_f1"),
+        "en_candidates": ("classification", "f1a"),
+    }
     for name, task in tasks.items():
         spec, ex = task.spec, task.splits["train"][0]
         prompt = spec.prompt(ex)

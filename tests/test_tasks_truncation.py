@@ -4,14 +4,22 @@ context start at evaluation, room for every choice of a multiple-choice example.
 from __future__ import annotations
 
 import pytest
+from conftest import make_backbone
 
 from talora.batching import encode
 from talora.tasks import Example, TaskSpec
 
-from conftest import make_backbone
-
-QA = TaskSpec("qa", "en", "extraction", (), {}, "Passage: {context}\nQuestion: {question}\nAnswer:", "span_f1",
-              span_field="context", max_new_tokens=6)
+QA = TaskSpec(
+    "qa",
+    "en",
+    "extraction",
+    (),
+    {},
+    "Passage: {context}\nQuestion: {question}\nAnswer:",
+    "span_f1",
+    span_field="context",
+    max_new_tokens=6,
+)
 ZH = TaskSpec("ote", "zh", "extraction", (), {}, "评论：{text}\n对象：", "span_f1", span_field="text", max_new_tokens=6)
 
 
@@ -36,15 +44,20 @@ def test_training_window_keeps_the_answer(tok, answer_at):
     assert enc.truncated and len(enc.prompt) + len(enc.answer) <= 60
     assert "wonderful" in text and text.startswith("Passage: ") and text.endswith("\nQuestion: which?\nAnswer:")
     assert tok.decode(enc.answer) == " wonderful\n"  # trained with the newline that ends generation
-    kept = text[len("Passage: "): text.index("\nQuestion")].split()
+    kept = text[len("Passage: ") : text.index("\nQuestion")].split()
     # centred: the window loses words on both sides unless the answer sits at an end of the passage
     assert (kept[0] != "w0") == (answer_at > 10) and (kept[-1] != "w79") == (answer_at < 70)
 
 
 def test_evaluation_keeps_the_start_of_the_context_and_room_to_generate(tok):
     context, start = passage(78)
-    ex = Example("qa/validation/1", "qa", {"context": context, "question": "which?", "answer_start": start},
-                 "wonderful", ("wonderful", "wonderful one"))
+    ex = Example(
+        "qa/validation/1",
+        "qa",
+        {"context": context, "question": "which?", "answer_start": start},
+        "wonderful",
+        ("wonderful", "wonderful one"),
+    )
     enc = encode(QA, ex, tok, max_length=60, task_id=0)
     text = tok.decode(enc.prompt)
     assert enc.truncated and len(enc.prompt) + QA.max_new_tokens <= 60
@@ -79,11 +92,13 @@ def test_short_examples_are_not_cut(tok):
 def test_multiple_choice_keeps_room_for_its_longest_choice(tok):
     spec = TaskSpec("mc", "en", "multiple_choice", (), {}, "{context}\nQuestion: {question}\nAnswer:", "accuracy")
     choices = ["yes", "the movie was wonderful and the acting was superb"]
-    ex = Example("mc/validation/1", "mc", {"context": "the food was awful " * 20, "question": "q", "choices": choices},
-                 "0")
+    ex = Example(
+        "mc/validation/1", "mc", {"context": "the food was awful " * 20, "question": "q", "choices": choices}, "0"
+    )
     enc = encode(spec, ex, tok, max_length=50, task_id=0)
-    assert enc.truncated and enc.candidates == tuple(tuple(tok(c, add_special_tokens=False)["input_ids"])
-                                                     for c in choices)
+    assert enc.truncated and enc.candidates == tuple(
+        tuple(tok(c, add_special_tokens=False)["input_ids"]) for c in choices
+    )
     assert enc.answer == enc.candidates[0]
     assert len(enc.prompt) + max(len(c) for c in enc.candidates) <= 50
 
@@ -91,7 +106,9 @@ def test_multiple_choice_keeps_room_for_its_longest_choice(tok):
 def test_general_rule_cuts_chinese_between_characters(tok):
     # Byte-level tokens split a Chinese character; a cut inside one must not leave a U+FFFD behind
     # (which re-tokenises longer and once made this loop run forever).
-    spec = TaskSpec("zh", "zh", "classification", ("a", "b"), {"a": "好", "b": "坏"}, "评论：{text}\n情感：", "accuracy")
+    spec = TaskSpec(
+        "zh", "zh", "classification", ("a", "b"), {"a": "好", "b": "坏"}, "评论：{text}\n情感：", "accuracy"
+    )
     ex = Example("zh/validation/1", "zh", {"text": "这部电影非常精彩" * 10}, "a")
     for max_length in range(30, 60):
         enc = encode(spec, ex, tok, max_length=max_length, task_id=0)

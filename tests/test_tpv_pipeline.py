@@ -17,8 +17,6 @@ from talora.cli import main
 from talora.config import RunConfig, dump_config, from_dict
 from talora.methods.tpv import TPV, TPVConfig
 
-from conftest import make_backbone
-
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 SHORT = {"steps": 3, "batch_size": 4, "warmup_steps": 1, "eval_every": 3, "eval_examples": 4, "log_every": 1}
@@ -52,8 +50,22 @@ def test_tpv_train_and_transfer_with_a_combination(tmp_path, tiny_model, capsys)
     assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "src")]) == 0
     src, _ = load_adapter(tmp_path / "src", tiny_model, expect_method="tpv")
     assert src.task_names == SOURCES and torch.count_nonzero(src.tpv) > 0
-    assert main(["transfer", "--from", str(tmp_path / "src"), "--task", "product_sentiment", "--k", "2",
-                 "--output", str(tmp_path / "tgt")]) == 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--from",
+                str(tmp_path / "src"),
+                "--task",
+                "product_sentiment",
+                "--k",
+                "2",
+                "--output",
+                str(tmp_path / "tgt"),
+            ]
+        )
+        == 0
+    )
     records = [r for r in _log(tmp_path / "tgt" / "log.jsonl") if "loss" in r]
     assert len(records) == SHORT["steps"]
     chosen = records[0]["lambdas"]
@@ -96,8 +108,19 @@ def test_dtvg_train_transfer_and_grouping_plot(tmp_path, tiny_model):
 def test_init_study_trains_once_per_seed_and_writes_table_and_plots(tmp_path, tiny_model, capsys):
     cfg = _shipped("tpv-inits.yaml", tmp_path, tasks=SOURCES[:2])
     out = tmp_path / "inits"
-    args = ["analyze", "tpv-inits", "--config", str(cfg), "--init-seeds", "0", "1", "--output", str(out),
-            "--examples", "4"]
+    args = [
+        "analyze",
+        "tpv-inits",
+        "--config",
+        str(cfg),
+        "--init-seeds",
+        "0",
+        "1",
+        "--output",
+        str(out),
+        "--examples",
+        "4",
+    ]
     assert main(args) == 0
     table = (out / "tpv-inits.md").read_text()
     assert "| **average** |" in table and all(f"| {t} |" in table for t in SOURCES[:2])

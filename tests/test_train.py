@@ -5,20 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_backbone
 
 from talora import forward as forward_mod
 from talora import train as train_mod
+from talora.config import TrainConfig
 from talora.errors import TrainingError
-from talora.methods.prompt_tuning import PromptTuning
-from talora.methods.talora import TALoRA
-from talora.methods.prompt_tuning import PromptTuningConfig
-from talora.methods.talora import TALoRAConfig
+from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+from talora.methods.talora import TALoRA, TALoRAConfig
 from talora.pipeline import encode_split, verbalizers_for
 from talora.tasks import load_tasks
-from talora.config import TrainConfig
 from talora.train import MixtureSampler, mixing_rates, train
-
-from conftest import make_backbone
 
 NAMES = ["movie_sentiment", "news_topic"]
 
@@ -65,7 +62,8 @@ def test_loss_falls_on_a_learnable_task(tmp_path):
     m = PromptTuning(PromptTuningConfig(length=4, lr=0.1), backbone, NAMES)
     tr, ev, verbs, metrics = _data(backbone)
     result = train(backbone, m, tr, tr[:8], verbs, metrics, _cfg(steps=30, eval_every=0, log_every=5), tmp_path, 0)
-    losses = [json.loads(l)["loss"] for l in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
     assert losses[-1] < losses[0] * 0.85 and result.seconds > 0
 
 

@@ -57,8 +57,9 @@ def read_task_vectors(folder: Path) -> TaskVectors:
     elif sidecar["method"] == "dtvg":
         names, key = sidecar["config"].get("sources") or [t["name"] for t in sidecar["tasks"]], "source_tpvs"
     else:
-        raise AdapterError(f"{folder}: a {sidecar['method']!r} adapter holds no task prompt vectors "
-                           "(give a tpv or dtvg run)")
+        raise AdapterError(
+            f"{folder}: a {sidecar['method']!r} adapter holds no task prompt vectors (give a tpv or dtvg run)"
+        )
     if key not in tensors or "init" not in tensors:
         raise AdapterError(f"{folder / TENSORS}: tensors {key!r} and 'init' are missing")
     return TaskVectors(folder, names, tensors["init"].double(), tensors[key].double(), sidecar["base_model"]["id"])
@@ -68,8 +69,10 @@ def _common_tasks(runs: list[TaskVectors]) -> list[str]:
     names = runs[0].names
     for run in runs[1:]:
         if sorted(run.names) != sorted(names):
-            raise ConfigError(f"runs {runs[0].folder} and {run.folder} hold different tasks "
-                              f"({', '.join(names)} vs {', '.join(run.names)})")
+            raise ConfigError(
+                f"runs {runs[0].folder} and {run.folder} hold different tasks "
+                f"({', '.join(names)} vs {', '.join(run.names)})"
+            )
         if run.base_model != runs[0].base_model:
             raise ConfigError(f"runs {runs[0].folder} and {run.folder} were trained on different base models")
     return names
@@ -95,8 +98,14 @@ def similarity(folders: list[Path]) -> dict:
     prompt_cos = sum(cosine_matrix(prompt[a], prompt[b]) for a, b in pairs) / len(pairs)
     tpv_cos = sum(cosine_matrix(tpv[a], tpv[b]) for a, b in pairs) / len(pairs)
     dot = sum(v @ v.T for v in tpv) / len(tpv)
-    return {"tasks": names, "runs": [str(f) for f in folders], "init_pairs": len(pairs),
-            "prompt_cosine": prompt_cos.tolist(), "tpv_cosine": tpv_cos.tolist(), "tpv_dot": dot.tolist()}
+    return {
+        "tasks": names,
+        "runs": [str(f) for f in folders],
+        "init_pairs": len(pairs),
+        "prompt_cosine": prompt_cos.tolist(),
+        "tpv_cosine": tpv_cos.tolist(),
+        "tpv_dot": dot.tolist(),
+    }
 
 
 def _matrix_md(title: str, names: list[str], matrix: list[list[float]], fmt: str) -> list[str]:
@@ -107,13 +116,19 @@ def _matrix_md(title: str, names: list[str], matrix: list[list[float]], fmt: str
 
 def write_similarity(result: dict, output: Path) -> list[Path]:
     names = result["tasks"]
-    panels = [("Cosine similarity of task prompts", result["prompt_cosine"], ".2f"),
-              ("Cosine similarity of task prompt vectors", result["tpv_cosine"], ".2f"),
-              ("DTVG similarity (eq. 2: dot product of token-averaged TPVs)", result["tpv_dot"], ".3g")]
-    lines = ["# Task prompts vs task prompt vectors", "",
-             f"{len(result['runs'])} run(s); cosines averaged over {result['init_pairs']} ordered pair(s) of "
-             "initialisations (different ones when there are several, so the diagonal compares a task "
-             "with itself across initialisations); vectors are averaged over their m tokens first.", ""]
+    panels = [
+        ("Cosine similarity of task prompts", result["prompt_cosine"], ".2f"),
+        ("Cosine similarity of task prompt vectors", result["tpv_cosine"], ".2f"),
+        ("DTVG similarity (eq. 2: dot product of token-averaged TPVs)", result["tpv_dot"], ".3g"),
+    ]
+    lines = [
+        "# Task prompts vs task prompt vectors",
+        "",
+        f"{len(result['runs'])} run(s); cosines averaged over {result['init_pairs']} ordered pair(s) of "
+        "initialisations (different ones when there are several, so the diagonal compares a task "
+        "with itself across initialisations); vectors are averaged over their m tokens first.",
+        "",
+    ]
     for title, matrix, fmt in panels:
         lines += _matrix_md(title, names, matrix, fmt)
 
@@ -139,7 +154,9 @@ def train_init_runs(config: Path, seeds: list[int], output: Path) -> list[Path]:
     for seed in seeds:
         run_cfg = dataclasses.replace(cfg, method_args={**cfg.method_args, "init_seed": seed})
         folder = Path(output) / f"init-{seed}"
-        manifest.run(f"tpv init_seed={seed}", folder, lambda c=run_cfg, f=folder: run_train(c, f, backbone=loader.get(c.model)))
+        manifest.run(
+            f"tpv init_seed={seed}", folder, lambda c=run_cfg, f=folder: run_train(c, f, backbone=loader.get(c.model))
+        )
         folders.append(folder)
     return folders
 
@@ -160,8 +177,9 @@ def _evaluation_items(backbone, cfg: RunConfig, names: list[str], split: str | N
     return items, verbs, metrics, splits
 
 
-def init_transfer(folders: list[Path], split: str | None = None, examples: int = 0,
-                  backbone: Backbone | None = None) -> dict:
+def init_transfer(
+    folders: list[Path], split: str | None = None, examples: int = 0, backbone: Backbone | None = None
+) -> dict:
     """Score every run's TPVs (lambda = 1) on every run's initialisation: scores[task][a][b] is
     task's headline metric with init_b + T_a; a == b is the trained prompt ("Original")."""
     folders = [Path(f) for f in folders]
@@ -173,13 +191,16 @@ def init_transfer(folders: list[Path], split: str | None = None, examples: int =
     names = methods[0].task_names
     for f, m in zip(folders, methods):
         if m.task_names != names:
-            raise ConfigError(f"runs {folders[0]} and {f} hold different tasks "
-                              f"({', '.join(names)} vs {', '.join(m.task_names)})")
+            raise ConfigError(
+                f"runs {folders[0]} and {f} hold different tasks ({', '.join(names)} vs {', '.join(m.task_names)})"
+            )
     for a in range(len(methods)):
         for b in range(a):
             if torch.equal(methods[a].init, methods[b].init):
-                raise ConfigError(f"runs {folders[b]} and {folders[a]} share one initialisation; "
-                                  "train them with different method_args.init_seed")
+                raise ConfigError(
+                    f"runs {folders[b]} and {folders[a]} share one initialisation; "
+                    "train them with different method_args.init_seed"
+                )
     items, verbs, metrics, splits = _evaluation_items(backbone, cfg, names, split, examples)
     scores = {n: [[0.0] * len(methods) for _ in methods] for n in names}
     for a, source in enumerate(methods):
@@ -191,8 +212,14 @@ def init_transfer(folders: list[Path], split: str | None = None, examples: int =
             result = evaluate(backbone, mixed, items, verbs)
             for n in names:
                 scores[n][a][b] = result[n][metrics[n]]
-    return {"tasks": names, "runs": [str(f) for f in folders], "splits": splits, "metrics": metrics,
-            "init_seeds": [m.config.init_seed for m in methods], "scores": scores}
+    return {
+        "tasks": names,
+        "runs": [str(f) for f in folders],
+        "splits": splits,
+        "metrics": metrics,
+        "init_seeds": [m.config.init_seed for m in methods],
+        "scores": scores,
+    }
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -215,27 +242,47 @@ def init_transfer_rows(result: dict) -> list[dict]:
 
 def write_init_transfer(result: dict, output: Path) -> list[Path]:
     rows = init_transfer_rows(result)
-    lines = ["# Task prompt vectors on their original vs other initialisations", "",
-             f"Runs (init_seed): {', '.join(f'{r} ({s})' for r, s in zip(result['runs'], result['init_seeds']))}. "
-             "Original = init_i + T_i (the trained prompt), mean over runs; Mixed = init_j + T_i for j != i "
-             "(lambda = 1), mean over ordered pairs; ± = population standard deviation (the average row: across "
-             "tasks). "
-             "Metric (split) per task: "
-             + ", ".join(f"{n}: {result['metrics'][n]} ({result['splits'][n]})" for n in result["tasks"]) + ".", "",
-             "| task | original | mixed | Δ |", "|---|---|---|---|"]
+    lines = [
+        "# Task prompt vectors on their original vs other initialisations",
+        "",
+        f"Runs (init_seed): {', '.join(f'{r} ({s})' for r, s in zip(result['runs'], result['init_seeds']))}. "
+        "Original = init_i + T_i (the trained prompt), mean over runs; Mixed = init_j + T_i for j != i "
+        "(lambda = 1), mean over ordered pairs; ± = population standard deviation (the average row: across "
+        "tasks). "
+        "Metric (split) per task: "
+        + ", ".join(f"{n}: {result['metrics'][n]} ({result['splits'][n]})" for n in result["tasks"])
+        + ".",
+        "",
+        "| task | original | mixed | Δ |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         bold = "**" if r["task"] == "average" else ""
         delta = 100 * (r["mixed"] - r["original"])
-        lines.append(f"| {bold}{r['task']}{bold} | {100 * r['original']:.1f} ± {100 * r['original_std']:.1f} | "
-                     f"{100 * r['mixed']:.1f} ± {100 * r['mixed_std']:.1f} | {delta:+.1f} |")
+        lines.append(
+            f"| {bold}{r['task']}{bold} | {100 * r['original']:.1f} ± {100 * r['original_std']:.1f} | "
+            f"{100 * r['mixed']:.1f} ± {100 * r['mixed_std']:.1f} | {delta:+.1f} |"
+        )
 
     def draw(fig):
         ax = fig.subplots()
         xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [100 * r["original"] for r in rows], 0.4,
-               yerr=[100 * r["original_std"] for r in rows], label="original init", capsize=3)
-        ax.bar([x + 0.2 for x in xs], [100 * r["mixed"] for r in rows], 0.4,
-               yerr=[100 * r["mixed_std"] for r in rows], label="mixed init", capsize=3)
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [100 * r["original"] for r in rows],
+            0.4,
+            yerr=[100 * r["original_std"] for r in rows],
+            label="original init",
+            capsize=3,
+        )
+        ax.bar(
+            [x + 0.2 for x in xs],
+            [100 * r["mixed"] for r in rows],
+            0.4,
+            yerr=[100 * r["mixed_std"] for r in rows],
+            label="mixed init",
+            capsize=3,
+        )
         ax.set_xticks(list(xs), [r["task"] for r in rows], rotation=30, ha="right")
         ax.set_ylabel("score (%)")
         ax.set_title("Task prompt vectors on original vs other initialisations")
@@ -261,15 +308,17 @@ def grouping(log: Path) -> dict:
         if "group" in record:
             by_step[record["step"]] = record  # a resumed run logs some steps again: the last one stands
     if not by_step:
-        raise DataError(f"{log}: no DTVG grouping records (the log.jsonl of a dtvg run or transfer, "
-                        "ideally with log_every: 1)")
+        raise DataError(
+            f"{log}: no DTVG grouping records (the log.jsonl of a dtvg run or transfer, ideally with log_every: 1)"
+        )
     steps = sorted(by_step)
     tasks = list(by_step[steps[0]]["group"])
     result = {"log": str(log), "tasks": {}}
     for task in tasks:
         sources = list(by_step[steps[0]]["sim"][task])
         result["tasks"][task] = {
-            "sources": sources, "steps": steps,
+            "sources": sources,
+            "steps": steps,
             "group": [by_step[s]["group"][task] for s in steps],
             "sim": [[by_step[s]["sim"][task][src] for src in sources] for s in steps],
             "loss": [by_step[s].get("loss") for s in steps],
@@ -289,12 +338,21 @@ def grouping_segments(steps: list[int], groups: list[list[str]]) -> list[tuple[i
 
 
 def write_grouping(result: dict, output: Path) -> list[Path]:
-    lines = ["# DTVG source-task grouping during training", "", f"From {result['log']}. Groups are ranked by "
-             "similarity to the target (highest first); a change counts when consecutive logged steps differ.", ""]
+    lines = [
+        "# DTVG source-task grouping during training",
+        "",
+        f"From {result['log']}. Groups are ranked by "
+        "similarity to the target (highest first); a change counts when consecutive logged steps differ.",
+        "",
+    ]
     for task, data in result["tasks"].items():
         segments = grouping_segments(data["steps"], data["group"])
-        lines += [f"## {task}: {len(segments) - 1} change(s) over {len(data['steps'])} logged steps", "",
-                  "| steps | group |", "|---|---|"]
+        lines += [
+            f"## {task}: {len(segments) - 1} change(s) over {len(data['steps'])} logged steps",
+            "",
+            "| steps | group |",
+            "|---|---|",
+        ]
         lines += [f"| {a}–{b} | {', '.join(g) or '(target only)'} |" for a, b, g in segments]
         lines.append("")
 
@@ -311,8 +369,15 @@ def write_grouping(result: dict, output: Path) -> list[Path]:
             sources, steps = data["sources"], data["steps"]
             member = [[1.0 if src in group else 0.0 for group in data["group"]] for src in sources]
             top, bottom = axes[2 * (k // cols)][k % cols], axes[2 * (k // cols) + 1][k % cols]
-            top.imshow(member, aspect="auto", interpolation="nearest", cmap="Greens", vmin=0, vmax=1,
-                       extent=(steps[0] - 0.5, steps[-1] + 0.5, len(sources) - 0.5, -0.5))
+            top.imshow(
+                member,
+                aspect="auto",
+                interpolation="nearest",
+                cmap="Greens",
+                vmin=0,
+                vmax=1,
+                extent=(steps[0] - 0.5, steps[-1] + 0.5, len(sources) - 0.5, -0.5),
+            )
             top.set_yticks(range(len(sources)), sources)
             top.set_title(f"{task}: source group per step")
             for i, src in enumerate(sources):

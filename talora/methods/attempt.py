@@ -72,8 +72,9 @@ class ATTEMPT(Method):
     config_cls = ATTEMPTConfig
     state_cls = ATTEMPTState
 
-    def __init__(self, config: ATTEMPTConfig, backbone: Backbone, task_names: list[str],
-                 state: ATTEMPTState | None = None):
+    def __init__(
+        self, config: ATTEMPTConfig, backbone: Backbone, task_names: list[str], state: ATTEMPTState | None = None
+    ):
         super().__init__(config, backbone, task_names, state)
         sources = self.state.sources
         self.sources = list(sources) if sources is not None else list(task_names)
@@ -93,7 +94,7 @@ class ATTEMPT(Method):
         self.norm = nn.LayerNorm(d)
         with torch.no_grad():
             for lin in (self.down, self.up):
-                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) / lin.in_features ** 0.5)
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) / lin.in_features**0.5)
 
     def attention_weights(self, task_ids: torch.Tensor, batch) -> torch.Tensor:
         """(B, S+1) mixture weights over the source prompts and each row's target prompt."""
@@ -126,16 +127,20 @@ class ATTEMPT(Method):
     @torch.no_grad()
     def init_from_stage1(self, stage1: Method) -> None:
         if tuple(stage1.prompt.shape) != tuple(self.source_prompts.shape):
-            raise ValueError(f"stage-1 prompts {tuple(stage1.prompt.shape)} do not match the "
-                             f"{len(self.sources)} sources of length {self.config.length}")
+            raise ValueError(
+                f"stage-1 prompts {tuple(stage1.prompt.shape)} do not match the "
+                f"{len(self.sources)} sources of length {self.config.length}"
+            )
         self.source_prompts.copy_(stage1.prompt)
 
     def param_groups(self) -> list[dict]:
         attention = [*self.down.parameters(), *self.up.parameters(), *self.norm.parameters()]
-        return [{"name": "prompt", "params": [self.prompt], "lr": self.config.lr},
-                {"name": "attention", "params": attention, "lr": self.config.lr_attention}]
+        return [
+            {"name": "prompt", "params": [self.prompt], "lr": self.config.lr},
+            {"name": "attention", "params": attention, "lr": self.config.lr_attention},
+        ]
 
-    def for_target(self, target: TargetContext) -> "ATTEMPT":
+    def for_target(self, target: TargetContext) -> ATTEMPT:
         new = ATTEMPT(self.config, target.backbone, [target.task_name], ATTEMPTState(sources=self.sources))
         with torch.no_grad():
             new.source_prompts.copy_(self.source_prompts)

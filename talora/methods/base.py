@@ -15,8 +15,9 @@ which source a target was retrieved from); both are saved in the adapter sidecar
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, TypeVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -47,8 +48,8 @@ class TargetContext:
 
     task_name: str
     backbone: Backbone
-    tune: Callable[["Method", int], None] | None = None
-    score: Callable[["Method"], float] | None = None
+    tune: Callable[[Method, int], None] | None = None
+    score: Callable[[Method], float] | None = None
 
 
 @dataclass
@@ -136,11 +137,11 @@ class Method(nn.Module):
         entry and restore the frozen model on exit; prompt methods need nothing."""
         yield
 
-    def stage1(self, backbone: Backbone) -> "Method | None":
+    def stage1(self, backbone: Backbone) -> Method | None:
         """A method to train on the same tasks first (TA-LoRA: deep prompt tuning), or None."""
         return None
 
-    def init_from_stage1(self, stage1: "Method") -> None:
+    def init_from_stage1(self, stage1: Method) -> None:
         raise NotImplementedError
 
     def auxiliary_loss(self, backbone: Backbone, batch) -> torch.Tensor | None:
@@ -162,7 +163,7 @@ class Method(nn.Module):
         """tanh of the gate per prompted layer (mean over heads and tasks), for the training log."""
         return []
 
-    def for_target(self, target: TargetContext) -> "Method":
+    def for_target(self, target: TargetContext) -> Method:
         """A method for one new (few-shot) task, transferring what this one learned."""
         raise NotImplementedError
 
@@ -184,7 +185,7 @@ class Shapes:
     heads: int
 
     @classmethod
-    def of(cls, backbone: Backbone) -> "Shapes":
+    def of(cls, backbone: Backbone) -> Shapes:
         cfg = backbone.model.config
         return cls(cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads)
 
@@ -207,8 +208,9 @@ def vocab_init(backbone: Backbone, count: int, cfg: SoftPromptConfig, generator:
     return emb[ids].detach().clone()
 
 
-def deep_vocab_init(backbone: Backbone, first_layer: int, layers: int, count: int, cfg: PromptConfig,
-                    generator: torch.Generator) -> torch.Tensor:
+def deep_vocab_init(
+    backbone: Backbone, first_layer: int, layers: int, count: int, cfg: PromptConfig, generator: torch.Generator
+) -> torch.Tensor:
     """(layers, count, m, d): vocabulary embeddings passed through each prompted layer's input norm.
 
     Deep prompts feed the layer's k/v projections directly, whose inputs are normally
@@ -235,7 +237,7 @@ class WholeSetMethod(Method):
     def param_groups(self) -> list[dict]:
         return [{"name": self.group, "params": list(self.parameters()), "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "WholeSetMethod":
+    def for_target(self, target: TargetContext) -> WholeSetMethod:
         new = type(self)(self.config, target.backbone, [target.task_name])
         new.load_state_dict(self.state_dict())
         return new

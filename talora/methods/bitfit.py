@@ -17,8 +17,8 @@ the new task and keeps training it on the shots.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ def _is_rms_norm(module: nn.Module) -> bool:
 def _add_bias(bias: nn.Parameter):
     def hook(module, args, output):
         return output + bias
+
     return hook
 
 
@@ -58,16 +59,21 @@ class BitFit(WholeSetMethod):
         super().__init__(config, backbone, task_names, state)
         model = backbone.model
         wanted = set(config.bias_modules)
-        linears = {path: m for path, m in model.named_modules()
-                   if isinstance(m, nn.Linear) and path.rsplit(".", 1)[-1] in wanted}
+        linears = {
+            path: m
+            for path, m in model.named_modules()
+            if isinstance(m, nn.Linear) and path.rsplit(".", 1)[-1] in wanted
+        }
         if wanted and not linears:
-            raise ConfigError(f"bitfit: bias_modules {config.bias_modules} match no linear layer of "
-                              f"{backbone.model_id!r}")
+            raise ConfigError(
+                f"bitfit: bias_modules {config.bias_modules} match no linear layer of {backbone.model_id!r}"
+            )
         norms = {path: m for path, m in model.named_modules() if _is_rms_norm(m)} if config.train_norms else {}
         self._norm_paths, self._bias_paths = list(norms), list(linears)
         self.norms = nn.ParameterDict({slot_key(p): nn.Parameter(m.weight.detach().clone()) for p, m in norms.items()})
-        self.biases = nn.ParameterDict({slot_key(p): nn.Parameter(torch.zeros(m.out_features, dtype=m.weight.dtype))
-                                        for p, m in linears.items()})
+        self.biases = nn.ParameterDict(
+            {slot_key(p): nn.Parameter(torch.zeros(m.out_features, dtype=m.weight.dtype)) for p, m in linears.items()}
+        )
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:
@@ -76,9 +82,6 @@ class BitFit(WholeSetMethod):
         hooks = [(model.get_submodule(p), _add_bias(self.biases[slot_key(p)])) for p in self._bias_paths]
         with swapped_parameters(model, norms), forward_hooks(hooks):
             yield
-
-
-
 
     @classmethod
     def parameter_formula(cls) -> str:

@@ -41,8 +41,9 @@ class DeepPromptTuning(Method):
 
     def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         gates = None if self.config.attention == "plain" else self.gates[task_ids].transpose(0, 1)
-        return PromptInputs(layer_prompts=LayerPrompts(self.prompts[:, task_ids], gates, self.first_layer,
-                                                       self.config.attention))
+        return PromptInputs(
+            layer_prompts=LayerPrompts(self.prompts[:, task_ids], gates, self.first_layer, self.config.attention)
+        )
 
     def param_groups(self) -> list[dict]:
         groups = [{"name": "prompt", "params": [self.prompts], "lr": self.config.lr}]
@@ -53,7 +54,7 @@ class DeepPromptTuning(Method):
     def gate_values(self) -> list[float]:
         return torch.tanh(self.gates.detach()).mean(dim=(0, 2)).tolist()
 
-    def for_target(self, target: TargetContext) -> "DeepPromptTuning":
+    def for_target(self, target: TargetContext) -> DeepPromptTuning:
         return DeepPromptTuning(self.config, target.backbone, [target.task_name])
 
     def trainable_parameters(self) -> dict[str, int]:

@@ -69,8 +69,10 @@ class DTVG(Method):
         self.source_names = list(self.state.sources or task_names)
         T, S, m = len(task_names), len(self.source_names), config.length
         if config.grouping == "kc_only" and S > MAX_EXHAUSTIVE_SOURCES:
-            raise ConfigError(f"method_args.grouping: kc_only searches all groups of sources; {S} sources is "
-                              f"more than {MAX_EXHAUSTIVE_SOURCES}")
+            raise ConfigError(
+                f"method_args.grouping: kc_only searches all groups of sources; {S} sources is "
+                f"more than {MAX_EXHAUSTIVE_SOURCES}"
+            )
         self.hidden = Shapes.of(backbone).hidden
         self.register_buffer("init", shared_init(backbone, m, config.init_vocab, config.init_seed))
         self.register_buffer("source_tpvs", torch.zeros(S, m, self.hidden))
@@ -131,16 +133,20 @@ class DTVG(Method):
         return PromptInputs(input_prefix=self.merged_prompts()[task_ids])
 
     def param_groups(self) -> list[dict]:
-        return [{"name": "target", "params": [self.tpv, self.alpha_t], "lr": self.config.lr_target},
-                {"name": "source_alpha", "params": [self.alpha_s], "lr": self.config.lr_source}]
+        return [
+            {"name": "target", "params": [self.tpv, self.alpha_t], "lr": self.config.lr_target},
+            {"name": "source_alpha", "params": [self.alpha_s], "lr": self.config.lr_source},
+        ]
 
     def log_state(self) -> dict:
         """The group each task used in the latest forward pass (ranked) and its sims to every source."""
         groups, sims = self._last if self._last is not None else self.groups()
         return {
             "group": {task: [self.source_names[s] for s in groups[t]] for t, task in enumerate(self.task_names)},
-            "sim": {task: {self.source_names[s]: round(sims[t, s].item(), 6) for s in self.allowed[t]}
-                    for t, task in enumerate(self.task_names)},
+            "sim": {
+                task: {self.source_names[s]: round(sims[t, s].item(), 6) for s in self.allowed[t]}
+                for t, task in enumerate(self.task_names)
+            },
         }
 
     def stage1(self, backbone: Backbone) -> TPV | None:
@@ -148,18 +154,25 @@ class DTVG(Method):
         if self.state.sources is not None:
             return None
         cfg = self.config
-        return TPV(TPVConfig(length=cfg.length, lr=cfg.lr_tpv, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed),
-                   backbone, self.task_names)
+        return TPV(
+            TPVConfig(length=cfg.length, lr=cfg.lr_tpv, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed),
+            backbone,
+            self.task_names,
+        )
 
     @torch.no_grad()
     def init_from_stage1(self, stage1: Method) -> None:
         """Sources = the stage-I TPVs (kept fixed); each task's own T_t starts at its stage-I TPV."""
         if not isinstance(stage1, TPV) or stage1.task_names != self.source_names:
-            raise ConfigError(f"dtvg stage 1 must be a tpv adapter on {self.source_names}, got "
-                              f"{getattr(stage1, 'name', type(stage1).__name__)} on {stage1.task_names}")
+            raise ConfigError(
+                f"dtvg stage 1 must be a tpv adapter on {self.source_names}, got "
+                f"{getattr(stage1, 'name', type(stage1).__name__)} on {stage1.task_names}"
+            )
         if stage1.tpv.shape != self.source_tpvs.shape:
-            raise ConfigError(f"stage-1 TPVs {tuple(stage1.tpv.shape)} do not match dtvg's "
-                              f"{tuple(self.source_tpvs.shape)} (length {self.config.length})")
+            raise ConfigError(
+                f"stage-1 TPVs {tuple(stage1.tpv.shape)} do not match dtvg's "
+                f"{tuple(self.source_tpvs.shape)} (length {self.config.length})"
+            )
         self.init.copy_(stage1.init)
         self.source_tpvs.copy_(stage1.tpv)
         self.tpv.copy_(stage1.tpv)
@@ -167,17 +180,22 @@ class DTVG(Method):
         self.alpha_s.fill_(1.0)
         self.fix_groups()
 
-    def for_target(self, target: TargetContext) -> "DTVG":
+    def for_target(self, target: TargetContext) -> DTVG:
         """Stage I for the target (its TPV from P_init, trained on the shots), then a stage-II method."""
         cfg = self.config
-        own = TPV(TPVConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed, lr=cfg.lr_tpv),
-                  target.backbone, [target.task_name])
+        own = TPV(
+            TPVConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed, lr=cfg.lr_tpv),
+            target.backbone,
+            [target.task_name],
+        )
         with torch.no_grad():
             own.init.copy_(self.init)
         if cfg.target_tpv_steps:
             if target.tune is None:
-                raise ConfigError("method_args.target_tpv_steps: dtvg's stage I needs the target's shots to train "
-                                  "on; set it to 0 to start the target vector at zero")
+                raise ConfigError(
+                    "method_args.target_tpv_steps: dtvg's stage I needs the target's shots to train "
+                    "on; set it to 0 to start the target vector at zero"
+                )
             target.tune(own, cfg.target_tpv_steps)
         new = DTVG(cfg, target.backbone, [target.task_name], DTVGState(sources=self.source_names))
         with torch.no_grad():

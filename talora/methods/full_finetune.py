@@ -14,10 +14,9 @@ fine-tuning it on the shots.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-import torch
 from torch import nn
 
 from ..backbone import Backbone
@@ -39,8 +38,9 @@ class FullFinetune(WholeSetMethod):
         super().__init__(config, backbone, task_names, state)
         # named_parameters lists a tied weight once, under its first name.
         self._names = [name for name, _ in backbone.model.named_parameters()]
-        self.weights = nn.ParameterDict({slot_key(name): nn.Parameter(p.detach().clone())
-                                         for name, p in backbone.model.named_parameters()})
+        self.weights = nn.ParameterDict(
+            {slot_key(name): nn.Parameter(p.detach().clone()) for name, p in backbone.model.named_parameters()}
+        )
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:
@@ -48,9 +48,6 @@ class FullFinetune(WholeSetMethod):
         copies = {id(model.get_parameter(name)): self.weights[slot_key(name)] for name in self._names}
         with swapped_parameters(model, copies):
             yield
-
-
-
 
     @classmethod
     def parameter_formula(cls) -> str:

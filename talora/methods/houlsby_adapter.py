@@ -17,8 +17,8 @@ and keeps training it on the shots.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +64,12 @@ class Bottleneck(nn.Module):
 
 def _replace_output(adapter: Bottleneck):
     """A forward hook: the block's output (or the first item of a tuple output) goes through ``adapter``."""
+
     def hook(module, args, output):
         if isinstance(output, tuple):
             return (adapter(output[0]), *output[1:])
         return adapter(output)
+
     return hook
 
 
@@ -85,19 +87,18 @@ class Adapter(WholeSetMethod):
         def make() -> Bottleneck:
             return Bottleneck(shapes.hidden, config.bottleneck, config.activation, config.init_std, gen)
 
-        self.adapters = nn.ModuleList(nn.ModuleDict({"attn": make(), "mlp": make()})
-                                      for _ in range(shapes.num_layers))
+        self.adapters = nn.ModuleList(nn.ModuleDict({"attn": make(), "mlp": make()}) for _ in range(shapes.num_layers))
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:
         layers = backbone.model.get_decoder().layers
-        hooks = [(block, _replace_output(pair[kind])) for layer, pair in zip(layers, self.adapters)
-                 for kind, block in (("attn", layer.self_attn), ("mlp", layer.mlp))]
+        hooks = [
+            (block, _replace_output(pair[kind]))
+            for layer, pair in zip(layers, self.adapters)
+            for kind, block in (("attn", layer.self_attn), ("mlp", layer.mlp))
+        ]
         with forward_hooks(hooks):
             yield
-
-
-
 
     @classmethod
     def parameter_formula(cls) -> str:

@@ -22,8 +22,8 @@ tensors), which is what the optimiser, checkpoints and adapter files see.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -81,20 +81,33 @@ class LoRA(WholeSetMethod):
     def __init__(self, config: LoRAConfig, backbone: Backbone, task_names: list[str], state=None):
         super().__init__(config, backbone, task_names, state)
         scratch, paths = _linear_tree(backbone.model)
-        peft_cfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                              target_modules=list(config.target_modules))
+        peft_cfg = LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=list(config.target_modules),
+        )
         with torch.random.fork_rng(devices=[]):  # peft draws A from the global generator
             torch.manual_seed(config.init_seed)
             try:
                 inject_adapter_in_model(peft_cfg, scratch, adapter_name=ADAPTER_NAME)
             except ValueError as err:
-                raise ConfigError(f"lora: target_modules {config.target_modules} match no linear layer of "
-                                  f"{backbone.model_id!r} ({err})") from None
+                raise ConfigError(
+                    f"lora: target_modules {config.target_modules} match no linear layer of "
+                    f"{backbone.model_id!r} ({err})"
+                ) from None
         # Plain dict, not submodules: the wrappers hold the frozen base layers, which are not ours.
-        self._wrappers = {p: scratch.get_submodule(p) for p in paths
-                          if isinstance(scratch.get_submodule(p), BaseTunerLayer)}
-        self.weights = nn.ParameterDict({slot_key(f"{path}.{name}"): p for path, w in self._wrappers.items()
-                                         for name, p in w.named_parameters() if p.requires_grad})
+        self._wrappers = {
+            p: scratch.get_submodule(p) for p in paths if isinstance(scratch.get_submodule(p), BaseTunerLayer)
+        }
+        self.weights = nn.ParameterDict(
+            {
+                slot_key(f"{path}.{name}"): p
+                for path, w in self._wrappers.items()
+                for name, p in w.named_parameters()
+                if p.requires_grad
+            }
+        )
 
     @contextlib.contextmanager
     def applied(self, backbone: Backbone) -> Iterator[None]:
@@ -102,9 +115,6 @@ class LoRA(WholeSetMethod):
             wrapper.train(torch.is_grad_enabled())
         with swapped_modules(backbone.model, self._wrappers):
             yield
-
-
-
 
     @classmethod
     def parameter_formula(cls) -> str:

@@ -1,8 +1,8 @@
 """MPT: a shared prompt times a rank-1 task factor, distilled from single-task teacher prompts.
 
 Multitask prompt tuning (Wang et al., 2023, arXiv:2303.02861); baseline (7) of TA-LoRA
-(arXiv:2505.00009) §IV-A, "All For One" in DTVG (arXiv:2503.18063) §2. One shared input-level prompt P* (m x d) modulated per
-task by a rank-1 Hadamard factor,
+(arXiv:2505.00009) §IV-A, "All For One" in DTVG (arXiv:2503.18063) §2. One shared input-level
+prompt P* (m x d) modulated per task by a rank-1 Hadamard factor,
 
     P_k = P* o (u_k v_k^T),    u_k in R^m, v_k in R^d, both starting at ones (so P_k = P*).
 
@@ -92,8 +92,10 @@ class MPT(Method):
         """Keep the stage-1 prompts as teachers; P* starts as their mean."""
         prompts = stage1.prompt.detach()
         if tuple(prompts.shape) != (len(self.task_names), *self.shared.shape):
-            raise ValueError(f"stage-1 prompts {tuple(prompts.shape)} do not match {len(self.task_names)} tasks "
-                             f"of length {self.config.length}")
+            raise ValueError(
+                f"stage-1 prompts {tuple(prompts.shape)} do not match {len(self.task_names)} tasks "
+                f"of length {self.config.length}"
+            )
         self.teachers = prompts.clone()
         self.shared.copy_(prompts.mean(dim=0))
 
@@ -106,16 +108,19 @@ class MPT(Method):
         with torch.no_grad():
             teachers = PromptInputs(input_prefix=self.teachers[batch.task_ids])
             teacher = F.linear(prompted_hidden(backbone, teachers, batch), weight, bias).float()
-        kl = F.kl_div(F.log_softmax(student / tau, -1), F.log_softmax(teacher / tau, -1), log_target=True,
-                      reduction="batchmean")
+        kl = F.kl_div(
+            F.log_softmax(student / tau, -1), F.log_softmax(teacher / tau, -1), log_target=True, reduction="batchmean"
+        )
         return self.config.distill_weight * tau**2 * kl
 
     def param_groups(self) -> list[dict]:
-        groups = [{"name": "shared", "params": [self.shared], "lr": self.config.lr},
-                  {"name": "uv", "params": [self.u, self.v], "lr": self.config.lr_task}]
+        groups = [
+            {"name": "shared", "params": [self.shared], "lr": self.config.lr},
+            {"name": "uv", "params": [self.u, self.v], "lr": self.config.lr_task},
+        ]
         return [g for g in groups if all(p.requires_grad for p in g["params"])]
 
-    def for_target(self, target: TargetContext) -> "MPT":
+    def for_target(self, target: TargetContext) -> MPT:
         new = MPT(self.config, target.backbone, [target.task_name], MPTState(transfer=True))
         with torch.no_grad():
             new.shared.copy_(self.shared)

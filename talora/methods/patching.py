@@ -9,7 +9,7 @@ same module and parameter objects on exit (bit-identical weights, unchanged
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from torch import nn
 
@@ -26,8 +26,12 @@ def swapped_parameters(model: nn.Module, replacements: dict[int, nn.Parameter]) 
     Slots are found by identity, so a tied weight (input embedding = output head) is
     replaced in every module that shares it.
     """
-    undo = [(module, name, p) for module in model.modules() for name, p in module._parameters.items()
-            if p is not None and id(p) in replacements]
+    undo = [
+        (module, name, p)
+        for module in model.modules()
+        for name, p in module._parameters.items()
+        if p is not None and id(p) in replacements
+    ]
     try:
         for module, name, p in undo:
             module._parameters[name] = replacements[id(p)]

@@ -23,11 +23,14 @@ class PromptTuningConfig(SoftPromptConfig):
     lr: float = 3e-2  # AdamW learning rate of the prompt
 
 
-def single_task_prompts(cfg, backbone: Backbone, task_names: list[str]) -> "PromptTuning":
+def single_task_prompts(cfg, backbone: Backbone, task_names: list[str]) -> PromptTuning:
     """Per-task prompt tuning with ``cfg``'s length, rate and initialisation: the stage 1 of the
     methods built on single-task source prompts (ATTEMPT's sources, MPT's teachers)."""
-    return PromptTuning(PromptTuningConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed,
-                                           lr=cfg.lr), backbone, task_names)
+    return PromptTuning(
+        PromptTuningConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed, lr=cfg.lr),
+        backbone,
+        task_names,
+    )
 
 
 @register
@@ -48,7 +51,7 @@ class PromptTuning(Method):
     def param_groups(self) -> list[dict]:
         return [{"name": "prompt", "params": [self.prompt], "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "PromptTuning":
+    def for_target(self, target: TargetContext) -> PromptTuning:
         return PromptTuning(self.config, target.backbone, [target.task_name])
 
     def trainable_parameters(self) -> dict[str, int]:

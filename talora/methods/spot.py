@@ -36,7 +36,7 @@ class SPoT(Method):
     def param_groups(self) -> list[dict]:
         return [{"name": "prompt", "params": [self.prompt], "lr": self.config.lr}]
 
-    def for_target(self, target: TargetContext) -> "SPoT":
+    def for_target(self, target: TargetContext) -> SPoT:
         new = SPoT(self.config, target.backbone, [target.task_name])
         with torch.no_grad():
             new.prompt.copy_(self.prompt)

@@ -56,20 +56,23 @@ class SPoTRetrieval(PromptTuning):
         sims = F.cosine_similarity(task_embedding(self.prompt), task_embedding(probe)[None], dim=-1)
         return int(sims.argmax()), sims.tolist()
 
-    def for_target(self, target: TargetContext) -> "SPoTRetrieval":
+    def for_target(self, target: TargetContext) -> SPoTRetrieval:
         if target.tune is None:
-            raise ConfigError(f"spot_retrieval needs the target task's shots to pick a source prompt for "
-                              f"{target.task_name!r} (TargetContext.tune is missing)")
+            raise ConfigError(
+                f"spot_retrieval needs the target task's shots to pick a source prompt for "
+                f"{target.task_name!r} (TargetContext.tune is missing)"
+            )
         cfg = self.config
         probe_cfg = PromptTuningConfig(length=cfg.length, init_vocab=cfg.init_vocab, init_seed=cfg.init_seed, lr=cfg.lr)
         probe = PromptTuning(probe_cfg, target.backbone, [target.task_name])
         target.tune(probe, cfg.probe_steps)
         best, sims = self.retrieve(probe.prompt[0])
-        chosen = SPoTRetrievalState(retrieved_from=self.task_names[best],
-                                    similarities={n: round(s, 6) for n, s in zip(self.task_names, sims)})
+        chosen = SPoTRetrievalState(
+            retrieved_from=self.task_names[best], similarities={n: round(s, 6) for n, s in zip(self.task_names, sims)}
+        )
         new = SPoTRetrieval(cfg, target.backbone, [target.task_name], chosen)
         with torch.no_grad():
-            new.prompt.copy_(self.prompt[best: best + 1])
+            new.prompt.copy_(self.prompt[best : best + 1])
         return new
 
     def log_state(self) -> dict:

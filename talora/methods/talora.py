@@ -66,8 +66,9 @@ class TALoRA(Method):
     config_cls = TALoRAConfig
     state_cls = TALoRAState
 
-    def __init__(self, config: TALoRAConfig, backbone: Backbone, task_names: list[str],
-                 state: TALoRAState | None = None):
+    def __init__(
+        self, config: TALoRAConfig, backbone: Backbone, task_names: list[str], state: TALoRAState | None = None
+    ):
         super().__init__(config, backbone, task_names, state)
         self._place_on_top_layers(config, backbone)
         self.frozen_below = self.first_layer
@@ -97,8 +98,9 @@ class TALoRA(Method):
 
     def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
         gates = None if self.config.attention == "plain" else self.gates
-        return PromptInputs(layer_prompts=LayerPrompts(self.task_prompts(task_ids), gates, self.first_layer,
-                                                       self.config.attention))
+        return PromptInputs(
+            layer_prompts=LayerPrompts(self.task_prompts(task_ids), gates, self.first_layer, self.config.attention)
+        )
 
     def regularization(self) -> torch.Tensor | None:
         if self.config.lambda_orth == 0 or len(self.task_names) < 2:
@@ -139,8 +141,9 @@ class TALoRA(Method):
         """
         prompts = stage1.prompts  # (L, T, m, d)
         if prompts.shape[0] != self.layers or prompts.shape[2] != self.config.length:
-            raise ValueError(f"stage-1 prompts {tuple(prompts.shape)} do not match L={self.layers}, "
-                             f"m={self.config.length}")
+            raise ValueError(
+                f"stage-1 prompts {tuple(prompts.shape)} do not match L={self.layers}, m={self.config.length}"
+            )
         self.theta0.copy_(prompts.mean(dim=1))
         self.gates.copy_(stage1.gates.mean(dim=0))
         if self.config.init_lowrank == "svd" and self.config.shared_b:
@@ -173,12 +176,13 @@ class TALoRA(Method):
         if self.state.transfer:
             return None
         cfg = self.config
-        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DeepPromptTuningConfig)
-                  if hasattr(cfg, f.name)}
+        shared = {
+            f.name: getattr(cfg, f.name) for f in dataclasses.fields(DeepPromptTuningConfig) if hasattr(cfg, f.name)
+        }
         stage1_cfg = DeepPromptTuningConfig(**{**shared, "lr": cfg.lr_fast, "lr_gate": cfg.lr_gate})
         return DeepPromptTuning(stage1_cfg, backbone, self.task_names)
 
-    def for_target(self, target: TargetContext) -> "TALoRA":
+    def for_target(self, target: TargetContext) -> TALoRA:
         target = TALoRA(self.config, target.backbone, [target.task_name], TALoRAState(transfer=True))
         with torch.no_grad():
             target.theta0.copy_(self.theta0)

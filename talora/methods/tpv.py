@@ -14,8 +14,8 @@ k shots (the few-shot protocol has no other held-out data); then it is prompt-tu
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -55,8 +55,9 @@ def shared_init(backbone: Backbone, length: int, init_vocab: int, seed: int) -> 
     return vocab_init(backbone, 1, SoftPromptConfig(length=length, init_vocab=init_vocab), gen)[0]
 
 
-def choose_lambdas(score: Callable[[tuple[float, ...]], float], count: int, grid: list[float],
-                   each: bool) -> tuple[float, ...]:
+def choose_lambdas(
+    score: Callable[[tuple[float, ...]], float], count: int, grid: list[float], each: bool
+) -> tuple[float, ...]:
     """Rescaling factors for ``count`` TPVs: the best shared factor from ``grid``, then (``each``) one
     coordinate pass that changes a source's factor only when the score strictly improves.
 
@@ -73,7 +74,7 @@ def choose_lambdas(score: Callable[[tuple[float, ...]], float], count: int, grid
     if each and count > 1:
         for i in range(count):
             for g in grid:
-                trial = best[:i] + (g,) + best[i + 1:]
+                trial = best[:i] + (g,) + best[i + 1 :]
                 if scored(trial) > scored(best):
                     best = trial
     return best
@@ -122,12 +123,14 @@ class TPV(Method):
             return list(range(len(self.task_names)))
         unknown = [n for n in combine if n not in self.task_names]
         if unknown:
-            raise ConfigError(f"method_args.combine: unknown source task(s) {', '.join(map(repr, unknown))}; "
-                              f"this adapter's tasks: {', '.join(self.task_names)}")
+            raise ConfigError(
+                f"method_args.combine: unknown source task(s) {', '.join(map(repr, unknown))}; "
+                f"this adapter's tasks: {', '.join(self.task_names)}"
+            )
         return [self.task_names.index(n) for n in combine]
 
     @torch.no_grad()
-    def for_target(self, target: TargetContext) -> "TPV":
+    def for_target(self, target: TargetContext) -> TPV:
         cfg = self.config
         lr = cfg.lr if cfg.lr_target is None else cfg.lr_target
         new = TPV(dataclasses.replace(cfg, lr=lr, lr_target=None), target.backbone, [target.task_name])
@@ -148,8 +151,10 @@ class TPV(Method):
         if len(cfg.lambdas) == 1:
             lambdas = tuple(cfg.lambdas) * len(sources)
         elif target.score is None:
-            raise ConfigError("method_args.lambdas: choosing among several rescaling factors needs the target's "
-                              "shots to score them; give a single factor")
+            raise ConfigError(
+                "method_args.lambdas: choosing among several rescaling factors needs the target's "
+                "shots to score them; give a single factor"
+            )
         else:
             lambdas = choose_lambdas(score, len(sources), list(cfg.lambdas), cfg.lambda_search == "each")
         new.tpv.copy_(apply_vectors(zero, tpvs, lambdas)[None])

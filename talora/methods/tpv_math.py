@@ -14,7 +14,7 @@ Groups are lists of source indices ordered by similarity to the target, highest 
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -67,8 +67,9 @@ def rank_by_similarity(sim_to_target: Sequence[float], allowed: Sequence[int]) -
     return sorted(allowed, key=lambda s: (-float(sim_to_target[s]), s))
 
 
-def greedy_group(sim_to_target: Sequence[float], pair_sims: Sequence[Sequence[float]],
-                 allowed: Sequence[int]) -> list[int]:
+def greedy_group(
+    sim_to_target: Sequence[float], pair_sims: Sequence[Sequence[float]], allowed: Sequence[int]
+) -> list[int]:
     """DTVG Algorithm 2: walk the similarity ranking and add a source when its similarity to the
     target is >= 0 and adding it does not lower the group's KC.
 
@@ -114,8 +115,9 @@ def max_consistency_group(pair_sims: Sequence[Sequence[float]], allowed: Sequenc
     return min(members, key=lambda g: (-len(g), g))
 
 
-def choose_group(strategy: str, sim_to_target: Sequence[float], pair_sims: Sequence[Sequence[float]],
-                 allowed: Sequence[int]) -> list[int]:
+def choose_group(
+    strategy: str, sim_to_target: Sequence[float], pair_sims: Sequence[Sequence[float]], allowed: Sequence[int]
+) -> list[int]:
     """The source group of one target under ``strategy`` (one of GROUPINGS), ranked by similarity."""
     if strategy == "greedy":
         return greedy_group(sim_to_target, pair_sims, allowed)
@@ -128,8 +130,14 @@ def choose_group(strategy: str, sim_to_target: Sequence[float], pair_sims: Seque
     raise ValueError(f"grouping must be one of {GROUPINGS}, got {strategy!r}")
 
 
-def merge(init: torch.Tensor, target: torch.Tensor, alpha_t: torch.Tensor, sources: torch.Tensor,
-          alpha_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def merge(
+    init: torch.Tensor,
+    target: torch.Tensor,
+    alpha_t: torch.Tensor,
+    sources: torch.Tensor,
+    alpha_s: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
     """DTVG eq. 6 for T targets at once: P_mix = P_init + alpha_t * T_t + sum_{s in S'} alpha_s * T_s.
 
     init (m, d); target (T, m, d) with alpha_t (T, m); sources (S, m, d) with alpha_s (T, S, m);

@@ -9,8 +9,8 @@ data folder in the ../shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import jsonl, synthetic
 from .base import Example, Task, TaskSpec
@@ -34,6 +34,18 @@ def describe_tasks(data_dir: str | Path | None = None) -> list[dict]:
 
 
 __all__ = [
-    "Example", "TaskSpec", "Task", "load_tasks", "describe_tasks", "sample_k_shot", "few_shot", "evaluation_split",
-    "KS", "compute_metrics", "majority_baseline", "question_of", "SYNTHETIC_SOURCE_TASKS", "SYNTHETIC_TARGET_TASKS",
+    "Example",
+    "TaskSpec",
+    "Task",
+    "load_tasks",
+    "describe_tasks",
+    "sample_k_shot",
+    "few_shot",
+    "evaluation_split",
+    "KS",
+    "compute_metrics",
+    "majority_baseline",
+    "question_of",
+    "SYNTHETIC_SOURCE_TASKS",
+    "SYNTHETIC_TARGET_TASKS",
 ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import DataError
 
@@ -79,19 +80,24 @@ class TaskSpec:
         if self.metric not in METRICS:
             raise DataError(f"{where}: metric {self.metric!r} is not one of {', '.join(METRICS)}")
         if self.metric not in KIND_METRICS[self.kind]:
-            raise DataError(f"{where}: metric {self.metric!r} does not apply to kind {self.kind!r} "
-                            f"(use one of {', '.join(KIND_METRICS[self.kind])})")
+            raise DataError(
+                f"{where}: metric {self.metric!r} does not apply to kind {self.kind!r} "
+                f"(use one of {', '.join(KIND_METRICS[self.kind])})"
+            )
         if not self.template.strip():
             raise DataError(f"{where}: field 'template' is empty")
         if self.kind in ("classification", "regression"):
             self._check_labels(where)
         if self.kind == "extraction":
             if not self.span_field or self.span_field not in template_fields(self.template):
-                raise DataError(f"{where}: field 'span_field' is {self.span_field!r}, not an input field of the "
-                                f"template {self.template!r}")
+                raise DataError(
+                    f"{where}: field 'span_field' is {self.span_field!r}, not an input field of the "
+                    f"template {self.template!r}"
+                )
             if self.max_new_tokens < 1:
-                raise DataError(f"{where}: field 'max_new_tokens' must be >= 1 for extraction, "
-                                f"got {self.max_new_tokens}")
+                raise DataError(
+                    f"{where}: field 'max_new_tokens' must be >= 1 for extraction, got {self.max_new_tokens}"
+                )
 
     def _check_labels(self, where: str) -> None:
         if not self.labels or len(set(self.labels)) != len(self.labels):
@@ -122,8 +128,9 @@ class TaskSpec:
         try:
             return self.template.format(**fields)
         except KeyError as err:
-            raise DataError(f"task {self.name!r}: example {uid} has no field {err.args[0]!r} "
-                            f"that the template needs") from None
+            raise DataError(
+                f"task {self.name!r}: example {uid} has no field {err.args[0]!r} that the template needs"
+            ) from None
 
     def answer(self, label: str) -> str:
         """The word of a label (classification) or of the bin nearest a score (regression)."""
@@ -132,8 +139,7 @@ class TaskSpec:
         try:
             return self.label_words[label]
         except KeyError:
-            raise DataError(f"task {self.name!r}: unknown label {label!r} "
-                            f"(labels: {', '.join(self.labels)})") from None
+            raise DataError(f"task {self.name!r}: unknown label {label!r} (labels: {', '.join(self.labels)})") from None
 
     def nearest_bin(self, score: str) -> str:
         try:
@@ -164,8 +170,10 @@ class TaskSpec:
     def _choice(self, ex: Example, index: str) -> str:
         choices = ex.fields.get("choices") or []
         if not index.isdigit() or int(index) >= len(choices):
-            raise DataError(f"task {self.name!r}: example {ex.uid}: label {index!r} is not the index of one of "
-                            f"its {len(choices)} choices")
+            raise DataError(
+                f"task {self.name!r}: example {ex.uid}: label {index!r} is not the index of one of "
+                f"its {len(choices)} choices"
+            )
         return choices[int(index)]
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import DataError
 from .base import Example, Task, TaskSpec, template_fields
@@ -143,16 +144,22 @@ def read_manifest(data_dir: Path) -> dict[str, dict]:
         if name in entries:
             raise DataError(f"{path}: tasks[{i}]: field 'task' repeats the name {name!r}")
         language = entry.get("language") or str(entry.get("path", "en/")).split("/")[0]
-        entries[name] = {**entry, "language": language, "path": entry.get("path") or f"{language}/{name}",
-                         "_where": f"{path}: tasks[{i}]"}
+        entries[name] = {
+            **entry,
+            "language": language,
+            "path": entry.get("path") or f"{language}/{name}",
+            "_where": f"{path}: tasks[{i}]",
+        }
     return entries
 
 
 def split_files(data_dir: Path, entry: dict) -> dict[str, Path]:
     splits = entry.get("splits")
     if isinstance(splits, dict) and splits:
-        return {s: data_dir / ((info.get("file") if isinstance(info, dict) else None) or f"{entry['path']}/{s}.jsonl")
-                for s, info in splits.items()}
+        return {
+            s: data_dir / ((info.get("file") if isinstance(info, dict) else None) or f"{entry['path']}/{s}.jsonl")
+            for s, info in splits.items()
+        }
     return {p.stem: p for p in sorted((data_dir / entry["path"]).glob("*.jsonl"))}
 
 
@@ -162,12 +169,18 @@ def describe(data_dir: Path) -> list[dict]:
         kind, form = kind_and_form(entry)
         splits = entry.get("splits") if isinstance(entry.get("splits"), dict) else {}
         row = {
-            "name": name, "language": entry["language"], "kind": kind, "form": form,
-            "role": normalise_role(str(entry.get("role", ""))), "role_detail": str(entry.get("role", "")),
+            "name": name,
+            "language": entry["language"],
+            "kind": kind,
+            "form": form,
+            "role": normalise_role(str(entry.get("role", ""))),
+            "role_detail": str(entry.get("role", "")),
             "metric": normalise_metric(str(entry.get("metric", "")), kind, form),
             "labels": list(entry.get("label_list") or []),
             "splits": {s: info.get("kept") if isinstance(info, dict) else None for s, info in splits.items()},
-            "path": entry["path"], "type": entry.get("type", ""), "supported": True,
+            "path": entry["path"],
+            "type": entry.get("type", ""),
+            "supported": True,
         }
         try:
             spec, _ = make_spec(entry)
@@ -195,20 +208,31 @@ def make_spec(entry: dict) -> tuple[TaskSpec, str]:
     name = entry["task"]
     kind, form = kind_and_form(entry)
     if form is None:
-        raise DataError(f"task {name!r} of type {entry.get('type', '?')!r}: cannot tell its kind from the type "
-                        f"or from the fields of its format {entry.get('format', '?')!r}")
+        raise DataError(
+            f"task {name!r} of type {entry.get('type', '?')!r}: cannot tell its kind from the type "
+            f"or from the fields of its format {entry.get('format', '?')!r}"
+        )
     labels = task_labels(entry, kind, form)
     prompting = prompting_for(name, entry["language"], form, labels, entry.get("label_desc"))
     inputs = FORMS[form] + DERIVED.get(form, ())
     unknown = template_fields(prompting.template) - set(inputs)
     if unknown:
-        raise DataError(f"{TEMPLATES_FILE}: task {name!r}: field 'template' uses {sorted(unknown)}, "
-                        f"but {form} examples only have {list(inputs)}")
-    spec = TaskSpec(name=name, language=entry["language"], kind=kind, labels=tuple(labels),
-                    label_words=prompting.label_words, template=prompting.template,
-                    metric=normalise_metric(str(entry.get("metric", "")), kind, form),
-                    role=normalise_role(str(entry.get("role", ""))), span_field=SPAN_FIELD.get(form, ""),
-                    max_new_tokens=prompting.max_new_tokens if kind == "extraction" else 0)
+        raise DataError(
+            f"{TEMPLATES_FILE}: task {name!r}: field 'template' uses {sorted(unknown)}, "
+            f"but {form} examples only have {list(inputs)}"
+        )
+    spec = TaskSpec(
+        name=name,
+        language=entry["language"],
+        kind=kind,
+        labels=tuple(labels),
+        label_words=prompting.label_words,
+        template=prompting.template,
+        metric=normalise_metric(str(entry.get("metric", "")), kind, form),
+        role=normalise_role(str(entry.get("role", ""))),
+        span_field=SPAN_FIELD.get(form, ""),
+        max_new_tokens=prompting.max_new_tokens if kind == "extraction" else 0,
+    )
     return spec, form
 
 
@@ -237,15 +261,20 @@ def _class_label(value: Any, spec: TaskSpec, where: str, field: str = "label") -
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if value not in spec.labels:
-        raise DataError(f"{where}: field {field!r} is {value!r}, not one of the manifest's label_list "
-                        f"{list(spec.labels)}")
+        raise DataError(
+            f"{where}: field {field!r} is {value!r}, not one of the manifest's label_list {list(spec.labels)}"
+        )
     return value
 
 
 def _locate(passage: str, text: str, start: Any) -> int:
     """The offset of ``text`` in ``passage``: the given one when it points at the text, else the first match."""
-    if isinstance(start, int) and not isinstance(start, bool) and start >= 0 \
-            and passage[start: start + len(text)] == text:
+    if (
+        isinstance(start, int)
+        and not isinstance(start, bool)
+        and start >= 0
+        and passage[start : start + len(text)] == text
+    ):
         return start
     return passage.find(text)
 
@@ -291,8 +320,7 @@ def parse_record(obj: dict, spec: TaskSpec, form: str, where: str) -> list[tuple
             raise DataError(f"{where}: field 'choices' must list at least two non-empty strings")
         index = _field(obj, "label", (int, str), where)
         if not str(index).isdigit() or int(index) >= len(choices):
-            raise DataError(f"{where}: field 'label' is {index!r}, not the index of one of the "
-                            f"{len(choices)} choices")
+            raise DataError(f"{where}: field 'label' is {index!r}, not the index of one of the {len(choices)} choices")
         options = OPTION_SEPARATOR.get(spec.language, "; ").join(choices)
         return [("", {**fields, "choices": list(choices), "options": options}, str(int(index)), ())]
     if form in SPAN_FIELD:
@@ -342,8 +370,9 @@ def read_split(path: Path, spec: TaskSpec, form: str, uid_prefix: str) -> list[E
             for suffix, fields, label, golds in parse_record(obj, spec, form, where):
                 examples.append(Example(f"{uid_prefix}/{lineno}{suffix}", spec.name, fields, label, golds))
     if not examples:
-        raise DataError(f"{path}, line 1: split file is empty (the inputs {list(FORMS[form])} and a label "
-                        f"expected on every line)")
+        raise DataError(
+            f"{path}, line 1: split file is empty (the inputs {list(FORMS[form])} and a label expected on every line)"
+        )
     return merge_repeated_triples(examples) if form == "relation" else examples
 
 

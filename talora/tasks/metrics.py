@@ -29,7 +29,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -191,8 +192,9 @@ def span_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], language:
     return {"span_f1": float(np.mean(f1)), "exact_match": float(np.mean(em))}
 
 
-def f1a_metrics(preds: Sequence[str], golds: Sequence[str], groups: Sequence[str],
-                positive: str = "true") -> dict[str, float]:
+def f1a_metrics(
+    preds: Sequence[str], golds: Sequence[str], groups: Sequence[str], positive: str = "true"
+) -> dict[str, float]:
     """MultiRC: F1 of the positive class over all candidate answers, and the share of questions
     (``groups``) whose candidates are all judged right."""
     _check(preds, golds)
@@ -204,8 +206,11 @@ def f1a_metrics(preds: Sequence[str], golds: Sequence[str], groups: Sequence[str
     by_question: dict[str, bool] = {}
     for q, ok in zip(groups, right):
         by_question[q] = by_question.get(q, True) and bool(ok)
-    return {"f1a": _f1(tp, int(p.sum()), int(g.sum())), "exact_match": float(np.mean(list(by_question.values()))),
-            "accuracy": float(right.mean())}
+    return {
+        "f1a": _f1(tp, int(p.sum()), int(g.sum())),
+        "exact_match": float(np.mean(list(by_question.values()))),
+        "accuracy": float(right.mean()),
+    }
 
 
 def resolve_golds(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> list[str]:
@@ -213,8 +218,9 @@ def resolve_golds(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> list[
     return [p if p in gs else gs[0] for p, gs in zip(preds, golds)]
 
 
-def compute_metrics(spec: Scored, preds: Sequence, golds: Sequence[Sequence[str]],
-                    groups: Sequence[str] | None = None) -> dict[str, float]:
+def compute_metrics(
+    spec: Scored, preds: Sequence, golds: Sequence[Sequence[str]], groups: Sequence[str] | None = None
+) -> dict[str, float]:
     """Metrics of one task; ``golds[i]`` lists every acceptable answer of example i (see the module doc)."""
     _check(preds, golds)
     if spec.kind == "extraction":
@@ -244,8 +250,7 @@ def question_of(uid: str) -> str:
     return uid.rsplit("/", 1)[0]
 
 
-def majority_baseline(spec: Scored, train: Sequence[Example], evaluation: Sequence[Example]
-                      ) -> dict[str, float] | None:
+def majority_baseline(spec: Scored, train: Sequence[Example], evaluation: Sequence[Example]) -> dict[str, float] | None:
     """The metrics of always answering the train split's most frequent answer (regression: its mean
     score); None for extraction, which has no answer to repeat."""
     if spec.kind == "extraction":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import DataError
 from .base import Example, Task
@@ -29,8 +29,9 @@ def evaluation_split(task: Task) -> str:
     return "test" if task.splits.get("test") else "validation"
 
 
-def sample_k_shot(examples: Sequence[Example], k: int, seed: int, per_class: bool = True,
-                  labels: Sequence[str] | None = None) -> list[Example]:
+def sample_k_shot(
+    examples: Sequence[Example], k: int, seed: int, per_class: bool = True, labels: Sequence[str] | None = None
+) -> list[Example]:
     """k examples of every class (``per_class``; fewer where a class has fewer) or k in all, shuffled;
     ``labels`` also demands classes missing from the split entirely."""
     if k <= 0:
@@ -47,8 +48,9 @@ def sample_k_shot(examples: Sequence[Example], k: int, seed: int, per_class: boo
             by_label.setdefault(ex.label, []).append(ex)
         empty = sorted(lab for lab, exs in by_label.items() if not exs)
         if empty:
-            raise DataError(f"task {task!r}: no training example of class(es) {empty}, so k-shot sampling "
-                            f"cannot keep every class")
+            raise DataError(
+                f"task {task!r}: no training example of class(es) {empty}, so k-shot sampling cannot keep every class"
+            )
         chosen = [ex for lab in sorted(by_label) for ex in rng.sample(by_label[lab], min(k, len(by_label[lab])))]
     else:
         if k > len(examples):

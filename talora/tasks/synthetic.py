@@ -34,7 +34,7 @@ Those figures came from a one-off script, not kept; the in-repo way to re-measur
 from __future__ import annotations
 
 import random
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import DataError
 from .base import Example, Task, TaskSpec
@@ -42,10 +42,29 @@ from .base import Example, Task, TaskSpec
 SUITE_SEED = 2024
 DEFAULT_SIZES = {"train": 400, "validation": 100, "test": 100}
 
-NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack",
-         "Kate", "Leo", "Maria", "Nick", "Olivia", "Paul", "Rosa", "Sam", "Tina", "Victor")
-TIMES = ("yesterday", "last week", "on Monday", "this morning", "on Friday", "last night", "today",
-         "over the weekend")
+NAMES = (
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Emma",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Iris",
+    "Jack",
+    "Kate",
+    "Leo",
+    "Maria",
+    "Nick",
+    "Olivia",
+    "Paul",
+    "Rosa",
+    "Sam",
+    "Tina",
+    "Victor",
+)
+TIMES = ("yesterday", "last week", "on Monday", "this morning", "on Friday", "last night", "today", "over the weekend")
 
 
 def article(noun: str) -> str:
@@ -53,37 +72,118 @@ def article(noun: str) -> str:
 
 
 # ------------------------------------------------------------------ sentiment
-FILM_PARTS = ("plot", "acting", "script", "soundtrack", "ending", "cast", "dialogue", "story", "camera work",
-              "pacing", "film", "movie", "sequel", "lead performance", "final scene")
+FILM_PARTS = (
+    "plot",
+    "acting",
+    "script",
+    "soundtrack",
+    "ending",
+    "cast",
+    "dialogue",
+    "story",
+    "camera work",
+    "pacing",
+    "film",
+    "movie",
+    "sequel",
+    "lead performance",
+    "final scene",
+)
 FILM_ADJ = {
-    "positive": ("wonderful", "brilliant", "moving", "superb", "delightful", "gripping", "charming",
-                 "excellent", "beautiful", "hilarious", "touching", "fantastic", "clever", "stunning"),
-    "negative": ("boring", "awful", "dull", "terrible", "messy", "predictable", "painful", "weak", "clumsy",
-                 "lifeless", "tedious", "dreadful", "silly", "bland"),
+    "positive": (
+        "wonderful",
+        "brilliant",
+        "moving",
+        "superb",
+        "delightful",
+        "gripping",
+        "charming",
+        "excellent",
+        "beautiful",
+        "hilarious",
+        "touching",
+        "fantastic",
+        "clever",
+        "stunning",
+    ),
+    "negative": (
+        "boring",
+        "awful",
+        "dull",
+        "terrible",
+        "messy",
+        "predictable",
+        "painful",
+        "weak",
+        "clumsy",
+        "lifeless",
+        "tedious",
+        "dreadful",
+        "silly",
+        "bland",
+    ),
 }
 
 
 def movie_review(rng: random.Random, label: str) -> dict[str, str]:
     part, other = rng.sample(FILM_PARTS, 2)
     adj, adj2 = rng.sample(FILM_ADJ[label], 2)
-    text = rng.choice((f"The {part} was {adj}.", f"I thought the {part} was {adj}.",
-                       f"The {part} was {adj} and the {other} was {adj2}.",
-                       f"Honestly, the {part} was {adj}, and the {other} felt {adj2} too."))
+    text = rng.choice(
+        (
+            f"The {part} was {adj}.",
+            f"I thought the {part} was {adj}.",
+            f"The {part} was {adj} and the {other} was {adj2}.",
+            f"Honestly, the {part} was {adj}, and the {other} felt {adj2} too.",
+        )
+    )
     return {"text": text}
 
 
-PRODUCTS = ("phone", "blender", "vacuum cleaner", "pair of headphones", "kettle", "backpack", "keyboard",
-            "charger", "mattress", "toaster", "desk lamp", "printer", "speaker", "drill", "watch")
+PRODUCTS = (
+    "phone",
+    "blender",
+    "vacuum cleaner",
+    "pair of headphones",
+    "kettle",
+    "backpack",
+    "keyboard",
+    "charger",
+    "mattress",
+    "toaster",
+    "desk lamp",
+    "printer",
+    "speaker",
+    "drill",
+    "watch",
+)
 PRODUCT_PHRASES = {
-    "good": ("works perfectly", "is sturdy and reliable", "arrived quickly and works great",
-             "exceeded my expectations", "is worth every penny", "feels solid", "is easy to use",
-             "still runs like new", "does exactly what it promises"),
-    "bad": ("broke after a week", "stopped working", "feels cheap and flimsy", "arrived damaged",
-            "is a waste of money", "is far too noisy", "keeps overheating", "fell apart",
-            "never worked properly"),
+    "good": (
+        "works perfectly",
+        "is sturdy and reliable",
+        "arrived quickly and works great",
+        "exceeded my expectations",
+        "is worth every penny",
+        "feels solid",
+        "is easy to use",
+        "still runs like new",
+        "does exactly what it promises",
+    ),
+    "bad": (
+        "broke after a week",
+        "stopped working",
+        "feels cheap and flimsy",
+        "arrived damaged",
+        "is a waste of money",
+        "is far too noisy",
+        "keeps overheating",
+        "fell apart",
+        "never worked properly",
+    ),
 }
-PRODUCT_TAILS = {"good": ("", " Five stars.", " Highly recommended.", " I love it.", " Would buy again."),
-                 "bad": ("", " One star.", " Do not buy.", " Very disappointed.", " I want a refund.")}
+PRODUCT_TAILS = {
+    "good": ("", " Five stars.", " Highly recommended.", " I love it.", " Would buy again."),
+    "bad": ("", " One star.", " Do not buy.", " Very disappointed.", " I want a refund."),
+}
 
 
 def product_review(rng: random.Random, label: str) -> dict[str, str]:
@@ -94,26 +194,94 @@ def product_review(rng: random.Random, label: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------ topic
 NEWS = {  # topic -> (subjects, past-tense verbs, objects)
-    "sports": (("The coach", "The striker", "The home team", "The goalkeeper", "The captain", "The tennis star",
-                "The young sprinter", "The league champions"),
-               ("won", "lost", "celebrated", "played", "trained for", "prepared for"),
-               ("the final match", "the championship", "the derby", "the title race", "the cup game",
-                "the marathon", "the season opener")),
-    "politics": (("The senator", "The prime minister", "The parliament", "The governor", "The opposition party",
-                  "The mayor", "The president", "The cabinet"),
-                 ("debated", "voted on", "announced", "rejected", "proposed", "signed"),
-                 ("a new tax law", "the election reform", "the budget bill", "a peace treaty",
-                  "the immigration policy", "the referendum", "the new constitution")),
-    "science": (("The researchers", "The biologist", "The physics lab", "The astronomers", "The chemist",
-                 "The space agency", "The university team", "The geologists"),
-                ("discovered", "published", "studied", "measured", "tested", "observed"),
-                ("a new species of frog", "a distant galaxy", "the quantum experiment", "a cancer vaccine",
-                 "the DNA sequence", "a comet", "the climate data")),
-    "business": (("The company", "The bank", "The startup", "The investors", "The retailer",
-                  "The chief executive", "The shareholders", "The car maker"),
-                 ("reported", "announced", "cut", "raised", "approved", "celebrated"),
-                 ("record quarterly profits", "its stock price", "a merger deal", "the sales forecast",
-                  "a new factory", "the dividend", "the annual revenue")),
+    "sports": (
+        (
+            "The coach",
+            "The striker",
+            "The home team",
+            "The goalkeeper",
+            "The captain",
+            "The tennis star",
+            "The young sprinter",
+            "The league champions",
+        ),
+        ("won", "lost", "celebrated", "played", "trained for", "prepared for"),
+        (
+            "the final match",
+            "the championship",
+            "the derby",
+            "the title race",
+            "the cup game",
+            "the marathon",
+            "the season opener",
+        ),
+    ),
+    "politics": (
+        (
+            "The senator",
+            "The prime minister",
+            "The parliament",
+            "The governor",
+            "The opposition party",
+            "The mayor",
+            "The president",
+            "The cabinet",
+        ),
+        ("debated", "voted on", "announced", "rejected", "proposed", "signed"),
+        (
+            "a new tax law",
+            "the election reform",
+            "the budget bill",
+            "a peace treaty",
+            "the immigration policy",
+            "the referendum",
+            "the new constitution",
+        ),
+    ),
+    "science": (
+        (
+            "The researchers",
+            "The biologist",
+            "The physics lab",
+            "The astronomers",
+            "The chemist",
+            "The space agency",
+            "The university team",
+            "The geologists",
+        ),
+        ("discovered", "published", "studied", "measured", "tested", "observed"),
+        (
+            "a new species of frog",
+            "a distant galaxy",
+            "the quantum experiment",
+            "a cancer vaccine",
+            "the DNA sequence",
+            "a comet",
+            "the climate data",
+        ),
+    ),
+    "business": (
+        (
+            "The company",
+            "The bank",
+            "The startup",
+            "The investors",
+            "The retailer",
+            "The chief executive",
+            "The shareholders",
+            "The car maker",
+        ),
+        ("reported", "announced", "cut", "raised", "approved", "celebrated"),
+        (
+            "record quarterly profits",
+            "its stock price",
+            "a merger deal",
+            "the sales forecast",
+            "a new factory",
+            "the dividend",
+            "the annual revenue",
+        ),
+    ),
 }
 
 
@@ -123,21 +291,64 @@ def news_article(rng: random.Random, label: str) -> dict[str, str]:
 
 
 HEADLINES = {  # topic -> (subjects, present-tense verbs agreeing with them, objects)
-    "sports": (("Striker", "Goalkeeper", "Olympic sprinter", "Tennis champion", "Home team", "Veteran boxer",
-                "Rookie pitcher", "Cycling star"),
-               ("wins", "loses", "clinches", "misses", "dominates"),
-               ("cup final", "league title", "gold medal", "season opener", "derby match", "grand slam",
-                "world championship")),
-    "business": (("Tech giant", "Local bank", "Car maker", "Retail chain", "Oil company", "Startup", "Airline",
-                  "Investment firm"),
-                 ("posts", "reports", "cuts", "announces", "doubles"),
-                 ("record profits", "quarterly earnings", "hundreds of jobs", "merger deal", "share buyback",
-                  "price hike", "sales forecast")),
-    "science": (("Astronomers", "Biologists", "Physicists", "Geologists", "Researchers", "Chemists",
-                 "Climate scientists", "Space engineers"),
-                ("find", "map", "detect", "confirm", "reveal"),
-                ("new planet", "ancient fossil", "gene mutation", "black hole", "deep sea species", "new element",
-                 "ice age evidence")),
+    "sports": (
+        (
+            "Striker",
+            "Goalkeeper",
+            "Olympic sprinter",
+            "Tennis champion",
+            "Home team",
+            "Veteran boxer",
+            "Rookie pitcher",
+            "Cycling star",
+        ),
+        ("wins", "loses", "clinches", "misses", "dominates"),
+        ("cup final", "league title", "gold medal", "season opener", "derby match", "grand slam", "world championship"),
+    ),
+    "business": (
+        (
+            "Tech giant",
+            "Local bank",
+            "Car maker",
+            "Retail chain",
+            "Oil company",
+            "Startup",
+            "Airline",
+            "Investment firm",
+        ),
+        ("posts", "reports", "cuts", "announces", "doubles"),
+        (
+            "record profits",
+            "quarterly earnings",
+            "hundreds of jobs",
+            "merger deal",
+            "share buyback",
+            "price hike",
+            "sales forecast",
+        ),
+    ),
+    "science": (
+        (
+            "Astronomers",
+            "Biologists",
+            "Physicists",
+            "Geologists",
+            "Researchers",
+            "Chemists",
+            "Climate scientists",
+            "Space engineers",
+        ),
+        ("find", "map", "detect", "confirm", "reveal"),
+        (
+            "new planet",
+            "ancient fossil",
+            "gene mutation",
+            "black hole",
+            "deep sea species",
+            "new element",
+            "ice age evidence",
+        ),
+    ),
 }
 
 
@@ -149,12 +360,41 @@ def headline(rng: random.Random, label: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ matching
-VERB_SYNONYMS = (("fix", "repair"), ("buy", "purchase"), ("clean", "wash"), ("find", "locate"),
-                 ("choose", "pick"), ("get", "obtain"), ("assemble", "put together"), ("protect", "look after"))
-THINGS = ("bike", "laptop", "car", "phone", "sofa", "kitchen sink", "garden fence", "printer", "coffee machine",
-          "washing machine", "camera", "guitar", "tent", "watch", "jacket", "carpet")
-QUESTION_FRAMES = ("How do I {v} {o}?", "What is the best way to {v} {o}?", "Where can I {v} {o}?",
-                   "How can I {v} {o} quickly?", "Is it hard to {v} {o}?")
+VERB_SYNONYMS = (
+    ("fix", "repair"),
+    ("buy", "purchase"),
+    ("clean", "wash"),
+    ("find", "locate"),
+    ("choose", "pick"),
+    ("get", "obtain"),
+    ("assemble", "put together"),
+    ("protect", "look after"),
+)
+THINGS = (
+    "bike",
+    "laptop",
+    "car",
+    "phone",
+    "sofa",
+    "kitchen sink",
+    "garden fence",
+    "printer",
+    "coffee machine",
+    "washing machine",
+    "camera",
+    "guitar",
+    "tent",
+    "watch",
+    "jacket",
+    "carpet",
+)
+QUESTION_FRAMES = (
+    "How do I {v} {o}?",
+    "What is the best way to {v} {o}?",
+    "Where can I {v} {o}?",
+    "How can I {v} {o} quickly?",
+    "Is it hard to {v} {o}?",
+)
 
 
 def question_pair(rng: random.Random, label: str) -> dict[str, str]:
@@ -162,13 +402,23 @@ def question_pair(rng: random.Random, label: str) -> dict[str, str]:
     verb_a, verb_b = rng.sample(verbs, 2)
     thing_a, other = rng.sample(THINGS, 2)
     thing_b = thing_a if label == "yes" else other
-    return {"text_a": frame_a.format(v=verb_a, o=article(thing_a)),
-            "text_b": frame_b.format(v=verb_b, o=article(thing_b))}
+    return {
+        "text_a": frame_a.format(v=verb_a, o=article(thing_a)),
+        "text_b": frame_b.format(v=verb_b, o=article(thing_b)),
+    }
 
 
-PAST_SYNONYMS = (("bought", "purchased"), ("fixed", "repaired"), ("cleaned", "washed"), ("found", "located"),
-                 ("chose", "picked"), ("built", "constructed"), ("received", "got"), ("lost", "misplaced"),
-                 ("sold", "got rid of"))
+PAST_SYNONYMS = (
+    ("bought", "purchased"),
+    ("fixed", "repaired"),
+    ("cleaned", "washed"),
+    ("found", "located"),
+    ("chose", "picked"),
+    ("built", "constructed"),
+    ("received", "got"),
+    ("lost", "misplaced"),
+    ("sold", "got rid of"),
+)
 
 
 def paraphrase(rng: random.Random, label: str) -> dict[str, str]:
@@ -182,8 +432,10 @@ def paraphrase(rng: random.Random, label: str) -> dict[str, str]:
             thing_b = other_thing
         else:
             name_b = other_name
-    return {"text_a": f"{name} {verb_a} {article(thing)} {when}.",
-            "text_b": f"{name_b} {verb_b} {article(thing_b)} {when}."}
+    return {
+        "text_a": f"{name} {verb_a} {article(thing)} {when}.",
+        "text_b": f"{name_b} {verb_b} {article(thing_b)} {when}.",
+    }
 
 
 CATEGORIES = {  # hypernym (with article) -> hyponyms; the groups are disjoint so a wrong hypernym is wrong
@@ -220,14 +472,88 @@ def hypernym_pair(rng: random.Random, label: str) -> dict[str, str]:
     return {"text_a": premise, "text_b": hypothesis}
 
 
-ANIMALS = ("dog", "cat", "horse", "rabbit", "lion", "tiger", "cow", "sheep", "fox", "bear", "wolf", "deer",
-           "goat", "mouse", "elephant", "monkey", "zebra", "giraffe", "donkey", "camel", "owl", "duck", "eagle",
-           "frog", "turtle", "snake", "squirrel", "hamster", "parrot", "penguin")
-OBJECTS = ("chair", "table", "lamp", "cup", "bottle", "spoon", "book", "pencil", "clock", "hammer", "bucket",
-           "pillow", "mirror", "basket", "umbrella", "kettle", "candle", "key", "plate", "shoe", "hat", "box",
-           "bowl", "brush", "blanket", "ladder", "rope", "jar", "wallet", "backpack")
-PLAIN_ADJ = ("small", "big", "old", "brown", "white", "black", "grey", "tiny", "huge", "lovely", "dirty",
-             "strange", "pretty", "ugly", "heavy", "ordinary")
+ANIMALS = (
+    "dog",
+    "cat",
+    "horse",
+    "rabbit",
+    "lion",
+    "tiger",
+    "cow",
+    "sheep",
+    "fox",
+    "bear",
+    "wolf",
+    "deer",
+    "goat",
+    "mouse",
+    "elephant",
+    "monkey",
+    "zebra",
+    "giraffe",
+    "donkey",
+    "camel",
+    "owl",
+    "duck",
+    "eagle",
+    "frog",
+    "turtle",
+    "snake",
+    "squirrel",
+    "hamster",
+    "parrot",
+    "penguin",
+)
+OBJECTS = (
+    "chair",
+    "table",
+    "lamp",
+    "cup",
+    "bottle",
+    "spoon",
+    "book",
+    "pencil",
+    "clock",
+    "hammer",
+    "bucket",
+    "pillow",
+    "mirror",
+    "basket",
+    "umbrella",
+    "kettle",
+    "candle",
+    "key",
+    "plate",
+    "shoe",
+    "hat",
+    "box",
+    "bowl",
+    "brush",
+    "blanket",
+    "ladder",
+    "rope",
+    "jar",
+    "wallet",
+    "backpack",
+)
+PLAIN_ADJ = (
+    "small",
+    "big",
+    "old",
+    "brown",
+    "white",
+    "black",
+    "grey",
+    "tiny",
+    "huge",
+    "lovely",
+    "dirty",
+    "strange",
+    "pretty",
+    "ugly",
+    "heavy",
+    "ordinary",
+)
 
 
 def category_phrase(rng: random.Random, label: str) -> dict[str, str]:
@@ -242,63 +568,121 @@ FEELINGS = {
     "fear": ("scared", "terrified", "afraid", "frightened", "nervous", "panicked", "alarmed"),
     "sadness": ("sad", "heartbroken", "miserable", "gloomy", "sorrowful", "devastated", "unhappy"),
 }
-EVENTS = ("the letter arrived", "the phone rang", "the train stopped", "the door opened", "the results came out",
-          "the meeting ended", "the lights went out", "the news was announced", "the guests left",
-          "the storm began")
+EVENTS = (
+    "the letter arrived",
+    "the phone rang",
+    "the train stopped",
+    "the door opened",
+    "the results came out",
+    "the meeting ended",
+    "the lights went out",
+    "the news was announced",
+    "the guests left",
+    "the storm began",
+)
 
 
 def emotion_sentence(rng: random.Random, label: str) -> dict[str, str]:
     name, feeling, event = rng.choice(NAMES), rng.choice(FEELINGS[label]), rng.choice(EVENTS)
-    text = rng.choice((f"{name} felt {feeling} when {event}.", f"When {event}, {name} was {feeling}.",
-                       f"{name} was {feeling} {rng.choice(TIMES)}."))
+    text = rng.choice(
+        (
+            f"{name} felt {feeling} when {event}.",
+            f"When {event}, {name} was {feeling}.",
+            f"{name} was {feeling} {rng.choice(TIMES)}.",
+        )
+    )
     return {"text": text}
 
 
 TWEET_EVENTS = {
-    "joy": ("just got the job", "my sister had a baby", "finally on vacation", "passed my driving test",
-            "my team won the final"),
-    "anger": ("the bus skipped my stop again", "someone stole my parking spot", "my landlord raised the rent",
-              "customer service hung up on me", "my neighbour woke me up at 5am"),
-    "sadness": ("my cat passed away", "missing my grandma today", "my best friend moved away",
-                "the concert got cancelled", "nobody came to my party"),
+    "joy": (
+        "just got the job",
+        "my sister had a baby",
+        "finally on vacation",
+        "passed my driving test",
+        "my team won the final",
+    ),
+    "anger": (
+        "the bus skipped my stop again",
+        "someone stole my parking spot",
+        "my landlord raised the rent",
+        "customer service hung up on me",
+        "my neighbour woke me up at 5am",
+    ),
+    "sadness": (
+        "my cat passed away",
+        "missing my grandma today",
+        "my best friend moved away",
+        "the concert got cancelled",
+        "nobody came to my party",
+    ),
 }
-TWEET_FEELINGS = {"joy": ("happy", "excited", "thrilled", "over the moon"),
-                  "anger": ("angry", "furious", "fuming", "annoyed"),
-                  "sadness": ("sad", "heartbroken", "crushed", "lonely")}
+TWEET_FEELINGS = {
+    "joy": ("happy", "excited", "thrilled", "over the moon"),
+    "anger": ("angry", "furious", "fuming", "annoyed"),
+    "sadness": ("sad", "heartbroken", "crushed", "lonely"),
+}
 
 
 def tweet(rng: random.Random, label: str) -> dict[str, str]:
     opener = rng.choice(("", "honestly ", "well ", "today "))
     tag = rng.choice(("", " #life", " #today", " #mood"))
-    return {"text": f"{opener}{rng.choice(TWEET_EVENTS[label])}, so {rng.choice(TWEET_FEELINGS[label])} "
-                    f"right now{tag}"}
+    return {"text": f"{opener}{rng.choice(TWEET_EVENTS[label])}, so {rng.choice(TWEET_FEELINGS[label])} right now{tag}"}
 
 
 # ------------------------------------------------------------------ the suite
 def _spec(name: str, role: str, words: Sequence[str], template: str) -> TaskSpec:
     """Labels are the words themselves: every label word is a single common English word."""
-    return TaskSpec(name=name, language="en", kind="classification", labels=tuple(words),
-                    label_words={w: " " + w for w in words}, template=template, metric="accuracy", role=role)
+    return TaskSpec(
+        name=name,
+        language="en",
+        kind="classification",
+        labels=tuple(words),
+        label_words={w: " " + w for w in words},
+        template=template,
+        metric="accuracy",
+        role=role,
+    )
 
 
 Generator = Callable[[random.Random, str], Mapping[str, str]]
-SUITE: dict[str, tuple[TaskSpec, Generator]] = {spec.name: (spec, make) for spec, make in (
-    (_spec("movie_sentiment", "source", ("positive", "negative"), "Review: {text}\nSentiment:"), movie_review),
-    (_spec("news_topic", "source", ("sports", "politics", "science", "business"), "Article: {text}\nTopic:"),
-     news_article),
-    (_spec("question_match", "source", ("yes", "no"),
-           "Question 1: {text_a}\nQuestion 2: {text_b}\nSame question?"), question_pair),
-    (_spec("hypernym_entailment", "source", ("yes", "no"),
-           "Premise: {text_a}\nHypothesis: {text_b}\nIs the hypothesis true?"), hypernym_pair),
-    (_spec("emotion", "source", ("joy", "anger", "fear", "sadness"), "Sentence: {text}\nEmotion:"),
-     emotion_sentence),
-    (_spec("word_category", "source", ("animal", "object"), "Phrase: {text}\nCategory:"), category_phrase),
-    (_spec("product_sentiment", "target", ("good", "bad"), "Product review: {text}\nVerdict:"), product_review),
-    (_spec("headline_topic", "target", ("sports", "business", "science"), "Headline: {text}\nSection:"), headline),
-    (_spec("paraphrase_pair", "target", ("same", "different"), "First: {text_a}\nSecond: {text_b}\nMeaning:"),
-     paraphrase),
-    (_spec("tweet_emotion", "target", ("joy", "anger", "sadness"), "Tweet: {text}\nFeeling:"), tweet),
-)}
+SUITE: dict[str, tuple[TaskSpec, Generator]] = {
+    spec.name: (spec, make)
+    for spec, make in (
+        (_spec("movie_sentiment", "source", ("positive", "negative"), "Review: {text}\nSentiment:"), movie_review),
+        (
+            _spec("news_topic", "source", ("sports", "politics", "science", "business"), "Article: {text}\nTopic:"),
+            news_article,
+        ),
+        (
+            _spec(
+                "question_match", "source", ("yes", "no"), "Question 1: {text_a}\nQuestion 2: {text_b}\nSame question?"
+            ),
+            question_pair,
+        ),
+        (
+            _spec(
+                "hypernym_entailment",
+                "source",
+                ("yes", "no"),
+                "Premise: {text_a}\nHypothesis: {text_b}\nIs the hypothesis true?",
+            ),
+            hypernym_pair,
+        ),
+        (
+            _spec("emotion", "source", ("joy", "anger", "fear", "sadness"), "Sentence: {text}\nEmotion:"),
+            emotion_sentence,
+        ),
+        (_spec("word_category", "source", ("animal", "object"), "Phrase: {text}\nCategory:"), category_phrase),
+        (_spec("product_sentiment", "target", ("good", "bad"), "Product review: {text}\nVerdict:"), product_review),
+        (_spec("headline_topic", "target", ("sports", "business", "science"), "Headline: {text}\nSection:"), headline),
+        (
+            _spec("paraphrase_pair", "target", ("same", "different"), "First: {text_a}\nSecond: {text_b}\nMeaning:"),
+            paraphrase,
+        ),
+        (_spec("tweet_emotion", "target", ("joy", "anger", "sadness"), "Tweet: {text}\nFeeling:"), tweet),
+    )
+}
 SYNTHETIC_SOURCE_TASKS = tuple(n for n, (s, _) in SUITE.items() if s.role == "source")
 SYNTHETIC_TARGET_TASKS = tuple(n for n, (s, _) in SUITE.items() if s.role == "target")
 
@@ -333,6 +717,17 @@ def load(names: Sequence[str] | None = None) -> dict[str, Task]:
 
 
 def describe() -> list[dict]:
-    return [{"name": n, "language": s.language, "kind": s.kind, "role": s.role, "metric": s.metric,
-             "labels": list(s.labels), "splits": dict(DEFAULT_SIZES), "path": f"synthetic/{n}", "supported": True}
-            for n, (s, _) in SUITE.items()]
+    return [
+        {
+            "name": n,
+            "language": s.language,
+            "kind": s.kind,
+            "role": s.role,
+            "metric": s.metric,
+            "labels": list(s.labels),
+            "splits": dict(DEFAULT_SIZES),
+            "path": f"synthetic/{n}",
+            "supported": True,
+        }
+        for n, (s, _) in SUITE.items()
+    ]

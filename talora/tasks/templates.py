@@ -7,9 +7,9 @@ label set), so a new folder in the same layout trains without any entry here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import yaml
 
@@ -67,8 +67,9 @@ def score_range(type_text: str) -> tuple[float, float]:
     return 0.0, 5.0
 
 
-def prompting_for(task: str, language: str, form: str, labels: Sequence[str],
-                  label_desc: Mapping[str, str] | None = None) -> Prompting:
+def prompting_for(
+    task: str, language: str, form: str, labels: Sequence[str], label_desc: Mapping[str, str] | None = None
+) -> Prompting:
     """A per-task entry wins, label by label, over the generic words; its template over the generic one."""
     table = TABLE
     words = generic_words(labels, language, label_desc)
