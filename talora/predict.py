@@ -19,6 +19,7 @@ from .backbone import Backbone
 from .batching import Encoded, answer_batch, prompt_batch
 from .errors import DataError
 from .forward import hidden_at, output_head
+from .progress import progress
 from .tasks import compute_metrics, question_of
 from .tasks.base import STOP
 
@@ -225,8 +226,9 @@ def evaluate(
         range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction", len(items[i].prompt))
     )
     preds: dict[int, str | float] = {}
-    with method.applied(backbone):
+    with method.applied(backbone), progress(total=len(items), desc="evaluate") as bar:
         for start in range(0, len(order), batch_size):
+            bar.update(min(batch_size, len(order) - start))
             chunk = [items[i] for i in order[start : start + batch_size]]
             for i, p in zip(order[start : start + batch_size], predict(backbone, method, chunk, verbalizers, lower)):
                 preds[i] = p

@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from . import tasks as T
 from .atomic import atomic_write
 from .backbone import Backbone, BackboneLoader
@@ -30,6 +28,7 @@ from .methods.base import NoPrompt
 from .overrides import merge
 from .pipeline import encode_split, lower_caches, run_train, run_transfer, source_task_names, verbalizers_for
 from .predict import evaluate
+from .progress import progress
 from .runs import RunManifest
 from .suites import load_suite
 
@@ -123,7 +122,7 @@ def run_sweep(
         }
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
-    with tqdm(total=units, desc="sweep", dynamic_ncols=True) as bar:
+    with progress(total=units, desc="sweep", leave=True) as bar:
         for label, (cfg, scratch) in runs.items():
             # Units are named with the method's config digest: an edited config never reuses stale results.
             tag = hashlib.sha256((dump_config(cfg) + f"scratch={scratch}").encode()).hexdigest()[:8]

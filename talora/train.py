@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .backbone import Backbone
 from .batching import Encoded, answer_batch
@@ -29,6 +28,7 @@ from .config import TrainConfig
 from .errors import ConfigError, DataError, TrainingError
 from .forward import answer_loss
 from .predict import Verbalizer, evaluate, headline
+from .progress import progress
 
 if TYPE_CHECKING:
     from .lower_cache import LowerLayerCaches
@@ -113,11 +113,11 @@ def lr_lambda(cfg: TrainConfig):
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / (cfg.warmup_steps + 1)
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         if cfg.schedule == "linear":
-            return max(0.0, 1.0 - progress)
+            return max(0.0, 1.0 - done)
         if cfg.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 0.5 * (1.0 + math.cos(math.pi * done))
         return 1.0
 
     return factor
@@ -199,7 +199,7 @@ def train(
     t0 = time.perf_counter() - elapsed
     # Without evaluation items (few-shot transfer) the last state is the result; checkpoints still follow eval_every.
     eval_steps = {cfg.steps} | (set(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)) if cfg.eval_every else set())
-    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, leave=False, dynamic_ncols=True)
+    bar = progress(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps)
     for step in bar:
         picks = buckets.batch(step)
         batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad)
