@@ -54,6 +54,15 @@ class Backbone:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype of the frozen weights (trainable parameters stay float32 regardless)."""
+        return self.model.get_input_embeddings().weight.dtype
+
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A hash of the architecture and every parameter's name and shape.
@@ -115,8 +124,34 @@ def _cached_gguf_dir(gguf: Path) -> Path:
     return target
 
 
-def load_backbone(spec: str = EMBEDDED, dtype: torch.dtype = torch.float32) -> Backbone:
-    """Load ``spec`` ("embedded", a path to a .gguf file, a local directory or a hub id), frozen."""
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the first of cuda, mps and cpu that this machine has; an unavailable device is refused."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available here")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU that supports it, else float32 (CPU bfloat16 matmuls are slow and
+    float16 on CPU is not worth its rounding)."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_backbone(spec: str = EMBEDDED, dtype: str | torch.dtype = "auto", device: str = "auto") -> Backbone:
+    """Load ``spec`` ("embedded", a path to a .gguf file, a local directory or a hub id), frozen, in
+    ``dtype`` on ``device`` (each may be "auto", as in a run config)."""
+    where = resolve_device(device)
+    dtype = resolve_dtype(dtype, where)
     if spec == EMBEDDED:
         source, model_id = _cached_gguf_dir(embedded_gguf_path()), EMBEDDED_ID
     elif spec.endswith(".gguf"):
@@ -127,7 +162,7 @@ def load_backbone(spec: str = EMBEDDED, dtype: torch.dtype = torch.float32) -> B
     else:
         source, model_id = spec, spec
         _check_model_source(spec)
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="sdpa").to(where)
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     return freeze(Backbone(model, tokenizer, model_id))
 
@@ -148,13 +183,14 @@ class BackboneLoader:
     """Loads each model spec once and keeps it for its owner's lifetime (a sweep runs many
     recipes on one model). Each owner holds its own loader: nothing is shared behind its back."""
 
-    def __init__(self, preloaded: dict[str, Backbone] | None = None):
-        self._loaded: dict[str, Backbone] = dict(preloaded or {})
+    def __init__(self):
+        self._loaded: dict[tuple[str, str, str], Backbone] = {}
 
-    def get(self, spec: str) -> Backbone:
-        if spec not in self._loaded:
-            self._loaded[spec] = load_backbone(spec)
-        return self._loaded[spec]
+    def get(self, spec: str, dtype: str = "auto", device: str = "auto") -> Backbone:
+        key = (spec, str(dtype), device)
+        if key not in self._loaded:
+            self._loaded[key] = load_backbone(spec, dtype, device)
+        return self._loaded[key]
 
 
 def freeze(backbone: Backbone) -> Backbone:

@@ -24,6 +24,7 @@ the task. Every cut example is marked ``truncated`` (counted in ``metrics.json``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,6 +142,12 @@ class Batch:
     rows: torch.Tensor
     cols: torch.Tensor
     targets: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        """The same batch on ``device`` (itself when it is there already)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
 
 
 def answer_batch(items: list[Encoded], pad_id: int) -> Batch:

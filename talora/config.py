@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .overrides import EXPONENT_FLOAT, merge, yaml_problem
 
 SCHEDULES = ("linear", "cosine", "constant")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TrainConfig:
     mixing_cap: int = 0  # n_t is capped at this before mixing (0 = no cap)
     length_buckets: int = 4  # draw this many batches at once, sort them by length, cut (1 = off): less padding
     log_every: int = 10  # training-log period in steps
+    gradient_checkpointing: bool = False  # recompute the prompted layers in backward: less memory, ~1/3 more time
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -61,6 +63,9 @@ class TrainConfig:
 class RunConfig:
     method: str = "talora"  # a name from `talora methods`
     model: str = "embedded"  # "embedded", a .gguf file, a local model folder or a hub id
+    device: str = "auto"  # auto (cuda if available, else mps, else cpu) | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # frozen model's dtype: auto (bfloat16 on a GPU that has it, else float32) | float32 |
+    #                      bfloat16 | float16; trainable parameters always stay float32
     data_dir: str | None = None  # a folder in the shared-data layout; null = the embedded synthetic suite
     tasks: list[str] | None = None  # training tasks; null = every source task of the suite / data folder
     seed: int = 0  # data order and k-shot samples (a method's init_seed seeds its initialisation)
@@ -74,6 +79,12 @@ class RunConfig:
     stage1: TrainConfig = field(default_factory=TrainConfig)  # stage 1 of two-stage methods (single-task prompts)
     train: TrainConfig = field(default_factory=TrainConfig)  # the method's (multi-task) training
     transfer: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, eval_every=0))  # few-shot
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def method_config(self):
         """The method's own config dataclass built from ``method_args`` (validated)."""

@@ -15,7 +15,8 @@ from .sweep import format_table, run_sweep
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
-def run_demo(output: Path, config: Path = DEMO_CONFIG) -> dict:
-    results = run_sweep(config, Path(output))
+def run_demo(output: Path, config: Path = DEMO_CONFIG, placement: dict | None = None) -> dict:
+    """``placement``: ``device``/``dtype`` for the sweep's base run (default: the config's)."""
+    results = run_sweep(config, Path(output), overrides={"run": placement} if placement else None)
     print(format_table(results))
     return results

@@ -4,6 +4,19 @@ Layers below the first prompted one run once without autograd (or are read from 
 lower-layer cache); only the positions that predict answer tokens go through the
 output head: never (batch x seq x vocab) logits. Prediction (ranking, generation)
 builds on this in ``talora.predict``.
+
+Precision. The frozen model may live in bfloat16 or float16; trainable parameters
+stay float32 (master weights). Every model pass runs under ``compute_precision``:
+autocast to the backbone's dtype, so float32 prompts meet half-precision weights
+in half precision matmuls, while the prompt attention's separate softmax and gate
+(talora.attention) and the cross-entropy here are computed in float32.
+
+Memory. With ``checkpoint=True`` the prompted layers are recomputed in backward
+instead of keeping their activations (the backward crosses them anyway); the
+frozen lower layers never keep activations, having run without autograd.
+
+The temporary layer swaps below change the shared model for the duration of one
+pass: one backbone serves one pass at a time (a server runs its passes on one worker).
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute
 
 from .backbone import Backbone
 from .batching import Batch
@@ -33,12 +47,38 @@ class _PassThrough(nn.Module):
 _PASS = _PassThrough()
 
 
+class _Recomputed(nn.Module):
+    """A decoder layer whose activations are recomputed in backward rather than kept."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def __getattr__(self, name):  # the decoder reads per-layer attributes (e.g. attention_type)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.layer, name)
+
+    def forward(self, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return self.layer(*args, **kwargs)
+        return recompute(self.layer, *args, use_reentrant=False, **kwargs)
+
+
+def compute_precision(backbone: Backbone):
+    """Autocast to the frozen model's dtype (nothing to do when it is float32)."""
+    dtype = backbone.dtype
+    return torch.autocast(backbone.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 @contextlib.contextmanager
-def _layers_only(decoder, start: int, stop: int, final_norm: bool):
+def _layers_only(decoder, start: int, stop: int, final_norm: bool, checkpoint: bool = False):
     """Run only decoder layers ``start .. stop-1``, keeping every layer's index (and so its
     prompts, its mask type and its position in ``config.layer_types``) where it was."""
     layers, norm = decoder.layers, decoder.norm
-    decoder.layers = nn.ModuleList([layer if start <= i < stop else _PASS for i, layer in enumerate(layers)])
+    kept = (lambda layer: _Recomputed(layer)) if checkpoint else (lambda layer: layer)
+    decoder.layers = nn.ModuleList([kept(layer) if start <= i < stop else _PASS for i, layer in enumerate(layers)])
     if not final_norm:
         decoder.norm = nn.Identity()
     try:
@@ -51,15 +91,21 @@ def _layers_only(decoder, start: int, stop: int, final_norm: bool):
 def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int) -> torch.Tensor:
     """Hidden states entering layer ``first`` of the frozen model (no autograd: nothing there learns)."""
     decoder = backbone.model.get_decoder()
-    with _layers_only(decoder, 0, first, final_norm=False):
+    with _layers_only(decoder, 0, first, final_norm=False), compute_precision(backbone):
         return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
 
-def hidden_at(backbone: Backbone, method: Method, batch: Batch, lower: LowerLayerCaches | None = None) -> torch.Tensor:
+def hidden_at(
+    backbone: Backbone,
+    method: Method,
+    batch: Batch,
+    lower: LowerLayerCaches | None = None,
+    checkpoint: bool = False,
+) -> torch.Tensor:
     """Final hidden states (N, d) at the batch's scored positions, with the method's prompts in place."""
-    return prompted_hidden(
-        backbone, method.prompt_inputs(batch.task_ids, batch=batch), batch, method.frozen_below, lower
-    )
+    batch = batch.to(backbone.device)
+    prompts = method.prompt_inputs(batch.task_ids, batch=batch)
+    return prompted_hidden(backbone, prompts, batch, method.frozen_below, lower, checkpoint)
 
 
 def prompted_hidden(
@@ -68,12 +114,15 @@ def prompted_hidden(
     batch: Batch,
     frozen_below: int = 0,
     lower: LowerLayerCaches | None = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Final hidden states (N, d) at the batch's scored positions with ``prompts`` in place.
 
     Layers below ``frozen_below`` (which the prompts leave untouched) run once without
-    autograd, or are read from ``lower`` (a run's lower-layer caches) when one is given.
+    autograd, or are read from ``lower`` (a run's lower-layer caches) when one is given;
+    ``checkpoint`` recomputes the layers that run with autograd in backward.
     """
+    batch = batch.to(backbone.device)
     model = backbone.model
     decoder = model.get_decoder()
     mask, cols = batch.attention_mask, batch.cols
@@ -85,7 +134,8 @@ def prompted_hidden(
             )
         else:
             states = lower_states(backbone, batch.input_ids, mask, first)
-        with _layers_only(decoder, first, len(decoder.layers), final_norm=True):
+        layers = _layers_only(decoder, first, len(decoder.layers), final_norm=True, checkpoint=checkpoint)
+        with layers, compute_precision(backbone):
             out = decoder(
                 inputs_embeds=states.to(model.dtype),
                 attention_mask=mask,
@@ -99,7 +149,9 @@ def prompted_hidden(
         embeds = torch.cat([prefix, embeds], dim=1)
         mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[1]), mask], dim=1)
         cols = cols + prefix.shape[1]
-    out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, talora_prompts=prompts.layer_prompts)
+    layers = _layers_only(decoder, 0, len(decoder.layers), final_norm=True, checkpoint=checkpoint)
+    with layers, compute_precision(backbone):
+        out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, talora_prompts=prompts.layer_prompts)
     return out.last_hidden_state[batch.rows, cols]
 
 
@@ -109,9 +161,15 @@ def output_head(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def answer_loss(
-    backbone: Backbone, method: Method, batch: Batch, lower: LowerLayerCaches | None = None
+    backbone: Backbone,
+    method: Method,
+    batch: Batch,
+    lower: LowerLayerCaches | None = None,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over the answer tokens (full vocabulary, answer positions only)."""
+    batch = batch.to(backbone.device)
     weight, bias = output_head(backbone)
-    logits = F.linear(hidden_at(backbone, method, batch, lower), weight, bias)
+    hidden = hidden_at(backbone, method, batch, lower, checkpoint)
+    logits = F.linear(hidden.to(weight.dtype), weight, bias)
     return F.cross_entropy(logits.float(), batch.targets)

@@ -113,11 +113,11 @@ def run_sweep(
     if sweep.zero_shot:
         if sources:
             results["source"]["zero_shot"] = zero_shot(
-                first, sources, loader.get(first.model), "validation", first.validation_examples
+                first, sources, _backbone(loader, first), "validation", first.validation_examples
             )
         results["target"]["zero_shot"] = {
             f"{t} (k={k})": [s]
-            for t, s in zero_shot(first, sweep.targets, loader.get(first.model)).items()
+            for t, s in zero_shot(first, sweep.targets, _backbone(loader, first)).items()
             for k in sweep.ks
         }
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
@@ -130,7 +130,7 @@ def run_sweep(
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
-                summary = manifest.run(f"{tag} train {label}", folder, _unit(loader, cfg.model, run_train, cfg, folder))
+                summary = manifest.run(f"{tag} train {label}", folder, _unit(loader, cfg, run_train, cfg, folder))
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
             results["parameters"][label] = dict(summary["trainable_parameters"])
             bar.update()
@@ -140,7 +140,7 @@ def run_sweep(
                     for seed in sweep.seeds:
                         out = output / f"{label}-{task}-k{k}-s{seed}"
                         source = None if scratch else folder
-                        unit = _unit(loader, cfg.model, run_transfer, source, task, k, seed, out, config=cfg)
+                        unit = _unit(loader, cfg, run_transfer, source, task, k, seed, out, config=cfg)
                         res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out, unit)
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
@@ -150,10 +150,14 @@ def run_sweep(
     return results
 
 
-def _unit(loader: BackboneLoader, model: str, recipe, *args, **kwargs):
+def _backbone(loader: BackboneLoader, cfg: RunConfig) -> Backbone:
+    return loader.get(cfg.model, cfg.dtype, cfg.device)
+
+
+def _unit(loader: BackboneLoader, cfg: RunConfig, recipe, *args, **kwargs):
     """A recipe call for the manifest to run, or to skip when its unit is finished: the model is
     loaded only when a unit actually runs."""
-    return lambda: recipe(*args, **kwargs, backbone=loader.get(model))
+    return lambda: recipe(*args, **kwargs, backbone=_backbone(loader, cfg))
 
 
 def write_results(results: dict, output: Path, config: str | Path, t0: float) -> None:

@@ -202,9 +202,9 @@ def train(
     bar = progress(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps)
     for step in bar:
         picks = buckets.batch(step)
-        batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad)
+        batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad).to(backbone.device)
         with method.applied(backbone):
-            loss = answer_loss(backbone, method, batch, lower)
+            loss = answer_loss(backbone, method, batch, lower, cfg.gradient_checkpointing)
             aux = method.auxiliary_loss(backbone, batch)
         reg = method.regularization()
         total = loss + sum(t for t in (aux, reg) if t is not None)

@@ -154,9 +154,11 @@ def train_init_runs(config: Path, seeds: list[int], output: Path) -> list[Path]:
     for seed in seeds:
         run_cfg = dataclasses.replace(cfg, method_args={**cfg.method_args, "init_seed": seed})
         folder = Path(output) / f"init-{seed}"
-        manifest.run(
-            f"tpv init_seed={seed}", folder, lambda c=run_cfg, f=folder: run_train(c, f, backbone=loader.get(c.model))
-        )
+
+        def unit(c=run_cfg, f=folder):
+            return run_train(c, f, backbone=loader.get(c.model, c.dtype, c.device))
+
+        manifest.run(f"tpv init_seed={seed}", folder, unit)
         folders.append(folder)
     return folders
 
@@ -186,7 +188,7 @@ def init_transfer(
     if len(folders) < 2:
         raise ConfigError("the initialisation study needs at least two tpv runs (different init_seed)")
     cfg = load_config(folders[0] / "config.yaml")
-    backbone = backbone or load_backbone(cfg.model)
+    backbone = backbone or load_backbone(cfg.model, cfg.dtype, cfg.device)
     methods = [load_adapter(f, backbone, expect_method="tpv")[0] for f in folders]
     names = methods[0].task_names
     for f, m in zip(folders, methods):
