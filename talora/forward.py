@@ -166,10 +166,12 @@ def answer_loss(
     batch: Batch,
     lower: LowerLayerCaches | None = None,
     checkpoint: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy over the answer tokens (full vocabulary, answer positions only)."""
+    """Next-token cross-entropy over the answer tokens (full vocabulary, answer positions only), their
+    mean or (``reduction="sum"``, for data-parallel steps) their sum."""
     batch = batch.to(backbone.device)
     weight, bias = output_head(backbone)
     hidden = hidden_at(backbone, method, batch, lower, checkpoint)
     logits = F.linear(hidden.to(weight.dtype), weight, bias)
-    return F.cross_entropy(logits.float(), batch.targets)
+    return F.cross_entropy(logits.float(), batch.targets, reduction=reduction)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .backbone import Backbone, cache_dir
+from .distributed import world
 
 
 def weights_digest(backbone: Backbone) -> str:
@@ -68,6 +69,8 @@ class LowerLayerCaches:
         if first not in self._by_layer:
             dtype = self.backbone.dtype
             suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+            w = world()
+            suffix += f"-rank{w.rank}" if w.parallel else ""  # one writer per cache file
             folder = self.root / f"{self.digest}-L{first}{suffix}"
             self._by_layer[first] = LowerLayerCache(folder, self.backbone.model.config.hidden_size, dtype)
         return self._by_layer[first]

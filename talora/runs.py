@@ -13,7 +13,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
+from .distributed import world
 
 MANIFEST = "manifest.json"
 OUTPUTS = ("adapter.safetensors", "adapter.json", "metrics.json")
@@ -43,7 +44,10 @@ class RunManifest:
 
     def record(self, unit: str, output: Path, summary: dict) -> None:
         self.units[unit] = {"output": str(output), "files": _digest(Path(output)), "summary": summary}
-        atomic_write(self.path, json.dumps(self.units, indent=1).encode())
+        w = world()
+        if w.is_main:  # one writer under a data-parallel launch; the others read it after the barrier
+            atomic_write(self.path, json.dumps(self.units, indent=1).encode())
+        w.barrier()
 
     def run(self, unit: str, output: Path, work: Callable[[], dict]) -> dict:
         """The stored summary of a finished, intact unit; otherwise run ``work`` and record it."""

@@ -23,6 +23,7 @@ from . import tasks as T
 from .atomic import atomic_write
 from .backbone import Backbone, BackboneLoader
 from .config import RunConfig, dump_config, from_dict, read_yaml
+from .distributed import local_device, world
 from .errors import ConfigError
 from .methods.base import NoPrompt
 from .overrides import merge
@@ -151,7 +152,7 @@ def run_sweep(
 
 
 def _backbone(loader: BackboneLoader, cfg: RunConfig) -> Backbone:
-    return loader.get(cfg.model, cfg.dtype, cfg.device)
+    return loader.get(cfg.model, cfg.dtype, local_device(cfg.device, world()))
 
 
 def _unit(loader: BackboneLoader, cfg: RunConfig, recipe, *args, **kwargs):

@@ -25,6 +25,7 @@ from .backbone import Backbone
 from .batching import Encoded, answer_batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import World, world
 from .errors import ConfigError, DataError, TrainingError
 from .forward import answer_loss
 from .predict import Verbalizer, evaluate, headline
@@ -145,6 +146,35 @@ def _state_tensors(method: Method, optimizer, prefix: str = "") -> dict[str, tor
     return tensors
 
 
+class _StepLoss(torch.nn.Module):
+    """One data-parallel rank's share of a step's loss, as a module DistributedDataParallel can wrap
+    (its only parameters are the method's; the frozen backbone is held outside the module tree)."""
+
+    def __init__(self, backbone: Backbone, method: Method, lower, checkpoint: bool, world_size: int):
+        super().__init__()
+        self.method, self.lower, self.checkpoint, self.world_size = method, lower, checkpoint, world_size
+        self._backbone = (backbone,)  # a tuple, so nn.Module does not adopt (and broadcast) its weights
+
+    def forward(self, batch, global_tokens: int):
+        backbone = self._backbone[0]
+        with self.method.applied(backbone):
+            ce = answer_loss(backbone, self.method, batch, self.lower, self.checkpoint, reduction="sum")
+            aux = self.method.auxiliary_loss(backbone, batch)
+        reg = self.method.regularization()
+        # DDP averages gradients over ranks: scaling by the world size makes the sum of the ranks'
+        # cross-entropies over the global token count, i.e. exactly the single-process gradient.
+        total = ce * (self.world_size / global_tokens) + sum(t for t in (aux, reg) if t is not None)
+        return total, ce.detach(), reg
+
+
+def _parallel_step(step_loss, batch, global_tokens: int, w: World):
+    """(total loss of this rank, global mean cross-entropy, regulariser) of one data-parallel step."""
+    total, ce_sum, reg = step_loss(batch, global_tokens)
+    summed = torch.stack([ce_sum.float(), total.detach().float()])
+    torch.distributed.all_reduce(summed)
+    return total, summed[0] / global_tokens, reg, bool(torch.isfinite(summed[1]))
+
+
 def train(
     backbone: Backbone,
     method: Method,
@@ -160,7 +190,9 @@ def train(
     lower: LowerLayerCaches | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``train_items`` and leave it holding the best validated state.
-    ``lower``: the run's lower-layer caches, if it keeps the frozen lower layers' output on disk."""
+    ``lower``: the run's lower-layer caches, if it keeps the frozen lower layers' output on disk.
+    Under a data-parallel launch each rank trains on its share of every global batch (talora.distributed)."""
+    w = world()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
@@ -195,20 +227,35 @@ def train(
         best_state = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
         result = TrainResult(meta["best_score"], meta["best_step"], meta["history"])
         elapsed = meta["seconds"]
-    log = (out_dir / "log.jsonl").open("a" if resume else "w")
+    log = (out_dir / "log.jsonl").open("a" if resume else "w") if w.is_main else None
+    step_loss = None
+    if w.parallel:
+        ids = [backbone.device.index] if backbone.device.type == "cuda" else None
+        step_loss = torch.nn.parallel.DistributedDataParallel(
+            _StepLoss(backbone, method, lower, cfg.gradient_checkpointing, w.size),
+            device_ids=ids,
+            find_unused_parameters=True,  # e.g. gates a plain-attention ablation never reads
+        )
     t0 = time.perf_counter() - elapsed
     # Without evaluation items (few-shot transfer) the last state is the result; checkpoints still follow eval_every.
     eval_steps = {cfg.steps} | (set(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)) if cfg.eval_every else set())
     bar = progress(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps)
     for step in bar:
         picks = buckets.batch(step)
-        batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad).to(backbone.device)
-        with method.applied(backbone):
-            loss = answer_loss(backbone, method, batch, lower, cfg.gradient_checkpointing)
-            aux = method.auxiliary_loss(backbone, batch)
-        reg = method.regularization()
-        total = loss + sum(t for t in (aux, reg) if t is not None)
-        if not torch.isfinite(total):
+        if step_loss is None:
+            batch = answer_batch([by_task[task_ids[t]][i] for t, i in picks], pad).to(backbone.device)
+            with method.applied(backbone):
+                loss = answer_loss(backbone, method, batch, lower, cfg.gradient_checkpointing)
+                aux = method.auxiliary_loss(backbone, batch)
+            reg = method.regularization()
+            total = loss + sum(t for t in (aux, reg) if t is not None)
+            finite = bool(torch.isfinite(total))
+        else:
+            mine = [by_task[task_ids[t]][i] for t, i in w.shard(picks)]
+            global_tokens = sum(len(by_task[task_ids[t]][i].answer) for t, i in picks)
+            batch = answer_batch(mine, pad).to(backbone.device)
+            total, loss, reg, finite = _parallel_step(step_loss, batch, global_tokens, w)
+        if not finite:
             uids = [by_task[task_ids[t]][i].uid for t, i in picks]
             raise TrainingError(
                 f"loss became {total.item()} at step {step + 1} on batch {uids}; "
@@ -231,7 +278,8 @@ def train(
                 "gates": method.gate_values(),
                 **method.log_state(),
             }
-            log.write(json.dumps(record) + "\n")
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
         if done in eval_steps:
             if eval_items:
                 scores = evaluate(
@@ -244,12 +292,15 @@ def train(
                 )
                 score = headline(scores, metrics)
                 result.history.append({"step": done, "score": score, "metrics": scores})
-                log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
+                if log is not None:
+                    log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
             else:
                 score = float(done)  # nothing to select on: the latest state is the best
             if score > result.best_score:
                 result.best_score, result.best_step = score, done
                 best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+            if log is None:
+                continue  # rank 0 alone writes the log and the checkpoint
             log.flush()
             meta = {
                 "best_score": result.best_score,
@@ -265,7 +316,9 @@ def train(
             }
             tensors = {**_state_tensors(method, optimizer), **{f"best.{k}": v for k, v in best_state.items()}}
             save_checkpoint(ckpt_dir, done, tensors, meta)
-    log.close()
+    if log is not None:
+        log.close()
+    w.barrier()  # what rank 0 wrote is complete before any rank reads it
     method.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0
     return result
