@@ -17,7 +17,7 @@ from .overrides import HELP as OVERRIDES_HELP
 from .overrides import parse_overrides
 
 # Commands whose unknown `--dotted.key VALUE` arguments override config fields (talora.overrides).
-OVERRIDE_COMMANDS = ("train", "transfer", "sweep")
+OVERRIDE_COMMANDS = ("train", "transfer", "sweep", "plan")
 
 
 def _with_overrides(flags: dict, overrides: dict) -> dict:
@@ -165,6 +165,27 @@ def cmd_config(args) -> None:
     print(reference_yaml(), end="")
 
 
+def cmd_plan(args) -> None:
+    from .config import load_config
+    from .plan import make_plan
+
+    cfg = load_config(args.config, args.overrides)
+    plan = make_plan(
+        cfg,
+        model=args.model,
+        dtype=args.dtype,
+        checkpointing=args.gradient_checkpointing,
+        all_methods=args.all_methods,
+        answer_tokens=args.answer_tokens,
+    )
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=1, ensure_ascii=False))
+    else:
+        from .plan import format_plan
+
+        print(format_plan(plan, cfg))
+
+
 def cmd_bench(args) -> None:
     import torch
 
@@ -307,6 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print every config field with its default and help (configs/talora.yaml)")
     c.set_defaults(func=cmd_config)
+
+    pl = sub.add_parser(
+        "plan",
+        help="trainable parameters and estimated GPU memory of a config, no weights read (docs/paper-scale.md)",
+        **overridable,
+    )
+    pl.add_argument("--config", required=True, help="run config YAML (e.g. configs/paper/talora-zh-qwen2.5-7b.yaml)")
+    pl.add_argument(
+        "--model",
+        help="instead of the config's model: a shipped name (qwen2.5-7b-instruct, ...), a model folder, "
+        "a config.json, a .gguf file or a hub id",
+    )
+    pl.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float16", "float32"),
+        help="the frozen model's dtype (default: the config's; auto is planned as bfloat16)",
+    )
+    pl.add_argument(
+        "--gradient-checkpointing", action="store_true", help="plan every stage with gradient checkpointing on"
+    )
+    pl.add_argument("--all-methods", action="store_true", help="every registered method, at the config's m and L")
+    pl.add_argument(
+        "--answer-tokens", type=_positive_int, default=16, help="answer tokens per example (sizes the logits)"
+    )
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.set_defaults(func=cmd_plan)
 
     a = sub.add_parser("analyze", help="task-prompt-vector and DTVG analyses: a Markdown table, a PNG and JSON")
     analyses = a.add_subparsers(dest="analysis", required=True)
