@@ -17,6 +17,7 @@ from transformers import DynamicCache
 
 from .backbone import Backbone
 from .batching import Encoded, answer_batch, prompt_batch
+from .distributed import world
 from .errors import DataError
 from .forward import hidden_at, output_head
 from .progress import progress
@@ -24,6 +25,7 @@ from .tasks import compute_metrics, question_of
 from .tasks.base import STOP
 
 if TYPE_CHECKING:
+    from .attention import LayerPrompts
     from .lower_cache import LowerLayerCaches
     from .methods.base import Method
     from .tasks import TaskSpec
@@ -62,7 +64,8 @@ class Verbalizer:
         return str(best) if self.kind == "multiple_choice" else self.labels[best]
 
 
-# Rows of (example, candidate) scored in one forward pass when candidates are several tokens long.
+# Rows of (example, candidate) scored in one forward pass when candidates are several tokens long
+# (each such row holds a copy of its prompt's key/value cache).
 RANK_ROWS = 64
 
 
@@ -78,7 +81,8 @@ def score_candidates(
 
     When every candidate is one token, distinct within its example, one forward pass of the
     prompts suffices and only those tokens' rows of the output head are used (the scores are then
-    logits, which differ from log-probabilities by a constant per example).
+    logits, which differ from log-probabilities by a constant per example). Otherwise each prompt
+    runs once and its candidates are scored from its key/value cache (``_score_after_prompt``).
     """
     pad = backbone.tokenizer.pad_token_id
     weight, bias = output_head(backbone)
@@ -93,6 +97,128 @@ def score_candidates(
         if bias is not None:
             scores = scores + bias[ids]
         return [scores[i, : len(cs)].float() for i, cs in enumerate(candidates)]
+    # ``lower`` is not used on this path: it holds only the hidden states entering the first prompted
+    # layer, while the candidates' tokens need every layer's keys/values of the prompt.
+    out: list[torch.Tensor] = []
+    for group in _rank_groups(candidates):
+        out += _score_after_prompt(backbone, method, [items[i] for i in group], [candidates[i] for i in group])
+    return out
+
+
+def _rank_groups(candidates: list[tuple[tuple[int, ...], ...]]) -> list[list[int]]:
+    """Consecutive examples whose candidates make at most RANK_ROWS rows together (an example with
+    more candidates than that forms a group alone): the key/value cache is repeated once per row."""
+    groups: list[list[int]] = []
+    rows = 0
+    for i, cs in enumerate(candidates):
+        if not groups or rows + len(cs) > RANK_ROWS:
+            groups.append([])
+            rows = 0
+        groups[-1].append(i)
+        rows += len(cs)
+    return groups
+
+
+def _prompt_rows(prompts: LayerPrompts | None, index: torch.Tensor) -> LayerPrompts | None:
+    """The deep prompts (and per-example gates) of the examples ``index`` picks, one row per candidate."""
+    if prompts is None:
+        return None
+    gates = prompts.gates
+    if gates is not None and gates.dim() == 3:  # (L, B, H): one set per example
+        gates = gates[:, index]
+    return replace(prompts, prompts=prompts.prompts[:, index], gates=gates)
+
+
+def _score_after_prompt(
+    backbone: Backbone, method: Method, items: list[Encoded], candidates: list[tuple[tuple[int, ...], ...]]
+) -> list[torch.Tensor]:
+    """Summed log-probabilities of each example's candidates: one forward of the left-padded prompts
+    fills the key/value cache and scores every candidate's first token; one more forward, with the
+    cache's rows repeated per candidate, scores the remaining tokens of all candidates at once.
+
+    The method's prompts are computed once, from the prompts alone (ATTEMPT pools the input, never a
+    candidate). Input-level prefixes are in the cache; deep prompts are not (the gated term reads them
+    at every step, as do plain mode's prefix keys), so the second forward gets them again, per row.
+    """
+    pad = backbone.tokenizer.pad_token_id
+    model, decoder = backbone.model, backbone.model.get_decoder()
+    weight, bias = output_head(backbone)
+    prompts = method.prompt_inputs(torch.tensor([e.task_id for e in items]), batch=prompt_batch(items, pad))
+    width = max(len(e.prompt) for e in items)
+    ids = torch.full((len(items), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for r, e in enumerate(items):  # left padding: every prompt ends in the last column, where candidates start
+        ids[r, width - len(e.prompt) :] = torch.tensor(e.prompt)
+        mask[r, width - len(e.prompt) :] = 1
+    embeds = model.get_input_embeddings()(ids)
+    if prompts.input_prefix is not None:
+        prefix = prompts.input_prefix.to(embeds.dtype)
+        embeds = torch.cat([prefix, embeds], dim=1)
+        mask = torch.cat([mask.new_ones(len(items), prefix.shape[1]), mask], dim=1)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    last = decoder(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        talora_prompts=prompts.layer_prompts,
+    ).last_hidden_state[:, -1]
+    first = F.linear(last, weight, bias).float().log_softmax(-1)
+
+    flat = [c for cs in candidates for c in cs]
+    owner = torch.tensor([i for i, cs in enumerate(candidates) for _ in cs], dtype=torch.long)
+    per_row = torch.zeros(len(flat))
+    started = [r for r, c in enumerate(flat) if c]  # an empty candidate scores 0, as a sum over no tokens
+    per_row[started] = first[owner[started], [flat[r][0] for r in started]]
+    rest = max((len(c) for c in flat), default=1) - 1
+    if rest > 0:
+        # Each row feeds its candidate less the last token (whose prediction is the last one scored),
+        # right-padded; padding is masked and, coming after every real token, seen by none of them.
+        cont = torch.full((len(flat), rest), pad, dtype=torch.long)
+        cont_mask = torch.zeros((len(flat), rest), dtype=torch.long)
+        rows, cols, targets = [], [], []
+        for r, c in enumerate(flat):
+            if len(c) > 1:
+                cont[r, : len(c) - 1] = torch.tensor(c[:-1])
+                cont_mask[r, : len(c) - 1] = 1
+                rows += [r] * (len(c) - 1)
+                cols += range(len(c) - 1)
+                targets += c[1:]
+        # Candidate counts differ between examples, so rows are picked by index (batch_repeat_interleave
+        # repeats every row equally often).
+        cache.reorder_cache(owner)
+        hidden = decoder(
+            input_ids=cont,
+            attention_mask=torch.cat([mask[owner], cont_mask], dim=1),
+            position_ids=positions[owner, -1:] + 1 + torch.arange(rest),
+            past_key_values=cache,
+            use_cache=True,
+            talora_prompts=_prompt_rows(prompts.layer_prompts, owner),
+        ).last_hidden_state
+        rows_t = torch.tensor(rows, dtype=torch.long)
+        logprobs = F.linear(hidden[rows_t, torch.tensor(cols)], weight, bias).float().log_softmax(-1)
+        per_row.index_add_(0, rows_t, logprobs.gather(1, torch.tensor(targets)[:, None])[:, 0])
+    out, start = [], 0
+    for cs in candidates:
+        out.append(per_row[start : start + len(cs)])
+        start += len(cs)
+    return out
+
+
+def score_candidates_by_expansion(
+    backbone: Backbone,
+    method: Method,
+    items: list[Encoded],
+    candidates: list[tuple[tuple[int, ...], ...]],
+    lower: LowerLayerCaches | None = None,
+) -> list[torch.Tensor]:
+    """The reference for ``score_candidates`` on multi-token candidates, kept for tests/test_ranking.py
+    and benchmarks/rank_speed.py only: every (example, candidate) pair runs as its own full-length row
+    (prompt + candidate), so the prompt is recomputed once per candidate. Same scores, no shortcut."""
+    pad = backbone.tokenizer.pad_token_id
+    weight, bias = output_head(backbone)
     expanded = [replace(e, answer=c) for e, cs in zip(items, candidates) for c in cs]
     per_row = torch.zeros(len(expanded))
     for start in range(0, len(expanded), RANK_ROWS):
@@ -217,21 +343,25 @@ def evaluate(
     lower: LowerLayerCaches | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
-    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py)."""
+    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py).
+    Under a data-parallel launch each rank predicts its share and every rank gets every prediction."""
     if not items:
         raise DataError("nothing to evaluate: the evaluation split is empty")
+    w = world()
     # Generated answers batch apart from ranked ones (a lone generated row would run every step alone);
     # within each, similar lengths batch together (less padding).
     order = sorted(
         range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction", len(items[i].prompt))
     )
+    order = w.shard(order)
     preds: dict[int, str | float] = {}
-    with method.applied(backbone), progress(total=len(items), desc="evaluate") as bar:
+    with method.applied(backbone), progress(total=len(order), desc="evaluate") as bar:
         for start in range(0, len(order), batch_size):
             bar.update(min(batch_size, len(order) - start))
             chunk = [items[i] for i in order[start : start + batch_size]]
             for i, p in zip(order[start : start + batch_size], predict(backbone, method, chunk, verbalizers, lower)):
                 preds[i] = p
+    preds = dict(w.gather(list(preds.items()))) if w.parallel else preds
     results = {}
     for task_id in sorted({e.task_id for e in items}):
         idx = [i for i, e in enumerate(items) if e.task_id == task_id]
