@@ -1,4 +1,4 @@
-"""The ``talora`` command line: train, transfer, eval, demo, tasks, methods.
+"""The ``talora`` command line: train, transfer, eval, demo, tasks, methods, store, predict.
 
 Every error a user can act on ends the command with one ``talora: error: ...`` line on
 stderr and exit status 2, usage errors included; a traceback means a bug in talora.
@@ -233,6 +233,38 @@ def cmd_analyze(args) -> None:
     print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
 
 
+def cmd_store(args) -> None:
+    from .store import AdapterStore
+
+    store = AdapterStore(Path(args.store))
+    if args.action == "add":
+        for r in store.add(Path(args.adapter), model=args.model):
+            what = f"replaced {r['task']} (was from {r['replaced_source']})" if r["replaced"] else f"added {r['task']}"
+            print(f"{what}: {r['method']}, {r['new_blobs']} new tensor file(s), {r['reused_blobs']} already stored")
+    elif args.action == "list":
+        rows = store.summary()
+        if args.json:
+            print(json.dumps(rows, indent=1, ensure_ascii=False))
+            return
+        for r in rows:
+            score = "-" if r["score"] is None else f"{r['metric']}={r['score']:.4f}"
+            k = "" if r["k"] is None else f" k={r['k']}"
+            print(f"{r['task']:24s} {r['method']:18s} {r['kind']:15s} {score:20s}{k}  {r['source']}")
+    elif args.action == "show":
+        print(json.dumps(store.entry(args.task), indent=1, ensure_ascii=False))
+    else:
+        store.remove(args.task)
+        print(f"removed {args.task} from {args.store}")
+
+
+def cmd_predict(args) -> None:
+    from .serving import run_predict
+
+    count = run_predict(args.store, args.input, args.output, args.batch_size, args.model)
+    if args.output != "-":
+        print(f"{count} prediction(s) in {args.output}", file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors end in one ``talora: error: <command>: ...`` line, like every other error."""
 
@@ -387,6 +419,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-memory", action="store_true", help="skip the per-row memory subprocesses")
     s.add_argument("--json", help="also write the table as JSON to this path")
     s.set_defaults(func=cmd_bench)
+
+    st = sub.add_parser("store", help="an adapter store: per-task adapters of one base model (docs/serving.md)")
+    actions = st.add_subparsers(dest="action", required=True)
+    sa = actions.add_parser("add", help="add every task of a trained run or transfer output (same names: replaced)")
+    sa.add_argument("--store", required=True, help="store folder (created on the first add)")
+    sa.add_argument("--adapter", required=True, help="folder with adapter.safetensors + adapter.json")
+    sa.add_argument("--model", help="load the base model from here (default: the run's config.yaml `model`)")
+    sl = actions.add_parser("list", help="the store's tasks with method, kind, score and source")
+    sl.add_argument("--store", required=True)
+    sl.add_argument("--json", action="store_true")
+    ss = actions.add_parser("show", help="one task's entry as JSON (inputs, spec, tensors, metrics, training data)")
+    ss.add_argument("--store", required=True)
+    ss.add_argument("--task", required=True)
+    sr = actions.add_parser("remove", help="remove a task (tensors other tasks use stay)")
+    sr.add_argument("--store", required=True)
+    sr.add_argument("--task", required=True)
+    for action in (sa, sl, ss, sr):
+        action.set_defaults(func=cmd_store)
+
+    pr = sub.add_parser("predict", help="JSONL records {task, fields...} in, one JSONL prediction per record out")
+    pr.add_argument("--store", required=True, help="adapter store folder (`talora store add`)")
+    pr.add_argument("--input", default="-", help="JSONL file, or - for stdin (default)")
+    pr.add_argument("--output", default="-", help="JSONL file (written only when every record succeeded), or -")
+    pr.add_argument("--batch-size", type=_positive_int, default=16, help="records per forward pass, tasks mixed")
+    pr.add_argument("--model", help="base model to load (default: the one the store was built for)")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 

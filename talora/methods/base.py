@@ -15,6 +15,7 @@ which source a target was retrieved from); both are saved in the adapter sidecar
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
@@ -171,6 +172,22 @@ class Method(nn.Module):
         """{"shared": n, "per_task": n}, counted the way the papers' tables do."""
         raise NotImplementedError
 
+    def task_slice(self, name: str) -> Method | None:
+        """A copy of this method holding task ``name`` alone (its own tensors cut to that task, the
+        shared ones whole), so an adapter store can keep each task apart and shared tensors once.
+
+        None (the default) means this method's tasks cannot be split (e.g. LoRA's one set of
+        weights serves all of them): the store then keeps the whole adapter as one unit."""
+        return None
+
+    @classmethod
+    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> Method | None:
+        """One method holding every task of ``methods`` (slices or earlier merges), so a batch
+        mixing them runs in one forward pass; None when they cannot be merged (the default, or
+        when their configs or shared tensors differ). The result serves predictions: its state,
+        which only steers training, is the first method's."""
+        return None
+
     @classmethod
     def parameter_formula(cls) -> str:
         raise NotImplementedError
@@ -223,6 +240,48 @@ def deep_vocab_init(
     with torch.no_grad():
         normed = [decoder_layers[first_layer + i].input_layernorm(rows[i]) for i in range(layers)]
     return torch.stack(normed).clone()
+
+
+def _replace_tensor(module: nn.Module, attr: str, value: torch.Tensor) -> None:
+    old = getattr(module, attr)
+    if isinstance(old, nn.Parameter):
+        setattr(module, attr, nn.Parameter(value, requires_grad=old.requires_grad))
+    else:  # a buffer stays a buffer
+        setattr(module, attr, value)
+
+
+def slice_task(method: Method, name: str, task_axes: dict[str, int]) -> Method:
+    """``task_slice`` for methods whose per-task tensors stack tasks along one axis each
+    (``task_axes``: attribute -> axis); every other tensor is shared and copied whole."""
+    if name not in method.task_names:
+        raise ValueError(f"no task {name!r} in this {method.name} method; it has {method.task_names}")
+    i = method.task_names.index(name)
+    new = copy.deepcopy(method)
+    new.task_names = [name]
+    for attr, axis in task_axes.items():
+        _replace_tensor(new, attr, getattr(method, attr).detach().narrow(axis, i, 1).clone())
+    return new
+
+
+def merge_task_axes(methods: list[Method], task_axes: dict[str, int]) -> Method | None:
+    """``merge_tasks`` for the methods ``slice_task`` cuts: the per-task tensors concatenated along
+    their task axes, provided the configs, the task names' distinctness and every shared tensor agree."""
+    first = methods[0]
+    names = [n for m in methods for n in m.task_names]
+    if len(set(names)) != len(names):
+        return None
+    if any(type(m) is not type(first) or m.config != first.config for m in methods):
+        return None
+    shared = {k: v for k, v in first.state_dict().items() if k not in task_axes}
+    for m in methods[1:]:
+        theirs = {k: v for k, v in m.state_dict().items() if k not in task_axes}
+        if theirs.keys() != shared.keys() or any(not torch.equal(theirs[k], shared[k]) for k in shared):
+            return None
+    merged = copy.deepcopy(first)
+    merged.task_names = names
+    for attr, axis in task_axes.items():
+        _replace_tensor(merged, attr, torch.cat([getattr(m, attr).detach() for m in methods], dim=axis))
+    return merged
 
 
 class WholeSetMethod(Method):

@@ -16,7 +16,16 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init, register
+from .base import (
+    Method,
+    PromptConfig,
+    PromptInputs,
+    TargetContext,
+    deep_vocab_init,
+    merge_task_axes,
+    register,
+    slice_task,
+)
 
 
 @dataclass
@@ -64,3 +73,10 @@ class DeepPromptTuning(Method):
     @classmethod
     def parameter_formula(cls) -> str:
         return "per task L*m*d + L*H (gates)"
+
+    def task_slice(self, name: str) -> DeepPromptTuning:
+        return slice_task(self, name, {"prompts": 1, "gates": 0})
+
+    @classmethod
+    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> DeepPromptTuning | None:
+        return merge_task_axes(methods, {"prompts": 1, "gates": 0})

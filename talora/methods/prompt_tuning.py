@@ -15,7 +15,17 @@ import torch
 from torch import nn
 
 from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
+from .base import (
+    Method,
+    PromptInputs,
+    Shapes,
+    SoftPromptConfig,
+    TargetContext,
+    merge_task_axes,
+    register,
+    slice_task,
+    vocab_init,
+)
 
 
 @dataclass
@@ -60,3 +70,11 @@ class PromptTuning(Method):
     @classmethod
     def parameter_formula(cls) -> str:
         return "per task m*d"
+
+    # A subclass that adds per-task tensors of its own must extend these (SPoT-retrieval adds none).
+    def task_slice(self, name: str) -> PromptTuning:
+        return slice_task(self, name, {"prompt": 0})
+
+    @classmethod
+    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> PromptTuning | None:
+        return merge_task_axes(methods, {"prompt": 0})

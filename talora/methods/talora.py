@@ -28,7 +28,16 @@ from torch import nn
 
 from ..attention import LayerPrompts
 from ..backbone import Backbone
-from .base import Method, PromptConfig, PromptInputs, TargetContext, deep_vocab_init, register
+from .base import (
+    Method,
+    PromptConfig,
+    PromptInputs,
+    TargetContext,
+    deep_vocab_init,
+    merge_task_axes,
+    register,
+    slice_task,
+)
 from .deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 
 
@@ -200,3 +209,14 @@ class TALoRA(Method):
     @classmethod
     def parameter_formula(cls) -> str:
         return "shared L*m*d (theta0) + L*m*r (B) + L*H (gates); per task L*(r+d) (u, v)"
+
+    def _task_axes(self) -> dict[str, int]:
+        # theta0, the gates and a shared B are the same for every task of a run and its targets.
+        return {"u": 1, "v": 1} if self.config.shared_b else {"u": 1, "v": 1, "B": 1}
+
+    def task_slice(self, name: str) -> TALoRA:
+        return slice_task(self, name, self._task_axes())
+
+    @classmethod
+    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> TALoRA | None:
+        return merge_task_axes(methods, methods[0]._task_axes())

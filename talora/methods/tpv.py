@@ -22,7 +22,17 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import ConfigError
-from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
+from .base import (
+    Method,
+    PromptInputs,
+    Shapes,
+    SoftPromptConfig,
+    TargetContext,
+    merge_task_axes,
+    register,
+    slice_task,
+    vocab_init,
+)
 from .tpv_math import apply_vectors
 
 LAMBDA_SEARCHES = ("shared", "each")
@@ -167,3 +177,11 @@ class TPV(Method):
     @classmethod
     def parameter_formula(cls) -> str:
         return "per task m*d (the TPV; the shared init is stored, not trained)"
+
+    # The initialisation is shared; a target built on another one (target_init_seed) is not merged.
+    def task_slice(self, name: str) -> TPV:
+        return slice_task(self, name, {"tpv": 0})
+
+    @classmethod
+    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> TPV | None:
+        return merge_task_axes(methods, {"tpv": 0})

@@ -1,0 +1,376 @@
+"""Serving many tasks from one frozen model: an ``Engine`` over an adapter store, and ``talora predict``.
+
+A request is a list of records ``{"task": name, <that task's input fields>}`` (``id`` optional,
+echoed back); tasks mix freely within a batch. Each task's input fields are its template's
+fields, as in its JSONL lines less the gold answer and metadata (``talora store show`` lists
+them under ``inputs``): a multiple-choice record carries its ``choices`` list, from which the
+``options`` text is built as the data loader does; a multi-answer (MultiRC) record carries ONE
+candidate ``answer`` string (a data line's candidates are one record each).
+
+Results, in input order: ``{"task", "prediction"}``, plus
+* classification: ``"probabilities": {label: p}``, the softmax over the label words' scores;
+* multiple choice: the prediction is the choice's index; ``"probabilities"`` lists one per choice;
+* regression: the prediction is the score (the bins' values weighted by the softmax of their scores);
+* extraction: the prediction is the generated span (KV-cached greedy generation to the newline).
+
+About the probabilities: when every candidate is one token, its score is a logit; otherwise it
+is the candidate's summed log-probability (``talora.predict.score_candidates``). Both differ from
+the log-probability of the candidate by the same constant within an example (the logit's
+log-normaliser) or not at all, so the softmax over either is the model's distribution
+restricted to the candidates: the probability of each label given that the answer is one of them.
+
+An input too long for the task's ``max_length`` (recorded from its run) is cut as in evaluation
+(``talora.batching``), keeping room for the longest label word, since there is no gold label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import AdapterError, ConfigError, DataError
+from .store import AdapterStore, record_inputs
+from .tasks.base import Example, TaskSpec
+
+if TYPE_CHECKING:
+    from .backbone import Backbone
+    from .batching import Encoded
+    from .methods.base import Method
+    from .predict import Verbalizer
+
+# Besides its inputs, a record may carry these: the task it is for and an id echoed in its result.
+RESERVED = ("task", "id")
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def record_example(spec: TaskSpec, record: dict, where: str) -> Example:
+    """The example a prediction record stands for, or a DataError naming ``where`` and the field.
+    Its label is a placeholder (the first label, the first choice, no span): nothing is scored."""
+    inputs = record_inputs(spec)
+    listed = ", ".join(inputs)
+    for key in record:
+        if key not in inputs and key not in RESERVED:
+            raise DataError(
+                f"{where}: field {key!r} is not an input of task {spec.name!r} (its inputs: {listed}; "
+                f"besides them a record may hold {' and '.join(map(repr, RESERVED))})"
+            )
+    fields: dict = {}
+    for key, kind in inputs.items():
+        if key not in record:
+            raise DataError(f"{where}: field {key!r} is missing (task {spec.name!r} needs {listed})")
+        value = record[key]
+        if kind == "string" and not isinstance(value, str):
+            raise DataError(f"{where}: field {key!r} must be a string, got {_type_name(value)}")
+        if kind == "list of strings" and (
+            not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, str) and c for c in value)
+        ):
+            raise DataError(f"{where}: field {key!r} must list at least two non-empty strings, got {value!r}")
+        fields[key] = list(value) if isinstance(value, list) else value
+    if "id" in record and (not isinstance(record["id"], str | int) or isinstance(record["id"], bool)):
+        raise DataError(f"{where}: field 'id' must be a string or an integer, got {_type_name(record['id'])}")
+    if spec.kind == "multiple_choice":
+        from .tasks.jsonl import OPTION_SEPARATOR
+
+        fields["options"] = OPTION_SEPARATOR.get(spec.language, "; ").join(fields["choices"])
+    if spec.kind == "multiple_choice":
+        label = "0"
+    elif spec.kind == "extraction":
+        label = ""
+    else:
+        label = spec.labels[0]
+    return Example(where, spec.name, fields, label)
+
+
+def records_to_examples(
+    specs: dict[str, TaskSpec], records: Sequence, where: Sequence[str] | None = None
+) -> list[Example]:
+    """Check every record against the tasks' specs (no model needed) and build its example.
+    ``where`` names each record in errors (default ``record <i>``, counted from 0)."""
+    examples = []
+    for i, record in enumerate(records):
+        here = where[i] if where is not None else f"record {i}"
+        if not isinstance(record, dict):
+            raise DataError(f"{here}: expected a JSON object, got {_type_name(record)}")
+        task = record.get("task")
+        if "task" not in record:
+            raise DataError(f"{here}: field 'task' is missing")
+        if not isinstance(task, str):
+            raise DataError(f"{here}: field 'task' must be a string, got {_type_name(task)}")
+        if task not in specs:
+            known = ", ".join(specs) or "no tasks"
+            raise DataError(f"{here}: field 'task' is {task!r}, not a task of this store; it has: {known}")
+        examples.append(record_example(specs[task], record, here))
+    return examples
+
+
+@dataclass
+class _Unit:
+    """Tasks served by one method in one forward pass; ``task_ids`` are their rows in it."""
+
+    method: Method
+    task_ids: dict[str, int]
+    verbalizers: dict[int, Verbalizer]
+
+
+class Engine:
+    """Predictions for records of any of a store's tasks, many tasks per batch, on one frozen model.
+
+    ``Engine(store, backbone)`` reads the store's entries once (a snapshot: build a new engine to
+    see later adds and removes) and checks that ``backbone`` is the store's base model. Tensors
+    are loaded when a task is first asked for, together with every task it can share a forward
+    pass with: tasks split by ``Method.task_slice`` whose configs and shared tensors agree are
+    merged by ``Method.merge_tasks`` into one method (TA-LoRA: one theta0, B and gates, the tasks'
+    u, v side by side); an adapter stored whole serves all its tasks as one unit. Each batch then
+    costs one forward per unit present in it, never one per task.
+
+    ``predict(records)`` validates every record first (nothing runs on a bad request), then
+    answers in input order; see the module docstring for the records and results. An engine
+    holds all its state itself (no module globals). Calls from several threads are safe and run
+    one at a time: weight-changing methods (LoRA, adapters, BitFit) patch the shared backbone
+    while they run, so the engine's lock serialises whole calls.
+    """
+
+    def __init__(self, store: AdapterStore | str | Path, backbone: Backbone, batch_size: int = 16):
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self.store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+        self.backbone = backbone
+        self.batch_size = batch_size
+        base, self._entries = self.store.entries()
+        if base.get("fingerprint") != backbone.fingerprint:
+            raise AdapterError(
+                f"store {self.store.folder} holds adapters for base model {base.get('id')!r} "
+                f"(fingerprint {base.get('fingerprint')}), not for {backbone.model_id!r} "
+                f"(fingerprint {backbone.fingerprint})"
+            )
+        from .adapter_files import spec_from_dict
+
+        self.specs: dict[str, TaskSpec] = {t: spec_from_dict(e["spec"]) for t, e in self._entries.items()}
+        # Tasks that may share a unit are loaded together: slices of one method and config, or one whole adapter.
+        self._group_of = {t: _group_key(e) for t, e in self._entries.items()}
+        self._unit_of: dict[str, _Unit] = {}
+        self._room_label: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._entries)
+
+    def preload(self, tasks: Sequence[str] | None = None) -> None:
+        """Load the given tasks (default: all) now rather than on their first request; a server
+        calls this at start-up so a damaged file is reported before the first request."""
+        with self._lock:
+            for task in self.tasks if tasks is None else tasks:
+                if task not in self._entries:
+                    raise ConfigError(
+                        f"store {self.store.folder} has no task {task!r}; it has: {', '.join(self.tasks)}"
+                    )
+                self._load(task)
+
+    def units(self) -> list[list[str]]:
+        """The tasks of each loaded unit: one forward pass per batch serves each list."""
+        with self._lock:
+            grouped: dict[int, list[str]] = {}
+            for task, unit in self._unit_of.items():
+                grouped.setdefault(id(unit), []).append(task)
+            return list(grouped.values())
+
+    def check(self, records: Sequence, where: Sequence[str] | None = None) -> list[Example]:
+        """The examples of ``records``, or the DataError of the first bad one (no model is run)."""
+        return records_to_examples(self.specs, records, where)
+
+    def predict(
+        self, records: Sequence[dict], where: Sequence[str] | None = None, batch_size: int | None = None
+    ) -> list[dict]:
+        """One result per record, in input order. ``where`` names each record in error messages
+        (default ``record <i>``); ``batch_size`` overrides the engine's."""
+        import torch
+
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        size = batch_size or self.batch_size
+        examples = self.check(records, where)
+        with self._lock, torch.no_grad():
+            for task in dict.fromkeys(ex.task for ex in examples):
+                self._load(task)
+            items = [self._encode(ex) for ex in examples]
+            results: list[dict] = [{} for _ in examples]
+            for start in range(0, len(items), size):
+                rows = range(start, min(start + size, len(items)))
+                by_unit: dict[int, tuple[_Unit, list[int]]] = {}
+                for i in rows:
+                    unit = self._unit_of[examples[i].task]
+                    by_unit.setdefault(id(unit), (unit, []))[1].append(i)
+                for unit, idx in by_unit.values():
+                    for i, result in zip(idx, self._run(unit, [items[i] for i in idx], examples, idx)):
+                        results[i] = result
+        return [{"task": r["task"], "id": rec["id"], **r} if "id" in rec else r for rec, r in zip(records, results)]
+
+    # ------------------------------------------------------------------ internals
+    def _load(self, task: str) -> None:
+        if task in self._unit_of:
+            return
+        from .methods import method_class
+        from .predict import Verbalizer
+
+        group = [t for t, g in self._group_of.items() if g == self._group_of[task]]
+        cache: dict = {}
+        if self._entries[task]["unit"]["split"]:
+            cls = method_class(self._entries[task]["method"])
+            clusters: list[list[Method]] = []
+            for t in group:
+                piece = self.store.load_unit(self._entries[t], self.backbone, cache)
+                # Equal shared tensors are transitive: trying a cluster's first member decides.
+                home = next((c for c in clusters if cls.merge_tasks([c[0], piece], self.backbone) is not None), None)
+                if home is None:
+                    clusters.append([piece])
+                else:
+                    home.append(piece)
+            methods = []
+            for cluster in clusters:
+                merged = cls.merge_tasks(cluster, self.backbone) if len(cluster) > 1 else cluster[0]
+                methods += [merged] if merged is not None else cluster
+        else:
+            methods = [self.store.load_unit(self._entries[task], self.backbone, cache)]
+        tokenizer = self.backbone.tokenizer
+        for method in methods:
+            served = [t for t in method.task_names if t in group]
+            ids = {t: method.task_names.index(t) for t in served}
+            verbs = {ids[t]: Verbalizer.of(self.specs[t], tokenizer) for t in served}
+            unit = _Unit(method, ids, verbs)
+            for t in served:
+                self._unit_of[t] = unit
+                self._room_label[t] = _longest_label(self.specs[t], verbs[ids[t]])
+
+    def _encode(self, ex: Example) -> Encoded:
+        from .batching import encode
+
+        spec = self.specs[ex.task]
+        if spec.kind in ("classification", "regression"):
+            ex = dataclasses.replace(ex, label=self._room_label[ex.task])
+        unit = self._unit_of[ex.task]
+        return encode(spec, ex, self.backbone.tokenizer, self._entries[ex.task]["max_length"], unit.task_ids[ex.task])
+
+    def _run(self, unit: _Unit, items: list[Encoded], examples: list[Example], idx: list[int]) -> list[dict]:
+        from .predict import generate, score_candidates
+
+        out: list[dict] = [{} for _ in items]
+        verbs = unit.verbalizers
+        ranked = [j for j, e in enumerate(items) if verbs[e.task_id].kind != "extraction"]
+        generated = [j for j, e in enumerate(items) if verbs[e.task_id].kind == "extraction"]
+        with unit.method.applied(self.backbone):
+            if ranked:
+                chunk = [items[j] for j in ranked]
+                scores = score_candidates(
+                    self.backbone, unit.method, chunk, [verbs[e.task_id].candidates(e) for e in chunk]
+                )
+                for j, e, s in zip(ranked, chunk, scores):
+                    out[j] = _ranked_result(examples[idx[j]].task, verbs[e.task_id], s)
+            if generated:
+                chunk = [items[j] for j in generated]
+                texts = generate(self.backbone, unit.method, chunk, [verbs[e.task_id].max_new_tokens for e in chunk])
+                for j, text in zip(generated, texts):
+                    out[j] = {"task": examples[idx[j]].task, "prediction": text}
+        return out
+
+
+def _group_key(entry: dict) -> tuple:
+    if entry["unit"]["split"]:
+        return ("split", entry["method"], json.dumps(entry["config"], sort_keys=True))
+    return ("whole", entry["unit"]["id"])
+
+
+def _longest_label(spec: TaskSpec, verb: Verbalizer) -> str:
+    """The label whose word has the most tokens: the room an unknown answer may need."""
+    if spec.kind not in ("classification", "regression"):
+        return ""
+    return max(zip(verb.labels, verb.words), key=lambda lw: len(lw[1]))[0]
+
+
+def _ranked_result(task: str, verb: Verbalizer, scores) -> dict:
+    probabilities = scores.float().softmax(-1).tolist()
+    decided = verb.decide(scores)
+    if verb.kind == "regression":
+        return {"task": task, "prediction": decided}
+    if verb.kind == "multiple_choice":
+        return {"task": task, "prediction": int(decided), "probabilities": probabilities}
+    return {"task": task, "prediction": decided, "probabilities": dict(zip(verb.labels, probabilities))}
+
+
+# ---------------------------------------------------------------- talora predict
+def read_jsonl(path: str) -> tuple[list, list[str]]:
+    """The records of a JSONL file ("-" = stdin) and where each came from (``FILE, line N``);
+    blank lines are skipped, a malformed line is a DataError naming its number."""
+    if path == "-":
+        name, lines = "stdin", sys.stdin.read().splitlines()
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"--input {path}: file not found")
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not UTF-8 text ({err})") from None
+        name = path
+    records, where = [], []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        here = f"{name}, line {lineno}"
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{here}: malformed JSON ({err.msg})") from None
+        where.append(here)
+    return records, where
+
+
+def run_predict(
+    store_dir: str | Path,
+    input_path: str = "-",
+    output_path: str = "-",
+    batch_size: int = 16,
+    model: str | None = None,
+    backbone: Backbone | None = None,
+) -> int:
+    """``talora predict``: JSONL records in, one JSONL result per record out, in the same order.
+
+    The input is checked against the store's tasks before a model is loaded; results are
+    written only once all are computed (to a file atomically), so an error leaves no partial
+    output. The model is ``model``, else the one the store records. Returns the record count."""
+    from .adapter_files import spec_from_dict
+    from .atomic import atomic_write
+    from .backbone import load_backbone
+
+    if output_path != "-" and Path(output_path).is_dir():
+        raise ConfigError(f"--output {output_path} is a folder, not a file")
+    store = AdapterStore(store_dir)
+    base, entries = store.entries()
+    records, where = read_jsonl(input_path)
+    records_to_examples({t: spec_from_dict(e["spec"]) for t, e in entries.items()}, records, where)
+    results: list[dict] = []
+    if records:  # an empty input needs no model
+        if backbone is None:
+            spec = model or base.get("load")
+            if spec is None:
+                raise ConfigError(
+                    f"store {store_dir} does not record how to load base model {base.get('id')!r}; give --model"
+                )
+            backbone = load_backbone(spec)
+        results = Engine(store, backbone, batch_size).predict(records, where)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if output_path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write(Path(output_path), text.encode())
+    return len(results)
