@@ -59,6 +59,18 @@ def save_adapter(
     atomic_write(folder / SIDECAR, json.dumps(sidecar, indent=1, ensure_ascii=False).encode())
 
 
+def resolve_adapter(spec: str | Path) -> Path:
+    """The folder of an adapter named on the command line: a local folder as it is, otherwise a hub model
+    repo ``owner/name[@revision]`` fetched into the hub cache (``hub_adapters``). Anything else comes back
+    as a path, for ``read_sidecar`` to say what is wrong with it."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    from .hub_adapters import download_adapter, is_repo_id
+
+    return download_adapter(str(spec)) if is_repo_id(str(spec)) else path
+
+
 def read_sidecar(folder: Path) -> dict:
     path = Path(folder) / SIDECAR
     if not path.is_file():

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import tasks as T
-from .adapter_files import load_adapter, read_sidecar, save_adapter
+from .adapter_files import load_adapter, read_sidecar, resolve_adapter, save_adapter
 from .atomic import atomic_write
 from .backbone import Backbone, load_backbone
 from .batching import Encoded, encode
@@ -175,7 +175,7 @@ def run_transfer(
             raise ConfigError("few-shot training from scratch needs a run config (--config)")
         cfg, method = config, None
     else:
-        source = Path(source)
+        source_spec, source = str(source), resolve_adapter(source)  # the spec (a hub id) is what gets recorded
         source_method = read_sidecar(source)["method"]  # not an adapter folder: say so before loading a model
         cfg = load_config(source / "config.yaml")
     data_dir = data_dir if data_dir is not None else cfg.data_dir
@@ -236,7 +236,7 @@ def run_transfer(
     split = T.evaluation_split(tasks[task])
     test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
     scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)[task]
-    save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": str(source) if source else None})
+    save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": source_spec if source else None})
     summary = {
         "method": target.name,
         "task": task,
@@ -262,7 +262,7 @@ def run_eval(
     model: str | None = None,
     backbone: Backbone | None = None,
 ) -> dict:
-    adapter = Path(adapter)
+    adapter = resolve_adapter(adapter)
     config_path = adapter / "config.yaml"
     cfg = load_config(config_path) if config_path.is_file() else RunConfig()
     held = [d["name"] for d in read_sidecar(adapter)["tasks"]]  # checked before a model is loaded

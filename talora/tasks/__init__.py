@@ -4,7 +4,9 @@ Kinds: classification, multiple_choice, regression and extraction (see ``base``)
 loader maps every task type of the shared data folder onto them (see ``jsonl``).
 
 Two sources of tasks share one interface: the embedded synthetic suite (``data_dir=None``) and a
-data folder in the ../shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``).
+data folder in the ../shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``), or
+one without a manifest (a folder per task, or a single .jsonl/.json/.csv/.tsv/.parquet file) whose
+tasks are inferred from their records (see ``infer`` and docs/data.md).
 """
 
 from __future__ import annotations
@@ -27,10 +29,18 @@ def load_tasks(data_dir: str | Path | None = None, names: Sequence[str] | None =
 
 
 def describe_tasks(data_dir: str | Path | None = None) -> list[dict]:
-    """One row per task (name, language, kind, role, metric, labels, split sizes) without reading data."""
+    """One row per task (name, language, kind, role, metric, labels, split sizes, and ``inferred``: what
+    was inferred, or None). A task the manifest describes is listed without reading its data; any other
+    is read to infer what it is. A task that cannot be read has ``supported`` false and a ``problem``."""
     if data_dir is None:
         return synthetic.describe()
     return jsonl.describe(Path(data_dir))
+
+
+def check_tasks(data_dir: str | Path) -> list[dict]:
+    """``describe_tasks``' rows after reading every record of every task: split sizes are the examples
+    loaded, and a task with an unreadable record has ``supported`` false and the ``problem`` (file, line)."""
+    return jsonl.check(Path(data_dir))
 
 
 __all__ = [
@@ -39,6 +49,7 @@ __all__ = [
     "Task",
     "load_tasks",
     "describe_tasks",
+    "check_tasks",
     "sample_k_shot",
     "few_shot",
     "evaluation_split",

@@ -2,9 +2,10 @@
 
 ``HUB`` maps a task to its usual hub dataset (id, config, split names) and a pure conversion of one
 hub row into the JSONL record the local files use (``records`` applies it to a split; MultiRC's rows,
-one per candidate answer, are grouped back into one record per question). ``download`` writes
-``<out>/<lang>/<task>/<split>.jsonl`` and a ``MANIFEST.json``, so the result is used like any data
-folder (``--data-dir``). Rows without a gold label (the hidden GLUE/CLUE test labels, -1) are skipped.
+one per candidate answer, are grouped back into one record per question). ``download`` (the command
+``talora data pull``) writes ``<out>/<lang>/<task>/<split>.jsonl`` and a ``MANIFEST.json``, so the
+result is used like any data folder (``--data-dir``); ``fetch_rows`` is its one call to the network.
+Rows without a gold label (the hidden GLUE/CLUE test labels, -1) are skipped.
 
 Tasks with no usual hub dataset (online_shopping, thucnews, chnsenticorp, lcqmc, bq, sanwen, finre,
 cote_bd, cote_mfw) are not listed: use the local copies. The hub's splits are the official ones,
@@ -367,19 +368,51 @@ def _datasets():
     return datasets
 
 
+def fetch_rows(hub: HubSource, split: str, cache_dir: str | None = None) -> Iterable[Row]:
+    """The rows of one split of a hub dataset: the one place that reaches the network."""
+    datasets = _datasets()
+    try:
+        return datasets.load_dataset(hub.dataset, hub.config, split=split, cache_dir=cache_dir)
+    except Exception as err:  # not found, no network, a changed dataset: the datasets package has no common base
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise DataError(
+            f"hub dataset {hub.dataset}" + (f" ({hub.config})" if hub.config else "") + f" split {split!r} could "
+            f"not be fetched ({type(err).__name__}: {lines[0] if lines else 'no message'})"
+        ) from None
+
+
+def _write_manifest(out_dir: Path, entries: list[dict]) -> None:
+    """MANIFEST.json with ``entries`` replacing the tasks of the same name, so pulls add up in one folder."""
+    from ..atomic import atomic_write  # imports torch: only a pull that got this far pays for it
+
+    path = out_dir / "MANIFEST.json"
+    manifest: dict = {}
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {err.lineno}: malformed JSON ({err.msg}); not adding tasks to it") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("tasks", []), list):
+            raise DataError(f"{path}: field 'tasks' is missing or not a list; not adding tasks to it")
+    new = {e["task"] for e in entries}
+    kept = [e for e in manifest.get("tasks", []) if not (isinstance(e, dict) and e.get("task") in new)]
+    manifest["tasks"] = kept + entries
+    atomic_write(path, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
 def download(tasks: Sequence[str], out_dir: str | Path, cache_dir: str | None = None) -> Path:
-    """Write the named tasks from the hub as a data folder (``MANIFEST.json`` + JSONL files)."""
+    """Write the named tasks from the hub as a data folder (``MANIFEST.json`` + JSONL files); tasks
+    already in the folder's manifest stay, those of the same name are replaced. Each task enters the
+    manifest once all its splits are written, so a failed pull leaves the earlier ones usable."""
     for task in tasks:
         source(task)  # unknown tasks fail before anything is downloaded
-    datasets = _datasets()
     out_dir = Path(out_dir)
-    entries = []
     for task in tasks:
         hub = HUB[task]
         path = f"{hub.language}/{task}"
         splits = {}
         for local, remote in hub.splits.items():
-            rows = datasets.load_dataset(hub.dataset, hub.config, split=remote, cache_dir=cache_dir)
+            rows = fetch_rows(hub, remote, cache_dir)
             file = out_dir / path / f"{local}.jsonl"
             file.parent.mkdir(parents=True, exist_ok=True)
             n = 0
@@ -392,19 +425,15 @@ def download(tasks: Sequence[str], out_dir: str | Path, cache_dir: str | None = 
                     f"hub dataset {hub.dataset} ({hub.config}) split {remote!r} of task {task!r} has no labelled rows"
                 )
             splits[local] = {"kept": n, "file": f"{path}/{local}.jsonl"}
-        entries.append(
-            {
-                "task": task,
-                "language": hub.language,
-                "type": hub.type,
-                "metric": hub.metric,
-                "label_list": list(hub.label_list) if hub.label_list else None,
-                "path": path,
-                "splits": splits,
-                "source": f"hub:{hub.dataset}" + (f"/{hub.config}" if hub.config else ""),
-            }
-        )
-    (out_dir / "MANIFEST.json").write_text(
-        json.dumps({"tasks": entries}, indent=1, ensure_ascii=False), encoding="utf-8"
-    )
+        entry = {
+            "task": task,
+            "language": hub.language,
+            "type": hub.type,
+            "metric": hub.metric,
+            "label_list": list(hub.label_list) if hub.label_list else None,
+            "path": path,
+            "splits": splits,
+            "source": f"hub:{hub.dataset}" + (f"/{hub.config}" if hub.config else ""),
+        }
+        _write_manifest(out_dir, [entry])
     return out_dir

@@ -17,6 +17,10 @@ the field names of its ``format``). Records become examples as follows:
 * ``extractive_qa`` (CMRC 2018, DRCD) and ``span`` (COTE): label = the first reference span found in
   the passage (else the first), golds = every reference span, ``answer_start`` = its offset;
 * regression (STS-B): label = the score, written as a float.
+
+A task the manifest does not describe (its type and format name no known kind), every task of a folder
+without ``MANIFEST.json`` and a single data file are read through ``infer``: the kind, the file's fields,
+the labels and the language come from the records, and a note says what was inferred.
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Example, Task, TaskSpec, template_fields
+from .infer import (
+    Guess,
+    Record,
+    Splits,
+    UnknownKind,
+    discover,
+    hold_out_validation,
+    infer,
+    layout_hint,
+    read_records,
+    read_splits,
+    seen_fields,
+)
 from .templates import TEMPLATES_FILE, listed_labels, prompting_for, regression_bins, score_range
 
 MANIFEST = "MANIFEST.json"
@@ -163,9 +180,38 @@ def split_files(data_dir: Path, entry: dict) -> dict[str, Path]:
     return {p.stem: p for p in sorted((data_dir / entry["path"]).glob("*.jsonl"))}
 
 
+def catalogue(data_dir: Path) -> dict[str, dict]:
+    """Entries by task name: the manifest's, or (a folder without one, a single data file) those found
+    by ``discover``."""
+    data_dir = Path(data_dir)
+    if (data_dir / MANIFEST).is_file():
+        return read_manifest(data_dir)
+    if not data_dir.exists():
+        raise DataError(
+            f"{data_dir}: no such data folder or file (a folder with a {MANIFEST}, a folder of task folders, "
+            f"or one data file)"
+        )
+    entries = discover(data_dir)
+    if not entries:
+        raise DataError(
+            f"{data_dir / MANIFEST}: no {MANIFEST} in data folder {data_dir}, and no task found without it "
+            f"({layout_hint(data_dir)})"
+        )
+    return entries
+
+
+def _declared(entry: dict) -> bool:
+    return not entry.get("_discovered") and kind_and_form(entry)[1] is not None
+
+
 def describe(data_dir: Path) -> list[dict]:
+    """One row per task. A task the manifest describes is listed from the manifest alone; any other is
+    read in full to infer what it is (its row's ``inferred`` says what was inferred)."""
     rows = []
-    for name, entry in read_manifest(Path(data_dir)).items():
+    for name, entry in catalogue(Path(data_dir)).items():
+        if not _declared(entry):
+            rows.append(_inferred_row(Path(data_dir), entry))
+            continue
         kind, form = kind_and_form(entry)
         splits = entry.get("splits") if isinstance(entry.get("splits"), dict) else {}
         row = {
@@ -181,6 +227,7 @@ def describe(data_dir: Path) -> list[dict]:
             "path": entry["path"],
             "type": entry.get("type", ""),
             "supported": True,
+            "inferred": None,
         }
         try:
             spec, _ = make_spec(entry)
@@ -188,6 +235,67 @@ def describe(data_dir: Path) -> list[dict]:
         except DataError as err:
             row.update(supported=False, problem=str(err))
         rows.append(row)
+    return rows
+
+
+def _row(entry: dict, task: Task, form: str | None, note: str | None) -> dict:
+    spec = task.spec
+    return {
+        "name": spec.name,
+        "language": spec.language,
+        "kind": spec.kind,
+        "form": form,
+        "role": spec.role,
+        "role_detail": str(entry.get("role", "")),
+        "metric": spec.metric,
+        "labels": list(spec.labels),
+        "splits": {s: len(exs) for s, exs in task.splits.items()},
+        "path": entry["path"],
+        "type": entry.get("type", ""),
+        "supported": True,
+        "inferred": note,
+    }
+
+
+def _problem_row(entry: dict, err: DataError) -> dict:
+    return {
+        "name": entry["task"],
+        "language": entry.get("language", ""),
+        "kind": "unknown",
+        "form": None,
+        "role": normalise_role(str(entry.get("role", ""))),
+        "role_detail": str(entry.get("role", "")),
+        "metric": "",
+        "labels": list(entry.get("label_list") or []),
+        "splits": {},
+        "path": entry["path"],
+        "type": entry.get("type", ""),
+        "supported": False,
+        "problem": str(err),
+        "inferred": None,
+    }
+
+
+def _inferred_row(data_dir: Path, entry: dict) -> dict:
+    try:
+        task, form, note = open_task(data_dir, entry)
+    except DataError as err:
+        return _problem_row(entry, err)
+    return _row(entry, task, form, note)
+
+
+def check(data_dir: str | Path) -> list[dict]:
+    """Every task read in full, every record parsed: ``describe``'s row with the examples each split
+    holds, or (``supported`` false) the problem, naming file and line."""
+    data_dir = Path(data_dir)
+    rows = []
+    for entry in catalogue(data_dir).values():
+        try:
+            task, form, note = open_task(data_dir, entry)
+        except DataError as err:
+            rows.append(_problem_row(entry, err))
+            continue
+        rows.append(_row(entry, task, form, note))
     return rows
 
 
@@ -203,19 +311,29 @@ def task_labels(entry: dict, kind: str, form: str) -> list[str]:
     return list(labels)
 
 
-def make_spec(entry: dict) -> tuple[TaskSpec, str]:
-    """The spec of a manifest entry and its input form."""
+def make_spec(entry: dict, guess: Guess | None = None) -> tuple[TaskSpec, str]:
+    """The spec of a manifest entry (or of a task read as ``guess`` says) and its input form."""
     name = entry["task"]
-    kind, form = kind_and_form(entry)
-    if form is None:
-        raise DataError(
-            f"task {name!r} of type {entry.get('type', '?')!r}: cannot tell its kind from the type "
-            f"or from the fields of its format {entry.get('format', '?')!r}"
-        )
-    labels = task_labels(entry, kind, form)
-    prompting = prompting_for(name, entry["language"], form, labels, entry.get("label_desc"))
+    if guess is not None:
+        kind, form, language = guess.kind, guess.form, guess.language
+        labels = (listed_labels(name) if kind == "regression" else []) or list(guess.labels)
+    else:
+        kind, form = kind_and_form(entry)
+        if form is None:
+            raise DataError(
+                f"task {name!r} of type {entry.get('type', '?')!r}: cannot tell its kind from the type "
+                f"or from the fields of its format {entry.get('format', '?')!r}"
+            )
+        language = entry["language"]
+        labels = task_labels(entry, kind, form)
+    prompting = prompting_for(name, language, form, labels, entry.get("label_desc"))
     inputs = FORMS[form] + DERIVED.get(form, ())
     unknown = template_fields(prompting.template) - set(inputs)
+    if unknown and guess is not None:
+        # A task found by its records may share a name with a templates.yaml task of another form:
+        # the generic template of its own form reads it.
+        prompting = prompting_for("", language, form, labels, entry.get("label_desc"))
+        unknown = template_fields(prompting.template) - set(inputs)
     if unknown:
         raise DataError(
             f"{TEMPLATES_FILE}: task {name!r}: field 'template' uses {sorted(unknown)}, "
@@ -223,7 +341,7 @@ def make_spec(entry: dict) -> tuple[TaskSpec, str]:
         )
     spec = TaskSpec(
         name=name,
-        language=entry["language"],
+        language=language,
         kind=kind,
         labels=tuple(labels),
         label_words=prompting.label_words,
@@ -240,7 +358,7 @@ def make_spec(entry: dict) -> tuple[TaskSpec, str]:
 def _strings(obj: dict, names: Sequence[str], where: str) -> dict[str, str]:
     for name in names:
         if name not in obj:
-            raise DataError(f"{where}: field {name!r} is missing")
+            raise DataError(f"{where}: field {name!r} is missing{seen_fields(obj)}")
         if not isinstance(obj[name], str):
             raise DataError(f"{where}: field {name!r} must be a string, got {type(obj[name]).__name__}")
     return {name: obj[name] for name in names}
@@ -248,7 +366,7 @@ def _strings(obj: dict, names: Sequence[str], where: str) -> dict[str, str]:
 
 def _field(obj: dict, name: str, types: type | tuple[type, ...], where: str) -> Any:
     if name not in obj:
-        raise DataError(f"{where}: field {name!r} is missing")
+        raise DataError(f"{where}: field {name!r} is missing{seen_fields(obj)}")
     value = obj[name]
     if not isinstance(value, types) or isinstance(value, bool):
         wanted = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
@@ -261,9 +379,7 @@ def _class_label(value: Any, spec: TaskSpec, where: str, field: str = "label") -
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if value not in spec.labels:
-        raise DataError(
-            f"{where}: field {field!r} is {value!r}, not one of the manifest's label_list {list(spec.labels)}"
-        )
+        raise DataError(f"{where}: field {field!r} is {value!r}, not one of the task's labels {list(spec.labels)}")
     return value
 
 
@@ -332,7 +448,7 @@ def parse_record(obj: dict, spec: TaskSpec, form: str, where: str) -> list[tuple
             raise DataError(f"{where}: field 'label' is {score!r}, not a finite score")
         return [("", fields, repr(float(score)), ())]
     if "label" not in obj:
-        raise DataError(f"{where}: field 'label' is missing")
+        raise DataError(f"{where}: field 'label' is missing{seen_fields(obj)}")
     return [("", fields, _class_label(obj["label"], spec, where), ())]
 
 
@@ -352,23 +468,33 @@ def merge_repeated_triples(examples: list[Example]) -> list[Example]:
     return merged
 
 
-def read_split(path: Path, spec: TaskSpec, form: str, uid_prefix: str) -> list[Example]:
-    if not path.is_file():
-        raise DataError(f"{path}: split file of task {spec.name!r} does not exist")
+def read_split(
+    path: Path,
+    spec: TaskSpec,
+    form: str,
+    uid_prefix: str,
+    records: list[Record] | None = None,
+    convert=None,
+    renames: dict[str, str] | None = None,
+) -> list[Example]:
+    """The examples of one split file (or of ``records`` already read from it), each record passed
+    through ``convert`` first when the file's fields are not the loader's."""
+    if records is None:
+        if not path.is_file():
+            raise DataError(f"{path}: split file of task {spec.name!r} does not exist")
+        records = read_records(path)
     examples = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: malformed JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            for suffix, fields, label, golds in parse_record(obj, spec, form, where):
-                examples.append(Example(f"{uid_prefix}/{lineno}{suffix}", spec.name, fields, label, golds))
+    for number, where, obj in records:
+        record = convert(obj, where) if convert else obj
+        try:
+            parsed = parse_record(record, spec, form, where)
+        except DataError as err:
+            if not renames:
+                raise
+            read_as = ", ".join(f"{src!r} as {dst!r}" for src, dst in renames.items())
+            raise DataError(f"{err} (the file's fields are read under the loader's names: {read_as})") from None
+        for suffix, fields, label, golds in parsed:
+            examples.append(Example(f"{uid_prefix}/{number}{suffix}", spec.name, fields, label, golds))
     if not examples:
         raise DataError(
             f"{path}, line 1: split file is empty (the inputs {list(FORMS[form])} and a label expected on every line)"
@@ -376,20 +502,79 @@ def read_split(path: Path, spec: TaskSpec, form: str, uid_prefix: str) -> list[E
     return merge_repeated_triples(examples) if form == "relation" else examples
 
 
+def infer_entry(data_dir: Path, entry: dict) -> tuple[Guess, Splits, dict[str, Path]]:
+    """How to read a task nobody described (see ``infer``), its records by split and its split files."""
+    discovered = bool(entry.get("_discovered"))
+    files = entry["_files"] if discovered else split_files(data_dir, entry)
+    splits = read_splits(entry, files)
+    name = entry["task"]
+    if discovered:
+        what = f"task {name!r} ({entry['_where']}): cannot tell its kind from its records"
+    else:
+        what = (
+            f"task {name!r} of type {entry.get('type', '?')!r}: cannot tell its kind from the type, "
+            f"the fields of its format {entry.get('format', '?')!r} or its records"
+        )
+    train = splits.records.get("train")
+    records = train or [r for recs in splits.records.values() for r in recs]
+    declared = entry.get("label_list")
+    guess = infer(
+        records,
+        what,
+        language=entry.get("language", ""),
+        declared_labels=declared if isinstance(declared, list) and declared else None,
+        labels_from="train" if train else "every split (no train split)",
+    )
+    if discovered:
+        label = guess.label_field
+        classes = guess.kind == "classification" and guess.form != "multi_answer" and label
+        hold_out_validation(splits, name, (lambda obj: repr(obj.get(label))) if classes else None)
+    return guess, splits, files
+
+
+def open_task(data_dir: Path, entry: dict) -> tuple[Task, str | None, str | None]:
+    """A task with every split read: (task, input form, what was inferred or None)."""
+    path = entry["path"]
+    if _declared(entry):
+        spec, form = make_spec(entry)
+        splits = {s: read_split(f, spec, form, f"{path}/{s}") for s, f in split_files(data_dir, entry).items()}
+        return Task(spec, splits), form, None
+    guess, splits, files = infer_entry(data_dir, entry)
+    spec, form = make_spec(entry, guess)
+    examples = {
+        s: read_split(
+            files.get(s) or entry.get("_file") or Path(entry["_where"]),
+            spec,
+            form,
+            f"{path}/{splits.uid_split[s]}",
+            records=splits.records[s],
+            convert=guess.convert,
+            renames=guess.renames,
+        )
+        for s in splits.ordered()
+    }
+    if not entry.get("_discovered"):
+        source = f"the manifest's type {entry.get('type', '')!r} and format {entry.get('format', '')!r} name no kind"
+    else:
+        source = f"one data file, no {MANIFEST}" if entry.get("_file") else f"no {MANIFEST}"
+    note = "; ".join([f"{source}: read as {guess.describe()}; metric {spec.metric}", *splits.notes])
+    return Task(spec, examples), form, note
+
+
 def load(data_dir: str | Path, names: Sequence[str] | None = None) -> dict[str, Task]:
     data_dir = Path(data_dir)
-    entries = read_manifest(data_dir)
-    if names is None:
-        names = [n for n, e in entries.items() if kind_and_form(e)[1] is not None]
+    entries = catalogue(data_dir)
     by_path = {e["path"]: n for n, e in entries.items()}
     tasks: dict[str, Task] = {}
-    for requested in names:
+    for requested in names if names is not None else list(entries):
         name = requested if requested in entries else by_path.get(requested)
         if name is None:
-            raise DataError(f"{data_dir / MANIFEST}: no task {requested!r}; it has: {', '.join(entries)}")
-        spec, form = make_spec(entries[name])
-        path = entries[name]["path"]
-        files = split_files(data_dir, entries[name])
-        splits = {s: read_split(f, spec, form, f"{path}/{s}") for s, f in files.items()}
-        tasks[name] = Task(spec, splits)
+            where = data_dir / MANIFEST if (data_dir / MANIFEST).is_file() else data_dir
+            raise DataError(f"{where}: no task {requested!r}; it has: {', '.join(entries)}")
+        try:
+            tasks[name], _, _ = open_task(data_dir, entries[name])
+        except UnknownKind:
+            if names is None:  # loading everything skips what nothing says how to read
+                continue
+            raise
     return tasks
