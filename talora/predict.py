@@ -19,7 +19,7 @@ from .backbone import Backbone
 from .batching import Encoded, answer_batch, prompt_batch
 from .distributed import world
 from .errors import DataError
-from .forward import hidden_at, output_head
+from .forward import compute_precision, hidden_at, output_head
 from .progress import progress
 from .tasks import compute_metrics, question_of
 from .tasks.base import STOP
@@ -93,10 +93,12 @@ def score_candidates(
         ids = torch.zeros(len(items), width, dtype=torch.long)
         for i, cs in enumerate(candidates):
             ids[i, : len(cs)] = torch.tensor([c[0] for c in cs])
+        ids = ids.to(weight.device)
         scores = torch.einsum("bd,bcd->bc", hidden, weight[ids])
         if bias is not None:
             scores = scores + bias[ids]
-        return [scores[i, : len(cs)].float() for i, cs in enumerate(candidates)]
+        scores = scores.float().cpu()  # decisions and metrics are made on the CPU
+        return [scores[i, : len(cs)] for i, cs in enumerate(candidates)]
     # ``lower`` is not used on this path: it holds only the hidden states entering the first prompted
     # layer, while the candidates' tokens need every layer's keys/values of the prompt.
     out: list[torch.Tensor] = []
@@ -140,16 +142,18 @@ def _score_after_prompt(
     candidate). Input-level prefixes are in the cache; deep prompts are not (the gated term reads them
     at every step, as do plain mode's prefix keys), so the second forward gets them again, per row.
     """
-    pad = backbone.tokenizer.pad_token_id
+    pad, dev = backbone.tokenizer.pad_token_id, backbone.device
     model, decoder = backbone.model, backbone.model.get_decoder()
     weight, bias = output_head(backbone)
-    prompts = method.prompt_inputs(torch.tensor([e.task_id for e in items]), batch=prompt_batch(items, pad))
+    task_ids = torch.tensor([e.task_id for e in items], device=dev)
+    prompts = method.prompt_inputs(task_ids, batch=prompt_batch(items, pad).to(dev))
     width = max(len(e.prompt) for e in items)
     ids = torch.full((len(items), width), pad, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
     for r, e in enumerate(items):  # left padding: every prompt ends in the last column, where candidates start
         ids[r, width - len(e.prompt) :] = torch.tensor(e.prompt)
         mask[r, width - len(e.prompt) :] = 1
+    ids, mask = ids.to(dev), mask.to(dev)
     embeds = model.get_input_embeddings()(ids)
     if prompts.input_prefix is not None:
         prefix = prompts.input_prefix.to(embeds.dtype)
@@ -157,15 +161,16 @@ def _score_after_prompt(
         mask = torch.cat([mask.new_ones(len(items), prefix.shape[1]), mask], dim=1)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    last = decoder(
-        inputs_embeds=embeds,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        talora_prompts=prompts.layer_prompts,
-    ).last_hidden_state[:, -1]
-    first = F.linear(last, weight, bias).float().log_softmax(-1)
+    with compute_precision(backbone):
+        last = decoder(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            talora_prompts=prompts.layer_prompts,
+        ).last_hidden_state[:, -1]
+    first = F.linear(last, weight, bias).float().log_softmax(-1).cpu()
 
     flat = [c for cs in candidates for c in cs]
     owner = torch.tensor([i for i, cs in enumerate(candidates) for _ in cs], dtype=torch.long)
@@ -188,17 +193,20 @@ def _score_after_prompt(
                 targets += c[1:]
         # Candidate counts differ between examples, so rows are picked by index (batch_repeat_interleave
         # repeats every row equally often).
-        cache.reorder_cache(owner)
-        hidden = decoder(
-            input_ids=cont,
-            attention_mask=torch.cat([mask[owner], cont_mask], dim=1),
-            position_ids=positions[owner, -1:] + 1 + torch.arange(rest),
-            past_key_values=cache,
-            use_cache=True,
-            talora_prompts=_prompt_rows(prompts.layer_prompts, owner),
-        ).last_hidden_state
+        on = owner.to(dev)
+        cache.reorder_cache(on)
+        with compute_precision(backbone):
+            hidden = decoder(
+                input_ids=cont.to(dev),
+                attention_mask=torch.cat([mask[on], cont_mask.to(dev)], dim=1),
+                position_ids=positions[on, -1:] + 1 + torch.arange(rest, device=dev),
+                past_key_values=cache,
+                use_cache=True,
+                talora_prompts=_prompt_rows(prompts.layer_prompts, on),
+            ).last_hidden_state
         rows_t = torch.tensor(rows, dtype=torch.long)
-        logprobs = F.linear(hidden[rows_t, torch.tensor(cols)], weight, bias).float().log_softmax(-1)
+        picked = hidden[rows_t.to(dev), torch.tensor(cols, device=dev)]
+        logprobs = F.linear(picked, weight, bias).float().log_softmax(-1).cpu()
         per_row.index_add_(0, rows_t, logprobs.gather(1, torch.tensor(targets)[:, None])[:, 0])
     out, start = [], 0
     for cs in candidates:
@@ -223,7 +231,7 @@ def score_candidates_by_expansion(
     per_row = torch.zeros(len(expanded))
     for start in range(0, len(expanded), RANK_ROWS):
         batch = answer_batch(expanded[start : start + RANK_ROWS], pad)
-        logprobs = F.linear(hidden_at(backbone, method, batch, lower), weight, bias).float().log_softmax(-1)
+        logprobs = F.linear(hidden_at(backbone, method, batch, lower), weight, bias).float().log_softmax(-1).cpu()
         token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
         per_row.index_add_(0, batch.rows + start, token_scores)
     out, start = [], 0
@@ -270,16 +278,18 @@ class GreedyDecoder:
     """
 
     def __init__(self, backbone: Backbone, method: Method, rows: list[Encoded]):
-        pad = backbone.tokenizer.pad_token_id
-        self.model, self.decoder = backbone.model, backbone.model.get_decoder()
+        pad, dev = backbone.tokenizer.pad_token_id, backbone.device
+        self.backbone, self.model, self.decoder = backbone, backbone.model, backbone.model.get_decoder()
         self.weight, self.bias = output_head(backbone)
-        self.prompts = method.prompt_inputs(torch.tensor([e.task_id for e in rows]), batch=prompt_batch(rows, pad))
+        task_ids = torch.tensor([e.task_id for e in rows], device=dev)
+        self.prompts = method.prompt_inputs(task_ids, batch=prompt_batch(rows, pad).to(dev))
         width = max(len(e.prompt) for e in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for r, e in enumerate(rows):  # left padding: every row's next token lands in the same column
             ids[r, width - len(e.prompt) :] = torch.tensor(e.prompt)
             mask[r, width - len(e.prompt) :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
         embeds = self.model.get_input_embeddings()(ids)
         if self.prompts.input_prefix is not None:
             prefix = self.prompts.input_prefix.to(embeds.dtype)
@@ -291,14 +301,15 @@ class GreedyDecoder:
 
     @torch.no_grad()
     def step(self) -> list[int]:
-        hidden = self.decoder(
-            **self.inputs,
-            attention_mask=self.mask,
-            position_ids=self.positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            talora_prompts=self.prompts.layer_prompts,
-        ).last_hidden_state[:, -1]
+        with compute_precision(self.backbone):
+            hidden = self.decoder(
+                **self.inputs,
+                attention_mask=self.mask,
+                position_ids=self.positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                talora_prompts=self.prompts.layer_prompts,
+            ).last_hidden_state[:, -1]
         next_ids = F.linear(hidden, self.weight, self.bias).argmax(-1)
         self.inputs = {"input_ids": next_ids[:, None]}
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(next_ids), 1)], dim=1)

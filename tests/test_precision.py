@@ -119,3 +119,21 @@ def test_an_adapter_moves_between_bf16_and_fp32(tiny_models, tmp_path, train_dty
         tmp_path / "src", "tweet_emotion", 2, 0, tmp_path / "tgt", placement={"dtype": eval_dtype}
     )
     assert 0.0 <= res["score"] <= 1.0
+
+
+def test_ranking_and_generation_run_on_a_bf16_model():
+    from talora.predict import generate, score_candidates, score_candidates_by_expansion
+
+    backbone = make_backbone("qwen3")
+    backbone.model.to(torch.bfloat16)
+    method = _method(backbone)
+    tok = backbone.tokenizer
+    items = _items(tok)
+    words = [tuple(tok(w, add_special_tokens=False)["input_ids"]) for w in (" good movie", " bad food", " same")]
+    fast = score_candidates(backbone, method, items, [tuple(words)] * len(items))
+    slow = score_candidates_by_expansion(backbone, method, items, [tuple(words)] * len(items))
+    for a, b in zip(fast, slow):
+        assert a.dtype == torch.float32 and a.device.type == "cpu"
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=0.1)  # bf16 rounding differs between the two paths
+    texts = generate(backbone, method, items, 3)
+    assert len(texts) == len(items) and all(isinstance(t, str) for t in texts)
