@@ -110,7 +110,7 @@ def load_adapter(
         raise AdapterError(f"{folder / SIDECAR}: {err}") from None
     tensors = read_tensors(folder / TENSORS, AdapterError)
     try:
-        method.load_state_dict(tensors)
+        method.placed(backbone).load_state_dict(tensors)
     except RuntimeError as err:
         raise AdapterError(f"{folder / TENSORS}: tensors do not match the sidecar's config ({err})") from None
     method.requires_grad_(False)

@@ -20,6 +20,7 @@ from .atomic import atomic_write
 from .backbone import Backbone, load_backbone
 from .batching import Encoded, encode
 from .config import RunConfig, TrainConfig, dump_config, load_config
+from .distributed import local_device, world
 from .errors import ConfigError, DataError
 from .lower_cache import LowerLayerCaches
 from .methods import Method, method_class
@@ -27,6 +28,12 @@ from .methods.base import TargetContext
 from .predict import Verbalizer, evaluate, headline
 from .runs import RunManifest
 from .train import train
+
+
+def _on_main(write, *args, **kwargs) -> None:
+    """Under a data-parallel launch rank 0 alone writes a run's files (talora.distributed)."""
+    if world().is_main:
+        write(*args, **kwargs)
 
 
 def lower_caches(cfg: RunConfig, backbone: Backbone) -> LowerLayerCaches | None:
@@ -93,7 +100,7 @@ def _fit(
         backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc, lower
     )
     final = evaluate(backbone, method, eval_items, verbs, train_cfg.eval_batch_size, lower)
-    save_adapter(out, method, backbone, {s.name: s for s in specs})
+    _on_main(save_adapter, out, method, backbone, {s.name: s for s in specs})
     summary = {
         "method": method.name,
         "split": "validation",
@@ -106,7 +113,7 @@ def _fit(
         "truncated_examples": sum(e.truncated for e in train_items + eval_items),
         "trainable_parameters": method.trainable_parameters(),
     }
-    atomic_write(out / "metrics.json", json.dumps(summary, indent=1).encode())
+    _on_main(atomic_write, out / "metrics.json", json.dumps(summary, indent=1).encode())
     return summary
 
 
@@ -116,15 +123,16 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
     output = Path(output)
     names = cfg.tasks or source_task_names(cfg.data_dir)
     tasks = T.load_tasks(cfg.data_dir, names)  # bad input fails here, before anything is written
-    backbone = backbone or load_backbone(cfg.model)
+    backbone = backbone or load_backbone(cfg.model, cfg.dtype, local_device(cfg.device, world()))
     lower = lower_caches(cfg, backbone)
     method_cfg = cfg.method_config()
-    method = method_class(cfg.method)(method_cfg, backbone, names)
+    method = method_class(cfg.method)(method_cfg, backbone, names).placed(backbone)
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write(output / "config.yaml", dump_config(cfg).encode())
+    _on_main(atomic_write, output / "config.yaml", dump_config(cfg).encode())
     t0 = time.perf_counter()
     stage1_summary = None
     if (stage1 := method.stage1(backbone)) is not None:
+        stage1 = stage1.placed(backbone)
         stage1_dir = output / "stage1"
         manifest = RunManifest(output)
         stage1_summary = manifest.finished("stage1", stage1_dir) if resume else None
@@ -149,7 +157,8 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
     summary["seconds_total"] = round(time.perf_counter() - t0, 1)
     if stage1_summary:
         summary["stage1"] = {k: stage1_summary[k] for k in ("metrics", "average", "seconds")}
-    atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
+    _on_main(atomic_write, output / "metrics.json", json.dumps(summary, indent=1).encode())
+    world().barrier()  # rank 0's files are complete before any rank reads them
     return summary
 
 
@@ -163,11 +172,14 @@ def run_transfer(
     train_cfg: TrainConfig | None = None,
     config: RunConfig | None = None,
     backbone: Backbone | None = None,
+    placement: dict | None = None,
 ) -> dict:
     """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation).
 
     With ``source=None`` the method of ``config`` starts from scratch on the target (no source
     knowledge): the plain few-shot baseline, e.g. prompt tuning on the k shots alone.
+    ``placement`` (``device``/``dtype``) replaces the source config's: an adapter trained on a GPU
+    in bfloat16 transfers on a CPU in float32, and the reverse.
     """
     output = Path(output)
     if source is None:
@@ -177,19 +189,19 @@ def run_transfer(
     else:
         source_spec, source = str(source), resolve_adapter(source)  # the spec (a hub id) is what gets recorded
         source_method = read_sidecar(source)["method"]  # not an adapter folder: say so before loading a model
-        cfg = load_config(source / "config.yaml")
+        cfg = load_config(source / "config.yaml", placement)
     data_dir = data_dir if data_dir is not None else cfg.data_dir
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
     shots = T.few_shot(tasks[task], k, seed)  # bad input fails here, before a model is loaded
-    backbone = backbone or load_backbone(cfg.model)
+    backbone = backbone or load_backbone(cfg.model, cfg.dtype, local_device(cfg.device, world()))
     lower = lower_caches(cfg, backbone)
     if source is not None:
         method, _ = load_adapter(source, backbone, expect_method=source_method)
     output.mkdir(parents=True, exist_ok=True)
     train_cfg = train_cfg or cfg.transfer
     run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg)
-    atomic_write(output / "config.yaml", dump_config(run_cfg).encode())
+    _on_main(atomic_write, output / "config.yaml", dump_config(run_cfg).encode())
     verbs = verbalizers_for(backbone, [spec])
     train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: shots})
 
@@ -200,7 +212,7 @@ def run_transfer(
         with tempfile.TemporaryDirectory() as scratch:
             train(
                 backbone,
-                m,
+                m.placed(backbone),
                 train_items,
                 [],
                 verbs,
@@ -216,9 +228,9 @@ def run_transfer(
         return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size, lower)[task][spec.metric]
 
     if method is None:
-        target = method_class(cfg.method)(cfg.method_config(), backbone, [task])
+        target = method_class(cfg.method)(cfg.method_config(), backbone, [task]).placed(backbone)
     else:
-        target = method.for_target(TargetContext(task, backbone, tune, score))
+        target = method.for_target(TargetContext(task, backbone, tune, score)).placed(backbone)
     # Few-shot protocol: no validation set to select on; the last step's state is the result.
     result = train(
         backbone,
@@ -236,7 +248,9 @@ def run_transfer(
     split = T.evaluation_split(tasks[task])
     test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
     scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)[task]
-    save_adapter(output, target, backbone, {task: spec}, extra={"source_adapter": source_spec if source else None})
+    _on_main(
+        save_adapter, output, target, backbone, {task: spec}, extra={"source_adapter": source_spec if source else None}
+    )
     summary = {
         "method": target.name,
         "task": task,
@@ -250,7 +264,8 @@ def run_transfer(
         "seconds": round(result.seconds, 1),
         "trainable_parameters": target.trainable_parameters(),
     }
-    atomic_write(output / "metrics.json", json.dumps(summary, indent=1).encode())
+    _on_main(atomic_write, output / "metrics.json", json.dumps(summary, indent=1).encode())
+    world().barrier()  # rank 0's files are complete before any rank reads them
     return summary
 
 
@@ -261,14 +276,16 @@ def run_eval(
     data_dir: str | None = None,
     model: str | None = None,
     backbone: Backbone | None = None,
+    placement: dict | None = None,
 ) -> dict:
+    """Score an adapter on one task's split; ``placement`` (``device``/``dtype``) replaces its config's."""
     adapter = resolve_adapter(adapter)
     config_path = adapter / "config.yaml"
-    cfg = load_config(config_path) if config_path.is_file() else RunConfig()
+    cfg = load_config(config_path if config_path.is_file() else None, placement)
     held = [d["name"] for d in read_sidecar(adapter)["tasks"]]  # checked before a model is loaded
     if task not in held:
         raise ConfigError(f"adapter {adapter} has no task {task!r}; it has: {', '.join(held)}")
-    backbone = backbone or load_backbone(model or cfg.model)
+    backbone = backbone or load_backbone(model or cfg.model, cfg.dtype, local_device(cfg.device, world()))
     method, specs = load_adapter(adapter, backbone)
     tasks = T.load_tasks(data_dir if data_dir is not None else cfg.data_dir, [task])
     names = method.task_names

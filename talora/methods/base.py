@@ -172,6 +172,11 @@ class Method(nn.Module):
         """{"shared": n, "per_task": n}, counted the way the papers' tables do."""
         raise NotImplementedError
 
+    def placed(self, backbone: Backbone) -> Method:
+        """This method on the backbone's device with every floating parameter and buffer in float32:
+        the master weights stay float32 whatever the frozen model's dtype (see talora.forward)."""
+        return self.to(device=backbone.device, dtype=torch.float32)
+
     def task_slice(self, name: str) -> Method | None:
         """A copy of this method holding task ``name`` alone (its own tensors cut to that task, the
         shared ones whole), so an adapter store can keep each task apart and shared tensors once.
