@@ -1,0 +1,585 @@
+"""``talora serve``: an HTTP service over an adapter store, gathering concurrent requests into mixed-task batches.
+
+Routes (see docs/serving.md, "HTTP service"):
+
+* ``POST /predict``: a JSON list of records ``{"task": ..., <fields>}`` (as ``talora predict`` reads);
+  the results, in order.
+* ``POST /v1/completions``: OpenAI-style; ``model`` names a task (its adapter, as multi-LoRA servers
+  name theirs) and ``prompt`` fills that task's one text field.
+* ``GET /tasks``, ``GET /v1/models``: the tasks served; ``GET /health`` (never needs the token).
+* ``POST /admin/reload``: a new engine built from the store as it is now, swapped in between batches.
+
+Why one worker thread owns the engine. An ``Engine`` runs one call at a time anyway (weight-changing
+methods patch the shared model while they run), and a batch can only be gathered by whoever decides
+when it starts. So request handlers never touch the model: they validate their records against the
+engine's specs (so one bad request is refused alone, before it can join a batch) and put a job in a
+bounded queue; the worker takes up to ``max_batch`` records, waiting at most ``max_wait_ms`` after the
+first for more, runs ``engine.predict`` once on all of them, and hands each job its slice. A batch that
+fails is rerun job by job, so a record that breaks the model fails its own request only. A reload is a
+job in the same queue: requests queued before it are answered by the old engine, later ones by the new.
+
+Shutdown: uvicorn's graceful shutdown (SIGTERM, SIGINT) stops accepting connections and waits for the
+requests in flight; their jobs are in the queue, which the worker keeps serving until the app's lifespan
+ends, when it finishes what is left and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, DataError, TaloraError
+from .store import record_inputs
+
+try:  # at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
+    from fastapi import FastAPI, Request
+except ImportError:  # `talora serve` says what to install
+    FastAPI = Request = None
+
+if TYPE_CHECKING:
+    from .serving import Engine
+
+OPEN_PATHS = ("/health",)  # answered without the token: load balancers and orchestrators probe it
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"message", "type", "code"}}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None, **extra):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class QueueFull(Exception):
+    pass
+
+
+class Closed(Exception):
+    pass
+
+
+@dataclass
+class _Job:
+    records: list
+    future: Future
+
+
+@dataclass
+class _Reload:
+    future: Future
+
+
+_STOP = object()
+
+
+def task_rows(engine: Engine) -> list[dict]:
+    """What ``GET /tasks`` shows of each task the engine serves: its spec, and what the store's index
+    recorded at training time (metric and score, method, k)."""
+    try:
+        recorded = {row["task"]: row for row in engine.store.summary()}
+    except TaloraError:  # the store changed under the engine: its own snapshot still answers
+        recorded = {}
+    rows = []
+    for task in engine.tasks:
+        spec, row = engine.specs[task], recorded.get(task, {})
+        rows.append(
+            {
+                "name": task,
+                "kind": spec.kind,
+                "labels": list(spec.labels),
+                "metric": spec.metric,
+                "score": row.get("score"),
+                "method": row.get("method"),
+                "k": row.get("k"),
+                "inputs": record_inputs(spec),
+            }
+        )
+    return rows
+
+
+class Batcher:
+    """The one thread that runs the engine, and the bounded queue feeding it (see the module docstring).
+
+    ``queue_size`` bounds the requests waiting (not the batch being computed); reloads and the stop
+    marker are never refused. ``engine`` and ``rows`` change only on the worker, between batches."""
+
+    def __init__(self, engine: Engine, max_batch: int, max_wait_ms: float, queue_size: int):
+        self.engine = engine
+        self.rows = task_rows(engine)
+        self.max_batch, self.max_wait, self.capacity = max_batch, max_wait_ms / 1000, queue_size
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+        self._waiting = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # engine calls made for gathered batches (retries not counted)
+        self.submitted = 0
+        self.answered = 0  # requests answered or given up by their clients
+
+    # ---------------------------------------------------------------- handlers' side
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is None and not self._closed:
+                # A daemon: an app dropped without its lifespan ending must not keep the process alive.
+                self._thread = threading.Thread(target=self._work, name="talora-batcher", daemon=True)
+                self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._waiting
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.answered
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
+    def submit(self, records: list) -> Future:
+        self.start()
+        job = _Job(records, Future())
+        with self._cond:
+            if self._closed:
+                raise Closed
+            if self._waiting >= self.capacity:
+                raise QueueFull
+            self._items.append(job)
+            self._waiting += 1
+            self.submitted += 1
+            self._cond.notify()
+        return job.future
+
+    def reload(self) -> Future:
+        self.start()
+        job = _Reload(Future())
+        with self._cond:
+            if self._closed:
+                raise Closed
+            self._items.append(job)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new jobs, let the worker finish every queued one, and wait for it."""
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._items.append(_STOP)
+                self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # ---------------------------------------------------------------- worker's side
+    def _take(self, room: int | None, timeout: float | None):
+        """The next item; with ``room``, only a job of at most that many records, else None at once
+        (gathering stops at anything else, so jobs and reloads keep their order)."""
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._items:
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            head = self._items[0]
+            if room is not None and not (isinstance(head, _Job) and len(head.records) <= room):
+                return None
+            self._items.popleft()
+            if isinstance(head, _Job):
+                self._waiting -= 1
+            return head
+
+    def _work(self) -> None:
+        while True:
+            item = self._take(None, None)
+            if item is _STOP:
+                return
+            if isinstance(item, _Reload):
+                self._reload(item)
+                continue
+            batch = [item] if self._claim(item) else []
+            size = sum(len(job.records) for job in batch)
+            deadline = time.monotonic() + self.max_wait
+            while size < self.max_batch:
+                job = self._take(self.max_batch - size, max(0.0, deadline - time.monotonic()))
+                if job is None:
+                    break
+                if self._claim(job):
+                    batch.append(job)
+                    size += len(job.records)
+            if batch:
+                self._run(batch)
+
+    def _claim(self, job: _Job) -> bool:
+        """False when the job's client has gone (its handler was cancelled): nothing to compute."""
+        if job.future.set_running_or_notify_cancel():
+            return True
+        self.answered += 1
+        return False
+
+    def _run(self, batch: list[_Job]) -> None:
+        engine = self.engine
+        records = [r for job in batch for r in job.records]
+        self.batches += 1
+        try:
+            results = engine.predict(records, batch_size=self.max_batch)
+        except Exception as err:  # whatever the model raised, the other requests must live
+            if len(batch) == 1:
+                batch[0].future.set_exception(err)
+            else:
+                for job in batch:
+                    try:
+                        job.future.set_result(engine.predict(job.records, batch_size=self.max_batch))
+                    except Exception as own:
+                        job.future.set_exception(own)
+            self.answered += len(batch)
+            return
+        start = 0
+        for job in batch:
+            job.future.set_result(results[start : start + len(job.records)])
+            start += len(job.records)
+        self.answered += len(batch)
+
+    def _reload(self, item: _Reload) -> None:
+        from .serving import Engine
+
+        wanted = item.future.set_running_or_notify_cancel()  # a reload asked for is done even if nobody waits
+        old = self.engine
+        try:
+            new = Engine(old.store, old.backbone, old.batch_size)
+            new.preload()  # here, on the worker: a damaged file is reported now, and the old engine stays
+            rows = task_rows(new)
+        except Exception as err:
+            if wanted:
+                item.future.set_exception(err)
+            return
+        self.engine, self.rows = new, rows
+        if wanted:
+            before, after = set(old.tasks), set(new.tasks)
+            item.future.set_result(
+                {"tasks": new.tasks, "added": sorted(after - before), "removed": sorted(before - after)}
+            )
+
+
+# -------------------------------------------------------------------- request checking
+def _validate(engine: Engine, records, max_records: int) -> None:
+    if not isinstance(records, list):
+        got = "null" if records is None else type(records).__name__.replace("dict", "object")
+        raise ApiError(422, f'the body must be a JSON list of records {{"task": ..., <fields>}}, got {got}')
+    if not records:
+        raise ApiError(422, "the list of records is empty: send at least one")
+    if len(records) > max_records:
+        raise ApiError(413, f"{len(records)} records in one request; at most {max_records} (max_records)")
+    specs = engine.specs
+    for i, record in enumerate(records):
+        task = record.get("task") if isinstance(record, dict) else None
+        if isinstance(task, str) and task not in specs:
+            raise ApiError(
+                404,
+                f"record {i}: task {task!r} is not served here; tasks: {', '.join(specs) or 'none'}",
+                "not_found_error",
+                tasks=list(specs),
+            )
+    try:
+        engine.check(records)
+    except DataError as err:
+        raise ApiError(422, str(err)) from None
+
+
+async def _read_json(request, limit: int):
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, f"bad Content-Length header {declared!r}")
+        if int(declared) > limit:
+            raise ApiError(413, f"body of {declared} bytes; at most {limit} (max_body_bytes)")
+    body = bytearray()
+    async for chunk in request.stream():  # a chunked body declares no length: counted as it comes
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"body over {limit} bytes (max_body_bytes)")
+    if not body:
+        raise ApiError(400, "empty body: expected JSON")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "body is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ApiError(400, f"malformed JSON body: {err.msg} at line {err.lineno}, column {err.colno}") from None
+
+
+class _FinishReason:
+    """``length`` when a generated span used all of its task's new tokens, else ``stop``. Counting takes a
+    copy of the tokenizer made on first use: a fast tokenizer used by two threads at once can fail
+    ("Already borrowed"), and the worker is tokenizing all the time."""
+
+    def __init__(self):
+        self._tokenizer = None
+
+    def __call__(self, engine: Engine, task: str, text: str) -> str:
+        spec = engine.specs[task]
+        if spec.kind != "extraction" or not spec.max_new_tokens:
+            return "stop"
+        if self._tokenizer is None:
+            self._tokenizer = copy.deepcopy(engine.backbone.tokenizer)
+        used = len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return "length" if used >= spec.max_new_tokens else "stop"
+
+
+# -------------------------------------------------------------------- the app
+def create_app(
+    engine: Engine,
+    *,
+    max_batch: int = 32,
+    max_wait_ms: float = 5,
+    queue_size: int = 256,
+    api_key: str | None = None,
+    max_body_bytes: int = 1_000_000,
+    max_records: int = 256,
+) -> FastAPI:
+    """The FastAPI app serving ``engine``'s tasks (routes and behaviour: the module docstring).
+
+    The engine's worker thread starts with the app's lifespan (or on the first request) and, when the
+    lifespan ends, finishes every queued request before it stops. ``app.state.batcher`` is the worker."""
+    if FastAPI is None:
+        raise ConfigError("talora serve needs fastapi and uvicorn: pip install fastapi uvicorn")
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    for name, value in (
+        ("max_batch", max_batch),
+        ("queue_size", queue_size),
+        ("max_body_bytes", max_body_bytes),
+        ("max_records", max_records),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if max_wait_ms < 0:
+        raise ConfigError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("api_key is empty: give a token, or None to serve without one")
+    batcher = Batcher(engine, max_batch, max_wait_ms, queue_size)
+    finish_reason = _FinishReason()  # used on the event loop's thread only
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(title="talora", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher = batcher
+
+    def error(status: int, message: str, kind: str, headers=None, **extra) -> JSONResponse:
+        body = {"error": {"message": message, "type": kind, "code": status, **extra}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, err: ApiError):
+        return error(err.status, err.message, err.kind, err.headers, **err.extra)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):
+        return error(err.status_code, str(err.detail), "invalid_request_error", getattr(err, "headers", None))
+
+    @app.middleware("http")
+    async def bearer_token(request: Request, call_next):
+        if api_key is not None and request.url.path not in OPEN_PATHS:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+                return error(
+                    401,
+                    "missing or wrong bearer token: send the header Authorization: Bearer <key>",
+                    "authentication_error",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
+
+    async def answer(records: list) -> list[dict]:
+        try:
+            future = batcher.submit(records)
+        except QueueFull:
+            raise ApiError(
+                503,
+                f"server busy: {batcher.capacity} requests already queued (queue_size); retry shortly",
+                "overloaded_error",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+        except Closed:
+            raise ApiError(
+                503, "server shutting down", "overloaded_error", {"Retry-After": str(RETRY_AFTER_S)}
+            ) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except DataError as err:
+            # Checked against the engine a reload has since replaced: say what the engine now serving thinks.
+            _validate(batcher.engine, records, max_records)
+            raise ApiError(422, str(err)) from None
+        except Exception as err:
+            message = " ".join(str(err).split()) or "no message"
+            raise ApiError(500, f"prediction failed: {type(err).__name__}: {message}", "server_error") from None
+
+    @app.get("/health")
+    async def health():
+        return {
+            "status": "draining" if batcher.closing else "ok",
+            "tasks": len(batcher.engine.tasks),
+            "queued": batcher.pending,
+            "in_flight": batcher.in_flight,
+        }
+
+    @app.get("/tasks")
+    async def tasks():
+        return {"tasks": batcher.rows}
+
+    @app.get("/v1/models")
+    async def models():
+        return {
+            "object": "list",
+            "data": [{"id": t["name"], "object": "model", "owned_by": "talora"} for t in batcher.rows],
+        }
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        records = await _read_json(request, max_body_bytes)
+        _validate(batcher.engine, records, max_records)
+        return JSONResponse(await answer(records))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await _read_json(request, max_body_bytes)
+        if not isinstance(body, dict):
+            raise ApiError(422, 'the body must be a JSON object {"model": TASK, "prompt": TEXT}')
+        for key in ("model", "prompt"):
+            if key not in body:
+                raise ApiError(422, f"field {key!r} is missing", param=key)
+        task, prompt = body["model"], body["prompt"]
+        if not isinstance(task, str):
+            raise ApiError(422, "field 'model' must be a string: the task whose adapter answers", param="model")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ApiError(422, "field 'prompt' must be a string or a non-empty list of strings", param="prompt")
+        if len(prompts) > max_records:
+            raise ApiError(413, f"{len(prompts)} prompts in one request; at most {max_records} (max_records)")
+        if body.get("stream"):
+            raise ApiError(422, "streaming is not supported: send stream=false", param="stream")
+        if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
+            raise ApiError(422, "only one completion per prompt (n=1): decoding is greedy", param="n")
+        engine = batcher.engine
+        if task not in engine.specs:
+            raise ApiError(
+                404,
+                f"model {task!r} is not a task served here; models (tasks): {', '.join(engine.specs) or 'none'}",
+                "not_found_error",
+                param="model",
+            )
+        spec = engine.specs[task]
+        inputs = record_inputs(spec)
+        if spec.kind not in ("extraction", "classification") or list(inputs.values()) != ["string"]:
+            raise ApiError(
+                422,
+                f"task {task!r} ({spec.kind}) takes the fields {', '.join(inputs)}; /v1/completions fills one "
+                f"text field of an extraction or classification task from `prompt`: use POST /predict",
+                param="model",
+            )
+        field = next(iter(inputs))
+        records = [{"task": task, field: p} for p in prompts]
+        _validate(engine, records, max_records)
+        results = await answer(records)
+        choices = [
+            {
+                "text": str(r["prediction"]),
+                "index": i,
+                "logprobs": None,
+                "finish_reason": finish_reason(engine, task, str(r["prediction"])),
+            }
+            for i, r in enumerate(results)
+        ]
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": task,
+            "choices": choices,
+        }
+
+    @app.post("/admin/reload")
+    async def reload():
+        try:
+            future = batcher.reload()
+        except Closed:
+            raise ApiError(503, "server shutting down", "overloaded_error") from None
+        try:
+            return await asyncio.wrap_future(future)
+        except Exception as err:
+            message = " ".join(str(err).split())
+            raise ApiError(409, f"reload failed, still serving the previous tasks: {message}", "reload_error") from None
+
+    return app
+
+
+def run_server(
+    store_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 32,
+    max_wait_ms: float = 5,
+    queue_size: int = 256,
+    api_key: str | None = None,
+    model: str | None = None,
+    max_records: int = 256,
+    placement: dict | None = None,
+    log=print,
+) -> None:
+    """``talora serve``: load the store's base model, preload every task, serve until SIGTERM/SIGINT."""
+    try:
+        import uvicorn
+    except ImportError:
+        uvicorn = None
+    if uvicorn is None or FastAPI is None:
+        raise ConfigError("talora serve needs fastapi and uvicorn: pip install fastapi uvicorn")
+    from .backbone import load_backbone
+    from .serving import Engine
+    from .store import AdapterStore
+
+    store = AdapterStore(store_dir)
+    base = store.base_model()
+    spec = model or base.get("load")
+    if spec is None:
+        raise ConfigError(f"store {store_dir} does not record how to load base model {base.get('id')!r}; give --model")
+    placement = placement or {}
+    backbone = load_backbone(spec, placement.get("dtype", "auto"), placement.get("device", "auto"))
+    engine = Engine(store, backbone, max_batch)
+    engine.preload()  # a damaged store is an error now, not on some request later
+    app = create_app(
+        engine,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        queue_size=queue_size,
+        api_key=api_key,
+        max_records=max_records,
+    )
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log(f"talora serve: warning: listening on {host} without a token (--api-key or TALORA_API_KEY)")
+    log(f"talora serve: {len(engine.tasks)} task(s) of {store_dir} on http://{host}:{port}")
+    # No graceful-shutdown timeout: the queue is bounded, so draining it ends.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=None)
