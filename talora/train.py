@@ -30,6 +30,7 @@ from .errors import ConfigError, DataError, TrainingError
 from .forward import answer_loss
 from .predict import Verbalizer, evaluate, headline
 from .progress import progress
+from .reporting import Reporter, eval_scalars, open_reporter, train_scalars
 
 if TYPE_CHECKING:
     from .lower_cache import LowerLayerCaches
@@ -228,6 +229,7 @@ def train(
         result = TrainResult(meta["best_score"], meta["best_step"], meta["history"])
         elapsed = meta["seconds"]
     log = (out_dir / "log.jsonl").open("a" if resume else "w") if w.is_main else None
+    reporter = open_reporter(cfg.report_to, out_dir, str(out_dir), cfg) if w.is_main else Reporter()
     step_loss = None
     if w.parallel:
         ids = [backbone.device.index] if backbone.device.type == "cuda" else None
@@ -280,6 +282,7 @@ def train(
             }
             if log is not None:
                 log.write(json.dumps(record) + "\n")
+            reporter.log(done, train_scalars(record, getattr(method, "first_layer", 0)))
         if done in eval_steps:
             if eval_items:
                 scores = evaluate(
@@ -294,6 +297,7 @@ def train(
                 result.history.append({"step": done, "score": score, "metrics": scores})
                 if log is not None:
                     log.write(json.dumps({"step": done, "eval": scores, "score": score}) + "\n")
+                reporter.log(done, eval_scalars(scores, score))
             else:
                 score = float(done)  # nothing to select on: the latest state is the best
             if score > result.best_score:
@@ -318,6 +322,7 @@ def train(
             save_checkpoint(ckpt_dir, done, tensors, meta)
     if log is not None:
         log.close()
+    reporter.close()
     w.barrier()  # what rank 0 wrote is complete before any rank reads it
     method.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0
