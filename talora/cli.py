@@ -309,7 +309,7 @@ def cmd_analyze_run(args) -> None:
 
     result = run_curves(Path(args.dir))
     output = Path(args.output) if args.output else Path(args.dir) / "run.png"
-    if output.is_dir():
+    if output.is_dir() or not output.suffix:  # a folder, existing or to be made
         output = output / "run.png"
     write_run_plot(result, output)
     print("\n".join(summary_lines(result)))
@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.set_defaults(func=cmd_analyze)
     ru = analyses.add_parser("run", help="a run's loss, gates per prompted layer and validation curves (a PNG)")
     ru.add_argument("dir", help="folder written by `talora train` or `talora transfer` (TA-LoRA: both stages)")
-    ru.add_argument("--output", help="PNG file to write (default: DIR/run.png)")
+    ru.add_argument("--output", help="PNG file, or folder for run.png (default: DIR/run.png)")
     ru.set_defaults(func=cmd_analyze)
 
     b = sub.add_parser("bench", help="benchmarks")

@@ -14,8 +14,10 @@ import os
 import re
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def quiet() -> bool:
@@ -24,7 +26,8 @@ def quiet() -> bool:
 
 def library_bars() -> None:
     """Bring other libraries' tqdm bars under the rules above. tqdm reads ``TQDM_*`` defaults and
-    huggingface_hub its switch when first imported, so the CLI calls this before importing them."""
+    huggingface_hub its switch when first imported, so the CLI calls this before importing them
+    (this module imports tqdm only when it draws a bar)."""
     if quiet():
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -32,7 +35,6 @@ def library_bars() -> None:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     elif not sys.stderr.isatty():
         os.environ.setdefault("TQDM_MININTERVAL", "30")
-        os.environ.setdefault("TQDM_ASCII", "1")
 
 
 class _LogLines:
@@ -57,6 +59,8 @@ def progress(
     iterable: Iterable | None = None, *, desc: str, total: int | None = None, initial: int = 0, leave: bool = False
 ) -> tqdm:
     """A tqdm bar over ``iterable`` (or a manual one with ``total``) following the rules above."""
+    from tqdm.auto import tqdm
+
     tty = sys.stderr.isatty()
     return tqdm(
         iterable,
@@ -71,3 +75,7 @@ def progress(
         ascii=not tty,
         colour=None,
     )
+
+
+if quiet():  # a library caller who set TALORA_QUIET: transformers' own bars (loading weights) go too
+    library_bars()

@@ -100,6 +100,7 @@ def _draw_phase(axes, phase: dict) -> None:
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
 
     loss_ax, gate_ax, eval_ax = axes
     loss_ax.plot(phase["steps"], phase["loss"], label="loss")
@@ -109,6 +110,7 @@ def _draw_phase(axes, phase: dict) -> None:
         twin.plot(*zip(*regs), color="tab:orange", label="regulariser")
         twin.set_ylabel("regulariser", color="tab:orange")
     loss_ax.set_title(f"{phase['title']}: loss")
+    loss_ax.set_ylabel("loss", color="tab:blue")
     loss_ax.set_xlabel("step")
 
     layers = max((len(g) for g in phase["gates"]), default=0)
@@ -118,9 +120,14 @@ def _draw_phase(axes, phase: dict) -> None:
         cmap, norm = colormaps["viridis"], Normalize(0, max(layers - 1, 1))
         for layer in range(layers):
             points = [(s, g[layer]) for s, g in zip(phase["steps"], phase["gates"]) if len(g) > layer]
-            gate_ax.plot(*zip(*points), color=cmap(norm(layer)), linewidth=1)
-        bar = gate_ax.figure.colorbar(ScalarMappable(norm, cmap), ax=gate_ax, fraction=0.046)
-        bar.set_label("prompted layer (0 = lowest)")
+            gate_ax.plot(*zip(*points), color=cmap(norm(layer)), linewidth=1, label=f"layer {layer}")
+        if layers <= 8:
+            gate_ax.legend(fontsize="x-small", title="prompted layer", title_fontsize="x-small")
+        else:  # a legend of 14-28 entries hides the curves: a colour scale instead
+            bar = gate_ax.figure.colorbar(ScalarMappable(norm, cmap), ax=gate_ax, fraction=0.046)
+            bar.locator = MaxNLocator(integer=True)
+            bar.update_ticks()
+            bar.set_label("prompted layer (0 = lowest)")
     else:
         gate_ax.text(0.5, 0.5, "this method has no gates", ha="center", va="center", transform=gate_ax.transAxes)
 
