@@ -1,4 +1,5 @@
-"""Every ```python block of README.md runs, in order, as one script.
+"""Every ```python block of README.md runs, in order, as one script; every talora command in its
+```bash blocks parses, with the files it names.
 
 The README shows the embedded model, as a user would load it; here the tiny random Llama stands in
 for it (``load_backbone("embedded")`` is redirected, nothing else changes), so the blocks run in
@@ -8,6 +9,7 @@ seconds in a scratch folder.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,86 @@ def test_readme_python_blocks_run(tiny_models, monkeypatch):
         # Padded to its place in the file, a failing block's traceback shows README.md's own lines.
         exec(compile("\n" * (line - 1) + code, str(README), "exec"), namespace)
     assert Path("my-adapter/adapter.json").is_file() and Path("runs/api-pt/metrics.json").is_file()
+
+
+SHELL = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
+ROOT = README.parent
+PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # DIR, T, K, FILE: a value the reader fills in
+
+
+def shell_commands(text: str) -> list[tuple[int, list[str]]]:
+    """(line number, argv after ``talora``) of every talora command in the ```bash blocks.
+
+    Continuation lines are joined and comments dropped; ``torchrun``/``accelerate launch``
+    lines yield the talora part after ``-m talora``."""
+    out = []
+    for m in SHELL.finditer(text):
+        first = text[: m.start(1)].count("\n") + 1
+        logical, start = "", first
+        for i, line in enumerate(m.group(1).splitlines()):
+            if not logical:
+                start = first + i
+            logical += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+            if line.endswith("\\"):
+                continue
+            argv = shlex.split(logical, comments=True)
+            logical = ""
+            if "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["talora"]:
+                argv = argv[argv.index("-m") + 2 :]
+            elif argv and Path(argv[0]).name == "talora":
+                argv = argv[1:]
+            else:
+                continue
+            out.append((start, argv))
+    return out
+
+
+def test_shell_commands_are_found():
+    text = "```bash\nmake x\n.venv/bin/talora eval --adapter a \\\n    --task t   # c\ntorchrun -m talora train\n```\n"
+    assert shell_commands(text) == [(3, ["eval", "--adapter", "a", "--task", "t"]), (5, ["train"])]
+
+
+def _synopsis(argv: list[str]) -> bool:
+    """A line that shows a command's shape (placeholders, alternatives) rather than a runnable call."""
+    return any(
+        a.startswith("[-")
+        or "|" in a
+        or a.endswith("...")
+        or PLACEHOLDER.fullmatch(a)
+        or a.startswith(("CFG", "SWEEP"))
+        for a in argv
+    )
+
+
+def test_readme_shell_commands_parse_and_name_real_files():
+    """Every talora command the README shows is one the CLI accepts, with the files it names.
+
+    The commands train for minutes to hours on real data, so they are not run here; what a
+    reader can get wrong by copying them is checked instead: the subcommand and options exist,
+    overrides name real config fields, and every config, sweep and suite file is in the
+    repository and loads."""
+    from talora.cli import OVERRIDE_COMMANDS, build_parser
+    from talora.config import load_config
+    from talora.overrides import parse_overrides
+    from talora.sweep import load_sweep
+
+    commands = shell_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) > 20
+    parser = build_parser()
+    subcommands = set(parser._subparsers._group_actions[0].choices)
+    for line, argv in commands:
+        where = f"README.md:{line}: talora {' '.join(argv)}"
+        assert argv and argv[0] in subcommands, where
+        if _synopsis(argv):
+            continue
+        args, extras = parser.parse_known_args(argv)
+        overrides = parse_overrides(extras) if args.command in OVERRIDE_COMMANDS else {}
+        assert args.command in OVERRIDE_COMMANDS or not extras, where
+        config = getattr(args, "config", None)
+        if config is None:
+            continue
+        assert (ROOT / config).is_file(), f"{where}: {config} is not in the repository"
+        if args.command == "sweep":
+            load_sweep(ROOT / config, overrides=overrides)
+        elif args.command in ("train", "transfer", "plan"):
+            load_config(ROOT / config, overrides)
