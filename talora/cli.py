@@ -286,6 +286,13 @@ def cmd_bench(args) -> None:
 def cmd_analyze(args) -> None:
     if args.analysis == "run":
         return cmd_analyze_run(args)
+    if args.analysis == "interlayer":
+        from .analysis.interlayer import interlayer, write_interlayer
+
+        paths = write_interlayer(interlayer(Path(args.dir)), Path(args.output) if args.output else Path(args.dir))
+        print(paths[0].read_text())
+        print(f"wrote {', '.join(map(str, paths))}", file=sys.stderr)
+        return None
     from .analysis import tpv as A
 
     if args.analysis == "tpv-inits":
@@ -557,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
     pl.set_defaults(func=cmd_plan)
 
-    a = sub.add_parser("analyze", help="task-prompt-vector and DTVG analyses: a Markdown table, a PNG and JSON")
+    a = sub.add_parser(
+        "analyze", help="a run's curves, TA-LoRA's interlayer similarity, TPV and DTVG analyses (Markdown, PNG, JSON)"
+    )
     analyses = a.add_subparsers(dest="analysis", required=True)
     ti = analyses.add_parser("tpv-inits", help="TPVs on their original vs other initialisations (TPV Table 1)")
     ti.add_argument("--runs", nargs="+", help="tpv runs that differ only in method_args.init_seed")
@@ -579,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("dir", help="folder written by `talora train` or `talora transfer` (TA-LoRA: both stages)")
     ru.add_argument("--output", help="PNG file, or folder for run.png (default: DIR/run.png)")
     ru.set_defaults(func=cmd_analyze)
+    il = analyses.add_parser(
+        "interlayer", help="similarity of the source tasks' stage-1 prompts per layer over training (TA-LoRA App. A)"
+    )
+    il.add_argument("dir", help="a TA-LoRA run folder (reads stage1/log.jsonl) or a deep_prompt_tuning run")
+    il.add_argument("--output", help="folder for interlayer.md/.png/.json (default: DIR)")
+    il.set_defaults(func=cmd_analyze)
 
     b = sub.add_parser("bench", help="benchmarks")
     bench = b.add_subparsers(dest="bench", required=True)

@@ -1,18 +1,22 @@
-"""The command line for people and logs: --version, --quiet, bars as plain lines in a log, `analyze run`."""
+"""The command line for people and logs: --version, --quiet, bars as plain lines in a log, `analyze run`
+and `analyze interlayer`."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from talora import __version__, pipeline
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig, dump_config
+from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 from talora.progress import progress
 
 SOURCES = ["movie_sentiment", "emotion"]
@@ -105,6 +109,40 @@ def test_analyze_run_plots_both_stages(tmp_path, tiny_models, capsys, monkeypatc
     assert (tmp_path / "figs" / "run.png").is_file()
     assert main(["analyze", "run", str(tmp_path / "run" / "stage1"), "--output", str(tmp_path / "s1.png")]) == 0
     assert (tmp_path / "s1.png").is_file()
+
+    capsys.readouterr()
+    assert main(["analyze", "interlayer", str(tmp_path / "run"), "--output", str(tmp_path / "il")]) == 0
+    assert (tmp_path / "il" / "interlayer.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and not r.startswith("| layer")]
+    # the tiny model has 4 layers and stage 1 prompts the last 2: layers 3 and 4, logged at steps 2 and 4
+    assert [r.split(" | ")[0] for r in rows] == ["| 3", "| 4"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "stage1" / "log.jsonl").read_text().splitlines()]
+    last = [r for r in logged if "base_similarity" in r][-1]["base_similarity"]
+    assert rows[1].endswith(f"{last['4']:.4f} |")
+    assert main(["analyze", "interlayer", str(tmp_path / "run" / "s1.png")]) == 2
+    assert "no log with base_similarity" in capsys.readouterr().err
+
+
+def test_base_similarity_is_the_mean_pairwise_cosine_of_the_task_prompts(backbone):
+    tasks = ["a", "b", "c"]
+    method = DeepPromptTuning(DeepPromptTuningConfig(length=3, layers=3), backbone, tasks)
+    logged = method.log_state()["base_similarity"]
+    first = method.first_layer
+    assert sorted(logged, key=int) == [str(first + 1), str(first + 2), str(first + 3)]
+    for i in range(3):
+        p = method.prompts.detach()[i]
+        naive = [
+            torch.nn.functional.cosine_similarity(p[s].flatten(), p[t].flatten(), dim=0).item()
+            for s in range(3)
+            for t in range(3)
+            if s != t
+        ]
+        assert logged[str(first + i + 1)] == pytest.approx(sum(naive) / len(naive), abs=1e-6)
+    with torch.no_grad():
+        method.prompts[:, 1] = 2 * method.prompts[:, 0]  # same direction: cosine 1 for the pair (a, b)
+        method.prompts[:, 2] = -method.prompts[:, 0]  # opposite: -1 for (a, c) and (b, c)
+    assert all(v == pytest.approx(-1 / 3, abs=1e-6) for v in method.log_state()["base_similarity"].values())
+    assert DeepPromptTuning(DeepPromptTuningConfig(length=3), backbone, ["a"]).log_state() == {}
 
 
 def test_analyze_run_names_what_is_wrong(tmp_path, capsys, monkeypatch):

@@ -63,6 +63,21 @@ class DeepPromptTuning(Method):
     def gate_values(self) -> list[float]:
         return torch.tanh(self.gates.detach()).mean(dim=(0, 2)).tolist()
 
+    def log_state(self) -> dict:
+        """Mean pairwise cosine similarity of the tasks' prompts at the first, middle and last
+        prompted layer (1-based layer numbers): TA-LoRA's interlayer analysis of its base models
+        (arXiv:2505.00009, Appendix A), read by ``talora analyze interlayer``."""
+        if len(self.task_names) < 2:
+            return {}
+        picks = sorted({0, self.layers // 2, self.layers - 1})
+        out = {}
+        for i in picks:
+            flat = nn.functional.normalize(self.prompts.detach()[i].flatten(1).float(), dim=1)  # (T, m*d)
+            sims = flat @ flat.T
+            pairs = len(self.task_names) * (len(self.task_names) - 1)
+            out[str(self.first_layer + i + 1)] = round(((sims.sum() - sims.diagonal().sum()) / pairs).item(), 6)
+        return {"base_similarity": out}
+
     def for_target(self, target: TargetContext) -> DeepPromptTuning:
         return DeepPromptTuning(self.config, target.backbone, [target.task_name])
 
