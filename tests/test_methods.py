@@ -174,6 +174,30 @@ def test_svd_init_fits_the_stage1_prompts_best_within_the_structure(backbone):
     assert torch.allclose(m.B.transpose(1, 2) @ m.B, torch.eye(2).expand(m.layers, 2, 2), atol=1e-5)
 
 
+def _best_rank1_in(basis, deviation):
+    """The best rank-1 approximation of ``deviation`` projected onto the columns of ``basis``."""
+    U, S, Vh = torch.linalg.svd(basis @ basis.T @ deviation)
+    return S[0] * torch.outer(U[:, 0], Vh[0])
+
+
+@pytest.mark.parametrize("shared_b", [True, False])
+def test_svd_init_equals_the_naive_best_fit_with_and_without_a_shared_b(backbone, shared_b):
+    """The "w/o fast & slow weights" ablation starts from the same kind of fit as the full model:
+    its basis is each task's own top-r left singular vectors instead of all tasks' together."""
+    stage1 = DeepPromptTuning(DeepPromptTuningConfig(length=4), backbone, TASKS)
+    m = TALoRA(TALoRAConfig(length=4, rank=2, scale=0.5, shared_b=shared_b), backbone, TASKS)
+    m.init_from_stage1(stage1)
+    for layer in range(m.layers):
+        devs = [stage1.prompts[layer, t] - m.theta0[layer] for t in range(len(TASKS))]
+        shared_basis = torch.linalg.svd(torch.cat(devs, dim=1)).U[:, :2]
+        for t, dev in enumerate(devs):
+            basis = shared_basis if shared_b else torch.linalg.svd(dev).U[:, :2]
+            got = m.task_prompts(torch.tensor([t]))[layer, 0] - m.theta0[layer]
+            assert torch.allclose(got, _best_rank1_in(basis, dev), atol=1e-4)
+            if not shared_b:  # its own top-2 basis keeps the deviation's best rank-1 fit whole
+                assert torch.allclose(got, _best_rank1_in(torch.eye(4), dev), atol=1e-4)
+
+
 def test_ranking_in_a_batch_mixing_tasks_with_different_label_counts(backbone):
     m = _talora(backbone)
     verbs = {

@@ -155,27 +155,34 @@ class TALoRA(Method):
             )
         self.theta0.copy_(prompts.mean(dim=1))
         self.gates.copy_(stage1.gates.mean(dim=0))
-        if self.config.init_lowrank == "svd" and self.config.shared_b:
+        if self.config.init_lowrank == "svd":
             self._fit_lowrank(prompts - self.theta0[:, None])
 
     def _fit_lowrank(self, deviations: torch.Tensor) -> None:
-        """Start stage 2 at the structure's best fit of each task's stage-1 deviation theta_i - theta0.
+        """Start stage 2 at the structure's best fit of each task's stage-1 deviation D_i = theta_i - theta0.
 
-        B spans the top-r left singular vectors of all tasks' deviations side by side (the
-        shared subspace); each task's coordinates in it, B^T D_i, are cut to rank 1 to give
-        u_i and v_i with balanced norms. Without this, stage 2 starts every task at the
+        The basis B holds the top-r left singular vectors of the deviations: of all tasks'
+        side by side (the shared subspace) with a shared B; of task i's own D_i when every task
+        owns its B (the ``shared_b: false`` ablation, so that it differs from the full model in
+        the sharing alone, not in its start). Each task's coordinates in its basis, B^T D_i,
+        are cut to rank 1 to give u_i and v_i with balanced norms: s B u_i v_i^T is then the
+        best rank-1 approximation of B B^T D_i. Without this, stage 2 starts every task at the
         mean prompt and must rediscover what stage 1 already learned.
         """
         L, T, m, d = deviations.shape
         r, s = self.config.rank, self.config.scale
-        side_by_side = deviations.permute(0, 2, 1, 3).reshape(L, m, T * d)
-        left = torch.linalg.svd(side_by_side, full_matrices=False).U[:, :, :r]
-        basis = torch.zeros(L, m, r)  # when r > m the extra columns stay zero (B has rank m at most)
-        basis[:, :, : left.shape[2]] = left
-        coords = torch.einsum("lmr,ltmd->ltrd", basis, deviations)  # (L, T, r, d)
+        if self.config.shared_b:
+            side_by_side = deviations.permute(0, 2, 1, 3).reshape(L, m, T * d)
+            left = torch.linalg.svd(side_by_side, full_matrices=False).U[:, None, :, :r]  # (L, 1, m, <=r)
+        else:
+            left = torch.linalg.svd(deviations, full_matrices=False).U[..., :r]  # (L, T, m, <=r)
+        # When r > m the extra columns stay zero (B has rank m at most).
+        basis = deviations.new_zeros(*left.shape[:3], r)
+        basis[..., : left.shape[-1]] = left
+        coords = torch.einsum("ltmr,ltmd->ltrd", basis.expand(L, T, m, r), deviations)  # (L, T, r, d)
         U, S, Vh = torch.linalg.svd(coords, full_matrices=False)
         root = (S[..., 0] / s).sqrt()[..., None]
-        self.B.copy_(basis)
+        self.B.copy_(basis[:, 0] if self.config.shared_b else basis)
         self.u.copy_(U[..., :, 0] * root)
         self.v.copy_(Vh[..., 0, :] * root)
 
