@@ -56,15 +56,61 @@ def test_unshared_b_ablation_uses_each_tasks_own_b(backbone):
     assert torch.allclose(got[0, 0], want, atol=1e-5)
 
 
-def test_orthogonality_regulariser_closed_form_equals_the_definition(backbone):
-    m = _talora(backbone, lambda_orth=0.5)
-    want = 0.0
-    for layer in range(m.layers):
-        a = [torch.outer(m.u[layer, t], m.v[layer, t]) for t in range(len(TASKS))]
-        for i in range(len(a)):
-            for j in range(i + 1, len(a)):
-                want += (a[i].T @ a[j]).pow(2).sum()
-    assert torch.allclose(m.regularization(), 0.5 * want, rtol=1e-4)
+def _naive_orthogonality(form, us, vs, pairs):
+    """Sum over layers and the given (i, j) pairs of ||A_i A_j^T||_F^2 ("a") or ||A_i^T A_j||_F^2
+    ("u"), A_t = u_t v_t^T built as an explicit r x d matrix; ``us``/``vs`` index [layer][task]."""
+    total = 0.0
+    for layer in range(len(us)):
+        for i, j in pairs:
+            a_i = torch.outer(us[layer][i], vs[layer][i])
+            a_j = torch.outer(us[layer][j], vs[layer][j])
+            product = a_i @ a_j.T if form == "a" else a_i.T @ a_j
+            total += product.pow(2).sum()
+    return total
+
+
+@pytest.mark.parametrize("form", ["a", "u"])
+def test_orthogonality_regulariser_equals_its_definition(backbone, form):
+    m = _talora(backbone, lambda_orth=0.5, orthogonality=form)
+    with torch.no_grad():
+        m.v.normal_()
+    pairs = [(i, j) for i in range(len(TASKS)) for j in range(i + 1, len(TASKS))]
+    want = 0.5 * _naive_orthogonality(form, m.u, m.v, pairs)
+    assert torch.allclose(m.regularization(), want, rtol=1e-4)
+
+
+def test_a_form_is_zero_for_orthogonal_task_directions_whatever_u(backbone):
+    """With more tasks than the rank (3 > 2) the "a" form still reaches zero with every task's
+    low-rank part non-zero: it needs the directions v orthogonal, not the coordinates u."""
+    m = TALoRA(TALoRAConfig(length=4, rank=2, orthogonality="a"), backbone, TASKS)
+    with torch.no_grad():
+        m.u.normal_()
+        m.v.zero_()
+        for t in range(len(TASKS)):
+            m.v[:, t, t] = 2.0
+    assert m.regularization().item() == 0.0
+    u_form = TALoRA(TALoRAConfig(length=4, rank=2, orthogonality="u"), backbone, TASKS)
+    u_form.load_state_dict(m.state_dict())
+    assert u_form.regularization().item() > 0
+
+
+@pytest.mark.parametrize("form", ["a", "u"])
+def test_transfer_regulariser_pairs_the_target_with_the_frozen_sources(backbone, form):
+    m = _talora(backbone, lambda_orth=0.5, orthogonality=form)
+    target = m.for_target(TargetContext("new", backbone))
+    with torch.no_grad():
+        target.u.normal_()  # a target starts at u = 0, where the term and its gradient vanish
+    reg = target.regularization()
+    us = [torch.cat([m.u[layer], target.u[layer]]) for layer in range(m.layers)]
+    vs = [torch.cat([m.v[layer], target.v[layer]]) for layer in range(m.layers)]
+    want = 0.5 * _naive_orthogonality(form, us, vs, [(len(TASKS), j) for j in range(len(TASKS))])
+    assert reg.item() > 0 and torch.allclose(reg, want, rtol=1e-4)
+    reg.backward()
+    got_grad = {n for n, p in target.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert got_grad == {"u", "v"}
+    assert not target.source_u.requires_grad and not target.source_v.requires_grad
+    assert all(p.grad is None for p in m.parameters())  # the sources are copies, not views of m
+    assert "source_u" not in target.state_dict()  # training reads them; adapters do not carry them
 
 
 def test_talora_parameter_groups_and_ablations(backbone):

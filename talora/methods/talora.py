@@ -8,14 +8,33 @@ theta0 (m x d, shared knowledge, eq. 1) starts as the mean of the stage-1 single
 prompts; B (m x r) is the shared SLOW weight; A_i = u_i v_i^T (r x d, rank 1) is task
 i's FAST weight (eq. 4). Slow and fast weights get separate AdamW learning rates.
 Prompts enter through the zero-initialised gated attention of ``talora.attention``
-(eq. 5-9), and the loss adds the orthogonality regulariser (eq. 10)
+(eq. 5-9), and the loss adds the orthogonality regulariser of eq. 10 over the pairs of
+tasks at every prompted layer, in one of two forms (``orthogonality``):
 
-    lambda * sum_l sum_{i<j} ||A_i^T A_j||_F^2 = lambda * sum_l sum_{i<j} (u_i.u_j)^2 ||v_i||^2 ||v_j||^2.
+    "a" (default): lambda * sum_{i<j} ||A_i A_j^T||_F^2 = lambda * sum_{i<j} (v_i.v_j)^2 ||u_i||^2 ||u_j||^2
+    "u":           lambda * sum_{i<j} ||A_i^T A_j||_F^2 = lambda * sum_{i<j} (u_i.u_j)^2 ||v_i||^2 ||v_j||^2
 
-u starts at zero, so stage 2 starts exactly from theta0 and a target task starts
-from the shared knowledge; v starts at unit scale so u receives gradient at once.
-Ablations of Table III: ``same_lr`` (slow weights use the fast rate), ``shared_b:
-false`` (each task owns its B: no shared slow weight) and ``attention: plain``.
+Eq. 10 asks the task-specific matrices to be orthogonal, in the manner of orthogonal-subspace
+LoRA regularisers, which write A_i^T A_j for matrices whose COLUMNS span a task's subspace
+of the model's d-dimensional space: that product is the r x r overlap of the two subspaces.
+TA-LoRA's A_i is r x d, its subspace lies in its ROWS (the direction v_i), and the same
+overlap is A_i A_j^T, which is zero exactly when v_i and v_j are orthogonal: with d in the
+thousands every task keeps its size. Transcribed literally for r x d matrices, A_i^T A_j
+(d x d) is zero only when u_i and u_j are orthogonal in R^r, which cannot hold for every
+pair of T > r tasks with non-zero u (the paper's 8 sources, our default r = 4): the "u"
+form can then only fall by shrinking the tasks' low-rank parts, so it acts mainly as a
+norm penalty. Hence "a" by default; "u" is kept for comparison.
+
+Few-shot transfer learns a new A_t "through (10)": the target's regulariser holds the
+pairs (target, each source), the sources' A_j frozen (a non-persistent buffer: only
+training reads them, so adapter files do not carry them).
+
+With ``init_lowrank: svd`` (default) stage 2 starts at the structure's best fit of the
+stage-1 prompts; with ``zero``, u = 0, so stage 2 starts exactly from theta0 (v starts at
+unit scale so u receives gradient at once). A target task starts with u = 0, i.e. from
+the shared knowledge. Ablations of Table III: ``same_lr`` (slow weights use the fast
+rate), ``shared_b: false`` (each task owns its B: no shared slow weight) and
+``attention: plain``.
 """
 
 from __future__ import annotations
@@ -45,7 +64,8 @@ from .deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 class TALoRAConfig(PromptConfig):
     rank: int = 4  # r, rows of the fast weight A_i and columns of B
     scale: float = 1.0  # s, magnitude of the task-specific part (eq. 3)
-    lambda_orth: float = 1e-5  # orthogonality weight; note ||v||^2 is about d at initialisation
+    lambda_orth: float = 1e-5  # lambda of eq. 10; a pair's term scales as ||A_i||_F^2 ||A_j||_F^2
+    orthogonality: str = "a"  # eq. 10's pair term: "a" ||A_i A_j^T||_F^2 (v_i, v_j orthogonal) | "u" ||A_i^T A_j||_F^2
     lr_slow: float = 1e-3  # theta0 and B
     lr_fast: float = 3e-2  # u and v
     lr_gate: float = 1e-2  # the gates
@@ -60,6 +80,8 @@ class TALoRAConfig(PromptConfig):
         super().__post_init__()
         if self.rank < 1:
             raise ValueError("rank must be >= 1")
+        if self.orthogonality not in ("a", "u"):
+            raise ValueError(f"orthogonality must be 'a' or 'u', got {self.orthogonality!r}")
         if self.init_lowrank not in ("svd", "zero"):
             raise ValueError(f"init_lowrank must be 'svd' or 'zero', got {self.init_lowrank!r}")
 
@@ -89,6 +111,9 @@ class TALoRA(Method):
         self.u = nn.Parameter(torch.zeros(L, T, r))
         self.v = nn.Parameter(torch.randn(L, T, d, generator=gen))
         self.gates = nn.Parameter(torch.zeros(L, self.heads))
+        # A transfer target's frozen source fast weights (L, S, r) and (L, S, d), set by for_target.
+        self.register_buffer("source_u", torch.empty(0), persistent=False)
+        self.register_buffer("source_v", torch.empty(0), persistent=False)
         if self.state.transfer:
             self.theta0.requires_grad_(False)
             self.B.requires_grad_(not config.shared_b)  # an unshared B is the target's own
@@ -112,13 +137,29 @@ class TALoRA(Method):
         )
 
     def regularization(self) -> torch.Tensor | None:
-        if self.config.lambda_orth == 0 or len(self.task_names) < 2:
+        """Eq. 10: lambda times the pair terms of every prompted layer, over the pairs of this
+        method's tasks and, for a transfer target, over (target, frozen source) pairs."""
+        if self.config.lambda_orth == 0:
             return None
-        dots = torch.einsum("ltr,lsr->lts", self.u, self.u)  # u_i . u_j per layer
-        norms = self.v.pow(2).sum(-1)  # ||v_i||^2, (L, T)
-        pair = dots.pow(2) * norms[:, :, None] * norms[:, None, :]
-        off_diagonal = pair.sum() - pair.diagonal(dim1=1, dim2=2).sum()
-        return self.config.lambda_orth * off_diagonal / 2  # each unordered pair counted once
+        terms = []
+        if len(self.task_names) > 1:
+            # The strict upper triangle counts each unordered pair once; subtracting the large
+            # diagonal from the whole sum instead would leave rounding error where the pairs are 0.
+            terms.append(self._pair_terms(self.u, self.v, self.u, self.v).triu(diagonal=1).sum())
+        if self.source_u.numel():
+            terms.append(self._pair_terms(self.u, self.v, self.source_u, self.source_v).sum())
+        if not terms:
+            return None
+        return self.config.lambda_orth * sum(terms)
+
+    def _pair_terms(self, u_a, v_a, u_b, v_b) -> torch.Tensor:
+        """(L, T_a, T_b): the squared Frobenius norm of the chosen product of A_i = u_i v_i^T
+        (tasks of ``a``) and A_j (tasks of ``b``), in closed form for rank-1 matrices."""
+        if self.config.orthogonality == "a":  # ||A_i A_j^T||^2 = (v_i.v_j)^2 ||u_i||^2 ||u_j||^2
+            dots, norms_a, norms_b = torch.einsum("ltd,lsd->lts", v_a, v_b), u_a.pow(2).sum(-1), u_b.pow(2).sum(-1)
+        else:  # ||A_i^T A_j||^2 = (u_i.u_j)^2 ||v_i||^2 ||v_j||^2
+            dots, norms_a, norms_b = torch.einsum("ltr,lsr->lts", u_a, u_b), v_a.pow(2).sum(-1), v_b.pow(2).sum(-1)
+        return dots.pow(2) * norms_a[:, :, None] * norms_b[:, None, :]
 
     def param_groups(self) -> list[dict]:
         cfg = self.config
@@ -199,11 +240,19 @@ class TALoRA(Method):
         return DeepPromptTuning(stage1_cfg, backbone, self.task_names)
 
     def for_target(self, target: TargetContext) -> TALoRA:
+        """A new task starting at theta0 (u = 0) with this method's shared weights frozen; its
+        regulariser pairs it with this method's tasks (and any sources this one was given)."""
         target = TALoRA(self.config, target.backbone, [target.task_name], TALoRAState(transfer=True))
         with torch.no_grad():
             target.theta0.copy_(self.theta0)
             target.gates.copy_(self.gates)
             target.B.copy_(self.B if self.config.shared_b else self.B.mean(dim=1, keepdim=True))
+            sources_u, sources_v = [self.u], [self.v]
+            if self.source_u.numel():
+                sources_u.insert(0, self.source_u)
+                sources_v.insert(0, self.source_v)
+            target.source_u = torch.cat(sources_u, dim=1).detach().clone()
+            target.source_v = torch.cat(sources_v, dim=1).detach().clone()
         return target
 
     def trainable_parameters(self) -> dict[str, int]:
