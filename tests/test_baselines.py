@@ -272,10 +272,28 @@ def test_mpt_distillation_is_the_scaled_kl_to_the_teacher_prompt(backbone):
         assert torch.allclose(m.auxiliary_loss(backbone, batch), want, rtol=1e-4)
     target = m.for_target(_context("product_sentiment", backbone))
     assert target.auxiliary_loss(backbone, batch) is None and target.stage1(backbone) is None
-    assert {g["name"] for g in target.param_groups()} == {"uv"}
     assert torch.equal(target.shared, m.shared) and torch.equal(target.u, torch.ones(1, 4))
-    both = build("mpt", backbone, transfer_shared=True).for_target(_context("t", backbone))
-    assert {g["name"] for g in both.param_groups()} == {"shared", "uv"}
+
+
+@pytest.mark.parametrize("transfer_shared", [True, False])
+def test_mpt_target_trains_the_shared_prompt_unless_told_not_to(backbone, transfer_shared):
+    """MPT's target adaptation trains P* with u, v (the default); transfer_shared: false freezes P*."""
+    from talora.forward import answer_loss
+
+    source = build("mpt", backbone, transfer_shared=transfer_shared)
+    target = source.for_target(_context("product_sentiment", backbone))
+    batch = answer_batch(items(4, tasks=1), backbone.tokenizer.pad_token_id)
+    answer_loss(backbone, target, batch).backward()
+    moved = {n for n, p in target.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    groups = {g["name"] for g in target.param_groups()}
+    m, d = 4, backbone.hidden_size
+    if transfer_shared:
+        assert moved == {"shared", "u", "v"} and groups == {"shared", "uv"}
+        assert target.trainable_parameters() == {"shared": 0, "per_task": m * d + m + d}
+    else:
+        assert moved == {"u", "v"} and groups == {"uv"} and target.shared.grad is None
+        assert target.trainable_parameters() == {"shared": m * d, "per_task": m + d}
+    assert all(p.grad is None for p in source.parameters())  # the source's P* is copied, not shared
 
 
 def test_lora_is_peft_with_only_lora_weights_trainable_and_no_effect_at_start(backbone):

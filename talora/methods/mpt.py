@@ -16,8 +16,10 @@ so neither adapters nor transfers carry them (a resumed run gets them back from 
 The student's forward pass is run a second time for the KL term (the trainer's answer loss
 does not share its logits), so with the teacher's pass a distillation step costs about twice
 a plain one.
-``for_target``: a one-task MPT with the source P*, u = v = 1 (it starts at P*); u and v are
-re-learned on the shots, P* too when ``transfer_shared`` is set.
+``for_target``: a one-task MPT with the source P*, u = v = 1 (it starts at P*). MPT's target
+adaptation starts the target prompt as the shared prompt times a task-specific low-rank matrix
+and trains both, so the shots train P* and u, v (m*d + m + d parameters per target, the count
+of MPT's tables); ``transfer_shared: false`` keeps P* frozen and learns u, v alone (m + d).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class MPTConfig(SoftPromptConfig):
     lr_task: float = 3e-2  # u, v (source training and transfer)
     distill_weight: float = 1.0  # weight of the KL distillation term (0 = off)
     distill_temperature: float = 1.0  # tau, softens both distributions; the term is scaled by tau^2
-    transfer_shared: bool = False  # few-shot transfer also trains P* (otherwise only u, v)
+    transfer_shared: bool = True  # few-shot transfer trains P* with u, v (MPT's target adaptation); false: u, v only
 
     def __post_init__(self):
         super().__post_init__()
@@ -128,6 +130,8 @@ class MPT(Method):
 
     def trainable_parameters(self) -> dict[str, int]:
         m, d = self.config.length, self.hidden
+        if self.state.transfer and self.shared.requires_grad:  # the target's P* is its own copy
+            return {"shared": 0, "per_task": m * d + m + d}
         return {"shared": m * d, "per_task": m + d}
 
     @classmethod
