@@ -1,9 +1,10 @@
 """SPoT (retrieval): a target starts from the source prompt most similar to a briefly tuned one.
 
 Vu et al., 2022 (arXiv:2110.07904); "One For One" in DTVG (arXiv:2503.18063) §2, baseline (5)
-of TA-LoRA (arXiv:2505.00009) §IV-A. One input-level prompt per source task (trained together in
-mixed batches, which equals training them one by one: each example touches only its task's
-prompt). For a target task, ``for_target`` briefly tunes a fresh prompt on the shots
+of TA-LoRA (arXiv:2505.00009) §IV-A. One input-level prompt per source task, trained together in
+mixed batches: each example touches only its task's prompt, but AdamW's momentum and the global
+gradient clipping couple the tasks, so this is not one run per task (see deep_prompt_tuning's
+docstring for the measured gap). For a target task, ``for_target`` briefly tunes a fresh prompt on the shots
 (``probe_steps``), takes the prompts as task embeddings (each averaged over its m tokens),
 retrieves the source whose embedding has the highest cosine similarity with the probe's, and
 starts the target prompt as a copy of that source prompt. The choice and every similarity are

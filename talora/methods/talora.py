@@ -229,7 +229,9 @@ class TALoRA(Method):
 
     def stage1(self, backbone: Backbone) -> DeepPromptTuning | None:
         """Stage 1: single-task deep prompts with TA-LoRA's placement, at the fast rate (they are
-        single-task weights); a method already built for transfer has no stage 1."""
+        single-task weights), trained in one mixed-task run rather than one run per task as in
+        the paper (the difference is measured in deep_prompt_tuning's docstring); a method
+        already built for transfer has no stage 1."""
         if self.state.transfer:
             return None
         cfg = self.config
