@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 import torch
+from reference_scores import full_logit_accuracy
 
 from talora import predict as predict_mod
 from talora.batching import Encoded, encode
@@ -227,8 +228,11 @@ def test_evaluate_mixes_every_kind_inside_the_methods_context(backbone, monkeypa
     for s in specs:
         assert s.metric in results[s.name], s.name
     assert set(results["qa"]) == {"span_f1", "exact_match"} and set(results["sts"]) == {"pearson", "spearman"}
-    assert all(0.0 <= v <= 1.0 for t in ("cls", "mc", "qa") for v in results[t].values())
-    assert -1.0 <= results["sts"]["pearson"] <= 1.0
+    cls, mc = ([e for e in items if e.task_id == t] for t in (0, 1))
+    assert results["cls"]["accuracy"] == pytest.approx(
+        full_logit_accuracy(backbone, m, cls, verbs[0].words, ["neg", "pos"])
+    )
+    assert results["mc"]["accuracy"] == pytest.approx(full_logit_accuracy(backbone, m, mc))
     # batching and ordering do not change anything
     again = evaluate(backbone, m, items[::-1], verbs, batch_size=32)
     assert {t: pytest.approx(v, abs=1e-4) for t, v in results.items()} == again

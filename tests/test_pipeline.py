@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from reference_scores import adapter_accuracy
 
 from talora import pipeline
 from talora.adapter_files import load_adapter
@@ -58,7 +59,9 @@ def test_talora_train_transfer_eval(tmp_path, tiny_models):
     assert (trained.theta0 - stage1.prompts.mean(1)).abs().max() < 0.05
 
     res = pipeline.run_transfer(out, "product_sentiment", 4, 1, tmp_path / "tgt")
-    assert res["k"] == 4 and res["split"] == "test" and 0 <= res["score"] <= 1
+    assert res["k"] == 4 and res["split"] == "test" and res["examples"] == 100
+    by_hand = adapter_accuracy(tiny_models["tiny"], tmp_path / "tgt", "product_sentiment", "test", 48)
+    assert res["score"] == res["metrics"]["accuracy"] == pytest.approx(by_hand, abs=1e-9)
     target, _ = load_adapter(tmp_path / "tgt", tiny_models["tiny"])
     assert torch.equal(target.theta0, trained.theta0) and torch.equal(target.B, trained.B)
 
@@ -168,5 +171,7 @@ def test_cli_transfer_from_scratch_needs_exactly_one_start(tmp_path, capsys, tin
         == 0
     )
     summary = json.loads(capsys.readouterr().out)
-    assert summary["method"] == "prompt_tuning" and summary["k"] == 2 and 0 <= summary["score"] <= 1
+    assert summary["method"] == "prompt_tuning" and summary["k"] == 2
+    by_hand = adapter_accuracy(tiny_models["tiny"], out, "tweet_emotion", summary["split"], 48)
+    assert summary["score"] == pytest.approx(by_hand, abs=1e-9)
     assert json.loads((out / "adapter.json").read_text())["source_adapter"] is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_backbone
+from reference_scores import adapter_accuracy
 from safetensors.torch import load_file
 
 from talora import pipeline
@@ -118,7 +119,8 @@ def test_an_adapter_moves_between_bf16_and_fp32(tiny_models, tmp_path, train_dty
     res = pipeline.run_transfer(
         tmp_path / "src", "tweet_emotion", 2, 0, tmp_path / "tgt", placement={"dtype": eval_dtype}
     )
-    assert 0.0 <= res["score"] <= 1.0
+    by_hand = adapter_accuracy(tiny_models["tiny"], tmp_path / "tgt", "tweet_emotion", "test", 48, res["examples"])
+    assert res["score"] == pytest.approx(by_hand, abs=1e-9 if eval_dtype == "float32" else 0.15)  # by hand: float32
 
 
 def test_ranking_and_generation_run_on_a_bf16_model():

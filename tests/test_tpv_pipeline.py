@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from reference_scores import adapter_accuracy
 
 from talora import pipeline
 from talora import tasks as T
@@ -88,7 +89,9 @@ def test_dtvg_train_transfer_and_grouping_plot(tmp_path, tiny_model):
     assert all(task not in group for task, group in seen.items())  # a source never borrows itself
 
     res = pipeline.run_transfer(tmp_path / "src", "product_sentiment", 2, 0, tmp_path / "tgt")
-    assert res["method"] == "dtvg" and 0 <= res["score"] <= 1
+    assert res["method"] == "dtvg"
+    by_hand = adapter_accuracy(tiny_model, tmp_path / "tgt", "product_sentiment", "test", 48, first=res["examples"])
+    assert res["score"] == pytest.approx(by_hand, abs=1e-9)
     target, _ = load_adapter(tmp_path / "tgt", tiny_model, expect_method="dtvg")
     assert target.source_names == SOURCES and torch.equal(target.source_tpvs, src.source_tpvs)
     records = [r for r in _log(tmp_path / "tgt" / "log.jsonl") if "group" in r]

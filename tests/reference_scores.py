@@ -1,0 +1,57 @@
+"""A recipe's accuracy recomputed the slow, obvious way (``from reference_scores import ...``), so tests
+check a reported score against a known value instead of a range.
+
+Each example is encoded again from the task's file, each label word is appended to it in turn, the
+model runs once per (example, word) pair on the full sequence, and the word with the highest summed
+log-probability of its tokens is the prediction. Nothing is batched, cached, gathered or shortcut,
+so a mistake in the split, the cap, the task id, the verbaliser or the metric shows as a mismatch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from talora import tasks as T
+from talora.adapter_files import load_adapter
+from talora.batching import encode, prompt_batch
+
+
+def full_logit_accuracy(backbone, method, items, words=None, labels=None) -> float:
+    """Share of ``items`` whose label ranks first; ``words``/``labels``: the label words (token ids) and
+    names, or None for multiple choice (each item's own candidates, named by their index)."""
+    emb = backbone.model.get_input_embeddings()
+    pad = backbone.tokenizer.pad_token_id
+    right = 0
+    with torch.no_grad(), method.applied(backbone):
+        for e in items:
+            prompts = method.prompt_inputs(torch.tensor([e.task_id]), batch=prompt_batch([e], pad))
+            scores, candidates = [], words if words is not None else e.candidates
+            names = labels if labels is not None else [str(i) for i in range(len(candidates))]
+            for w in candidates:
+                ids = torch.tensor([list(e.prompt) + list(w)])
+                if prompts.input_prefix is not None:
+                    prefix = prompts.input_prefix.to(emb.weight.dtype)
+                    logits = backbone.model(inputs_embeds=torch.cat([prefix, emb(ids)], 1)).logits[:, prefix.shape[1] :]
+                else:
+                    logits = backbone.model(input_ids=ids, talora_prompts=prompts.layer_prompts).logits
+                logp = logits[0].float().log_softmax(-1)
+                scores.append(sum(logp[len(e.prompt) - 1 + j, t].item() for j, t in enumerate(w)))
+            right += names[max(range(len(candidates)), key=scores.__getitem__)] == e.label
+    return right / len(items)
+
+
+def adapter_accuracy(backbone, adapter: Path, task: str, split: str, max_length: int, first: int = 0) -> float:
+    """The accuracy of the adapter in folder ``adapter`` on the first ``first`` examples (0: all) of
+    ``split`` of the synthetic task ``task``."""
+    method, specs = load_adapter(adapter, backbone)
+    spec = specs[task]
+    examples = T.load_tasks(None, [task])[task].splits[split]
+    examples = examples[:first] if first else examples
+    task_id = method.task_names.index(task)
+    items = [encode(spec, ex, backbone.tokenizer, max_length, task_id) for ex in examples]
+    words = [
+        tuple(backbone.tokenizer(spec.label_words[lab], add_special_tokens=False)["input_ids"]) for lab in spec.labels
+    ]
+    return full_logit_accuracy(backbone, method, items, words, list(spec.labels))
