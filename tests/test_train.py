@@ -9,11 +9,14 @@ from conftest import make_backbone
 
 from talora import forward as forward_mod
 from talora import train as train_mod
+from talora.batching import Encoded
 from talora.config import TrainConfig
 from talora.errors import TrainingError
+from talora.methods.base import NoPrompt
 from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 from talora.methods.talora import TALoRA, TALoRAConfig
 from talora.pipeline import encode_split, verbalizers_for
+from talora.predict import Verbalizer, evaluate
 from talora.tasks import load_tasks
 from talora.train import MixtureSampler, mixing_rates, train
 
@@ -57,14 +60,34 @@ def test_only_the_method_moves(tmp_path):
     assert result.best_step == 8 and any("eval" in r for r in log)
 
 
-def test_loss_falls_on_a_learnable_task(tmp_path):
+def _answer_by_task(n: int, seed: int) -> list[Encoded]:
+    """Random inputs whose answer is a word fixed by the task alone: task 0's is "p" (id 40), task 1's
+    "q" (id 41). The frozen model, which sees no task id, cannot score well on both at once."""
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        Encoded(
+            f"x{seed}-{i}",
+            i % 2,
+            (*torch.randint(2, 300, (5,), generator=gen).tolist(), 7),
+            (40 + i % 2,),
+            "pq"[i % 2],
+        )
+        for i in range(n)
+    ]
+
+
+def test_training_learns_per_task_answers_the_frozen_model_cannot_give(tmp_path):
     backbone = make_backbone()
-    m = PromptTuning(PromptTuningConfig(length=4, lr=0.1), backbone, NAMES)
-    tr, ev, verbs, metrics = _data(backbone)
-    result = train(backbone, m, tr, tr[:8], verbs, metrics, _cfg(steps=30, eval_every=0, log_every=5), tmp_path, 0)
-    lines = (tmp_path / "log.jsonl").read_text().splitlines()
-    losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
-    assert losses[-1] < losses[0] * 0.85 and result.seconds > 0
+    verb = Verbalizer(("p", "q"), ((40,), (41,)))
+    verbs, held_out = {0: verb, 1: verb}, _answer_by_task(40, seed=1)
+    frozen = evaluate(backbone, NoPrompt(backbone, ["a", "b"]), held_out, verbs)
+    assert frozen["a"]["accuracy"] + frozen["b"]["accuracy"] <= 1.5  # not both tasks from the input alone
+    m = PromptTuning(PromptTuningConfig(length=4, lr=0.1), backbone, ["a", "b"])
+    cfg = _cfg(steps=30, eval_every=0, log_every=5)
+    result = train(backbone, m, _answer_by_task(24, seed=0), [], verbs, {}, cfg, tmp_path, 0)
+    trained = evaluate(backbone, m, held_out, verbs)
+    assert trained == {"a": {"accuracy": 1.0, "macro_f1": 1.0}, "b": {"accuracy": 1.0, "macro_f1": 1.0}}
+    assert result.seconds > 0
 
 
 def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
