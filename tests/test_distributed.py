@@ -1,4 +1,5 @@
-"""Data-parallel training under torchrun (2 CPU processes, Gloo): the same adapter as one process."""
+"""Data-parallel training on 2 CPU processes (Gloo), started by torchrun or accelerate launch:
+the same adapter as one process, also when one rank is killed mid-run and the run resumed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,25 +25,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _talora(args: list[str], processes: int) -> None:
-    launcher = (
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(processes),
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(_free_port()),
-        ]
-        if processes > 1
-        else [sys.executable]
+def _command(args: list[str], processes: int, launcher: str, logs: Path) -> list[str]:
+    """``logs``: where the launcher keeps a folder per rank it started (attempt_0/<rank>)."""
+    port = str(_free_port())
+    if processes == 1:
+        start = [sys.executable, "-m"]
+    elif launcher == "torchrun":
+        start = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}"]
+        start += ["--master_addr=127.0.0.1", f"--master_port={port}", f"--log-dir={logs}", "-m"]
+    elif launcher == "accelerate":
+        # accelerate's --cpu starts ONE process unless mpirun is set up; --multi_gpu is its torchrun-style
+        # launcher, and with no GPU visible talora's ranks still run on the CPU with Gloo.
+        start = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={processes}"]
+        start += ["--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no"]
+        start += ["--main_process_ip=127.0.0.1", f"--main_process_port={port}", f"--log_dir={logs}", "-m"]
+    else:
+        raise ValueError(launcher)
+    return [*start, "talora", *args]
+
+
+def _env() -> dict[str, str]:
+    # HF_HOME in the test's folder: accelerate launch reads (and never finds) its default config there, not
+    # the user's; no visible GPU keeps both launchers on CPU processes talking over Gloo.
+    hf_home = Path.cwd() / "hf-home"
+    return {
+        **os.environ,
+        "TALORA_QUIET": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HOME": str(hf_home),
+    }
+
+
+def _ranks(logs: Path) -> int:
+    return len(list(logs.glob("*/attempt_0/*"))) or 1
+
+
+def _talora(args: list[str], processes: int, launcher: str = "torchrun") -> None:
+    logs = Path(tempfile.mkdtemp(prefix="launch-", dir=Path.cwd()))
+    out = subprocess.run(
+        _command(args, processes, launcher, logs), capture_output=True, text=True, env=_env(), timeout=600
     )
-    env = {**os.environ, "TALORA_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([*launcher, "-m", "talora", *args], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert _ranks(logs) == processes, f"{launcher} started {_ranks(logs)} processes, not {processes}"
 
 
 def _same_adapter(a, b, atol=1e-5) -> None:
@@ -50,26 +77,22 @@ def _same_adapter(a, b, atol=1e-5) -> None:
         torch.testing.assert_close(ta[k], tb[k], atol=atol, rtol=1e-4, msg=k)
 
 
+def _write_config(path: Path, **fields) -> Path:
+    base = dict(model="tiny", tasks=["movie_sentiment", "news_topic"], max_length=48, train_examples=16)
+    path.write_text(yaml.safe_dump({**base, "validation_examples": 8, **fields}))
+    return path
+
+
 @pytest.fixture
 def config(tiny_models, tmp_path):
-    path = tmp_path / "cfg.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            dict(
-                method="talora",
-                model="tiny",
-                tasks=["movie_sentiment", "news_topic"],
-                max_length=48,
-                train_examples=16,
-                validation_examples=8,
-                method_args={"length": 2, "layers": 2},
-                stage1=SHORT,
-                train=SHORT,
-                transfer=dict(steps=2, batch_size=4, warmup_steps=1, eval_every=0),
-            )
-        )
+    return _write_config(
+        tmp_path / "cfg.yaml",
+        method="talora",
+        method_args={"length": 2, "layers": 2},
+        stage1=SHORT,
+        train=SHORT,
+        transfer=dict(steps=2, batch_size=4, warmup_steps=1, eval_every=0),
     )
-    return path
 
 
 def test_two_ranks_train_and_transfer_as_one_process(config, tmp_path):
@@ -98,3 +121,18 @@ def test_two_ranks_train_and_transfer_as_one_process(config, tmp_path):
     for run, n in (("one", 1), ("two", 2)):
         _talora(["transfer", "--from", run, "--task", "tweet_emotion", "--k", "2", "--output", f"{run}-t"], n)
     _same_adapter(tmp_path / "one-t", tmp_path / "two-t")
+
+
+def test_accelerate_launch_trains_and_transfers_as_one_process(config, tmp_path):
+    _talora(["train", "--config", str(config), "--output", "one"], 1)
+    _talora(["train", "--config", str(config), "--output", "acc"], 2, launcher="accelerate")
+    _same_adapter(tmp_path / "one", tmp_path / "acc")
+    _same_adapter(tmp_path / "one" / "stage1", tmp_path / "acc" / "stage1")
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    acc = json.loads((tmp_path / "acc" / "metrics.json").read_text())
+    assert one["metrics"] == acc["metrics"]
+    for run, n in (("one", 1), ("acc", 2)):
+        args = ["transfer", "--from", run, "--task", "tweet_emotion", "--k", "2", "--output", f"{run}-t"]
+        _talora(args, n, launcher="accelerate")
+    _same_adapter(tmp_path / "one-t", tmp_path / "acc-t")
+    assert not (tmp_path / "hf-home").exists()  # no accelerate config was written either
