@@ -77,6 +77,22 @@ def _same_adapter(a, b, atol=1e-5) -> None:
         torch.testing.assert_close(ta[k], tb[k], atol=atol, rtol=1e-4, msg=k)
 
 
+def _checkpoint(run: Path) -> dict[str, torch.Tensor]:
+    folder = run / "checkpoint"
+    return load_file(folder / json.loads((folder / "latest.json").read_text())["current"] / "tensors.safetensors")
+
+
+def _same_checkpoint(a: Path, b: Path) -> None:
+    """The last checkpoints agree, AdamW's moments included: Adam's step hardly changes when every gradient
+    is scaled by one factor (as a wrong world-size scaling would), but its moments scale with it."""
+    ta, tb = _checkpoint(a), _checkpoint(b)
+    assert ta.keys() == tb.keys()
+    assert any(".exp_avg_sq" in k for k in ta)
+    for k in ta:
+        scale = float(ta[k].abs().max()) if ta[k].is_floating_point() and ta[k].numel() else 1.0
+        torch.testing.assert_close(ta[k], tb[k], atol=1e-4 * scale, rtol=1e-4, msg=k)
+
+
 def _write_config(path: Path, **fields) -> Path:
     base = dict(model="tiny", tasks=["movie_sentiment", "news_topic"], max_length=48, train_examples=16)
     path.write_text(yaml.safe_dump({**base, "validation_examples": 8, **fields}))
@@ -98,8 +114,9 @@ def config(tiny_models, tmp_path):
 def test_two_ranks_train_and_transfer_as_one_process(config, tmp_path):
     _talora(["train", "--config", str(config), "--output", "one"], 1)
     _talora(["train", "--config", str(config), "--output", "two"], 2)
-    _same_adapter(tmp_path / "one", tmp_path / "two")
-    _same_adapter(tmp_path / "one" / "stage1", tmp_path / "two" / "stage1")
+    for sub in (".", "stage1"):
+        _same_adapter(tmp_path / "one" / sub, tmp_path / "two" / sub)
+        _same_checkpoint(tmp_path / "one" / sub, tmp_path / "two" / sub)
     losses = [
         [
             json.loads(line)["loss"]
@@ -126,8 +143,9 @@ def test_two_ranks_train_and_transfer_as_one_process(config, tmp_path):
 def test_accelerate_launch_trains_and_transfers_as_one_process(config, tmp_path):
     _talora(["train", "--config", str(config), "--output", "one"], 1)
     _talora(["train", "--config", str(config), "--output", "acc"], 2, launcher="accelerate")
-    _same_adapter(tmp_path / "one", tmp_path / "acc")
-    _same_adapter(tmp_path / "one" / "stage1", tmp_path / "acc" / "stage1")
+    for sub in (".", "stage1"):
+        _same_adapter(tmp_path / "one" / sub, tmp_path / "acc" / sub)
+        _same_checkpoint(tmp_path / "one" / sub, tmp_path / "acc" / sub)
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     acc = json.loads((tmp_path / "acc" / "metrics.json").read_text())
     assert one["metrics"] == acc["metrics"]
@@ -136,3 +154,16 @@ def test_accelerate_launch_trains_and_transfers_as_one_process(config, tmp_path)
         _talora(args, n, launcher="accelerate")
     _same_adapter(tmp_path / "one-t", tmp_path / "acc-t")
     assert not (tmp_path / "hf-home").exists()  # no accelerate config was written either
+
+
+def test_two_ranks_train_lora_as_one_process(tiny_models, tmp_path):
+    # A weight-changing method: peft's wrappers live outside the module tree DDP sees, only their A and B
+    # are the method's parameters, and those must get the single-process gradient.
+    config = _write_config(tmp_path / "lora.yaml", method="lora", method_args={"rank": 2}, train=SHORT)
+    _talora(["train", "--config", str(config), "--output", "one"], 1)
+    _talora(["train", "--config", str(config), "--output", "two"], 2)
+    _same_adapter(tmp_path / "one", tmp_path / "two")
+    _same_checkpoint(tmp_path / "one", tmp_path / "two")
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert one["metrics"] == two["metrics"]
