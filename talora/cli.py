@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import ConfigError, TaloraError
 from .overrides import HELP as OVERRIDES_HELP
 from .overrides import parse_overrides
+from .tasks.sampling import K_ALL, SHOT_MODES
 
 # Commands whose unknown `--dotted.key VALUE` arguments override config fields (talora.overrides).
 OVERRIDE_COMMANDS = ("train", "transfer", "sweep", "plan")
@@ -95,6 +96,7 @@ def cmd_transfer(args) -> None:
         args.data_dir,
         config=config,
         placement=_placement(args),
+        shots=args.shots,
     )
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -405,6 +407,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"talora: error: {command + ': ' if command else ''}{message}\n")
 
 
+def _k(text: str) -> int | str:
+    return K_ALL if text == K_ALL else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -462,7 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--config", help="instead of --from: train the config's method from scratch on the k shots")
     x.add_argument("--method", help="with --config: override its method")
     x.add_argument("--task", required=True, help="target task name (see `talora tasks`)")
-    x.add_argument("--k", type=_positive_int, required=True, help="examples per class from the target's train split")
+    x.add_argument(
+        "--k",
+        type=_k,
+        required=True,
+        help="shots from the target's train split: a number (per class or in all, see --shots) or `all`",
+    )
+    x.add_argument(
+        "--shots",
+        choices=SHOT_MODES,
+        help="count k per class of a classification task (per_class) or in all (total); default: the config's",
+    )
     x.add_argument("--seed", type=int, default=0, help="seed of the k-shot sample and the training order")
     x.add_argument("--output", required=True, help="output folder for the target adapter and metrics.json")
     x.add_argument("--data-dir", help="data folder (default: the one the source was trained on)")

@@ -27,9 +27,11 @@ import yaml
 from .errors import ConfigError
 from .overrides import EXPONENT_FLOAT, merge, yaml_problem
 from .reporting import REPORT_TO, missing_package
+from .tasks.sampling import SHOT_MODES
 
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SELECT_ON = ("auto", "validation")
 
 
 @dataclass
@@ -79,8 +81,14 @@ class RunConfig:
     cache_lower_layers: bool = False  # deep methods: keep the frozen layers' output below the prompts on disk
     #                                   (~/.cache/talora/activations; TALORA_CACHE moves it): same results, less time
     train_examples: int = 0  # cap on training examples per task (0 = all)
-    validation_examples: int = 0  # cap on validation examples per task for the final metrics (0 = all)
+    select_on: str = "auto"  # where training picks its best state and where sources are scored: auto (select on
+    #                          validation, report on test where a task has a labelled test; else select on a slice
+    #                          held out from train, report on validation) | validation (select and report on it)
+    heldout_examples: int = 200  # size of that slice held out from train, per task (at most a fifth of train)
+    validation_examples: int = 0  # cap on the examples per source task the final metrics are computed on (0 = all)
     test_examples: int = 0  # cap on the examples a few-shot target is scored on (0 = all; files are shuffled)
+    shots: str = "per_class"  # few-shot counting: per_class (k per class of a classification task, k in all for
+    #                           other kinds) | total (k in all for every kind)
     method_args: dict = field(default_factory=dict)  # fields of the method's config (see `talora config`)
     stage1: TrainConfig = field(default_factory=TrainConfig)  # stage 1 of two-stage methods (single-task prompts)
     train: TrainConfig = field(default_factory=TrainConfig)  # the method's (multi-task) training
@@ -91,6 +99,12 @@ class RunConfig:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
+        if self.shots not in SHOT_MODES:
+            raise ValueError(f"shots must be one of {', '.join(SHOT_MODES)}, got {self.shots!r}")
+        if self.heldout_examples < 1:
+            raise ValueError("heldout_examples must be >= 1")
 
     def method_config(self):
         """The method's own config dataclass built from ``method_args`` (validated)."""

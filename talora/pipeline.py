@@ -79,6 +79,48 @@ def verbalizers_for(backbone: Backbone, specs: list[T.TaskSpec]) -> dict[int, Ve
     return {i: Verbalizer.of(s, backbone.tokenizer) for i, s in enumerate(specs)}
 
 
+def protocol_splits(task: T.Task, select_on: str) -> tuple[str, str]:
+    """(where training selects its best state, where the final scores come from) for a source task.
+
+    ``auto`` never reports on the examples it selected on: a task with a labelled test split
+    selects on validation and reports on test; one without selects on ``HELDOUT`` (a slice of
+    its train split that training never sees) and reports on validation. ``validation`` selects
+    and reports on validation (the first round's protocol, flagged in every table)."""
+    if select_on == "validation":
+        return "validation", "validation"
+    if task.splits.get("test"):
+        return ("validation" if task.splits.get("validation") else HELDOUT), "test"
+    return HELDOUT, "validation"
+
+
+HELDOUT = "train-heldout"
+
+
+def source_examples(task: T.Task, cfg: RunConfig) -> dict[str, list[T.Example]]:
+    """The train, selection and report examples of a source task under ``cfg.select_on``; the
+    held-out slice is the end of train (the files are shuffled), at most a fifth of it."""
+    selection, report = protocol_splits(task, cfg.select_on)
+    train = task.splits.get("train", [])
+    out = {"train": train}
+    if HELDOUT in (selection, report):
+        n = min(cfg.heldout_examples, len(train) // 5)
+        if n < 1:
+            raise DataError(
+                f"task {task.spec.name!r} has {len(train)} training examples: too few to hold a selection slice "
+                "out of (select_on: validation selects on its validation split instead)"
+            )
+        out["train"], out[HELDOUT] = train[:-n], train[-n:]
+    for role, split in (("selects", selection), ("reports", report)):
+        out.setdefault(split, task.splits.get(split, []))
+        if not out[split]:
+            raise DataError(
+                f"task {task.spec.name!r} has no examples in split {split!r}, where training {role} "
+                f"(select_on: {cfg.select_on})"
+            )
+    out["selection"], out["report"] = out[selection], out[report]
+    return out
+
+
 def _fit(
     backbone: Backbone,
     method: Method,
@@ -92,25 +134,37 @@ def _fit(
     lower: LowerLayerCaches | None,
 ) -> dict:
     specs = [tasks[n].spec for n in names]
-    train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, cfg.train_examples)
-    eval_items = encode_split(backbone, tasks, names, "validation", cfg.max_length, cfg.validation_examples)
+    parts = {n: source_examples(tasks[n], cfg) for n in names}
+
+    def encoded(role: str, cap: int) -> list[Encoded]:
+        examples = {n: parts[n][role] for n in names}
+        return encode_split(backbone, tasks, names, "train" if role == "train" else role, cfg.max_length, cap, examples)
+
+    train_items = encoded("train", cfg.train_examples)
+    select_items = encoded("selection", train_cfg.eval_examples)  # the first N per task, as train() takes
+    report_items = encoded("report", cfg.validation_examples)
     verbs = verbalizers_for(backbone, specs)
     metrics = {s.name: s.metric for s in specs}
     result = train(
-        backbone, method, train_items, eval_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc, lower
+        backbone, method, train_items, select_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc, lower
     )
-    final = evaluate(backbone, method, eval_items, verbs, train_cfg.eval_batch_size, lower)
+    final = evaluate(backbone, method, report_items, verbs, train_cfg.eval_batch_size, lower)
     _on_main(save_adapter, out, method, backbone, {s.name: s for s in specs})
+    splits = {
+        n: dict(zip(("selection", "report"), protocol_splits(tasks[n], cfg.select_on), strict=True)) for n in names
+    }
+    reported = {s["report"] for s in splits.values()}
     summary = {
         "method": method.name,
-        "split": "validation",
+        "split": reported.pop() if len(reported) == 1 else "per task (splits)",
+        "splits": splits,
         "metrics": final,
         "headline": metrics,
         "average": headline(final, metrics),
         "best_step": result.best_step,
         "steps": train_cfg.steps,
         "seconds": round(result.seconds, 1),
-        "truncated_examples": sum(e.truncated for e in train_items + eval_items),
+        "truncated_examples": sum(e.truncated for e in train_items + report_items),
         "trainable_parameters": method.trainable_parameters(),
     }
     _on_main(atomic_write, out / "metrics.json", json.dumps(summary, indent=1).encode())
@@ -165,7 +219,7 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
 def run_transfer(
     source: Path | None,
     task: str,
-    k: int,
+    k: int | str,
     seed: int,
     output: Path,
     data_dir: str | None = None,
@@ -173,8 +227,10 @@ def run_transfer(
     config: RunConfig | None = None,
     backbone: Backbone | None = None,
     placement: dict | None = None,
+    shots: str | None = None,
 ) -> dict:
-    """Few-shot transfer to ``task``: k examples per class from its train split, scored on test (or validation).
+    """Few-shot transfer to ``task``: k examples (per class or in all, as ``shots`` or the config's
+    ``shots`` counts them; ``k="all"``: its whole train split) scored on test (or validation).
 
     With ``source=None`` the method of ``config`` starts from scratch on the target (no source
     knowledge): the plain few-shot baseline, e.g. prompt tuning on the k shots alone.
@@ -193,17 +249,20 @@ def run_transfer(
     data_dir = data_dir if data_dir is not None else cfg.data_dir
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
-    shots = T.few_shot(tasks[task], k, seed)  # bad input fails here, before a model is loaded
+    shots = shots or cfg.shots
+    examples = T.few_shot(tasks[task], k, seed, shots)  # bad input fails here, before a model is loaded
+    if k == T.K_ALL and cfg.train_examples:
+        examples = examples[: cfg.train_examples]  # "all" within the run's cap on training examples per task
     backbone = backbone or load_backbone(cfg.model, cfg.dtype, local_device(cfg.device, world()))
     lower = lower_caches(cfg, backbone)
     if source is not None:
         method, _ = load_adapter(source, backbone, expect_method=source_method)
     output.mkdir(parents=True, exist_ok=True)
     train_cfg = train_cfg or cfg.transfer
-    run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg)
+    run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg, shots=shots)
     _on_main(atomic_write, output / "config.yaml", dump_config(run_cfg).encode())
     verbs = verbalizers_for(backbone, [spec])
-    train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: shots})
+    train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: examples})
 
     def tune(m: Method, steps: int) -> None:  # a brief, throw-away run on the shots (e.g. SPoT-retrieval)
         short = dataclasses.replace(
@@ -255,6 +314,8 @@ def run_transfer(
         "method": target.name,
         "task": task,
         "k": k,
+        "shots": shots,
+        "train_examples": len(train_items),
         "seed": seed,
         "split": split,
         "examples": len(test_items),

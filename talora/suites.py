@@ -1,7 +1,7 @@
 """Named benchmark suites: which tasks are sources and targets, with the few-shot grid (k, seeds).
 
 A suite is a YAML file (``talora/configs/suites/<name>.yaml``; copy one to make your own) with the keys
-``name``, ``description``, ``data_dir``, ``sources``, ``targets``, ``ks`` and ``seeds``. ``data_dir`` is
+``name``, ``description``, ``data_dir``, ``sources``, ``targets``, ``ks``, ``seeds`` and ``shots``. ``data_dir`` is
 one of:
 
 * null: the embedded synthetic suite;
@@ -24,6 +24,7 @@ from pathlib import Path
 from .config import from_dict, read_yaml
 from .data_paths import shared_data_dir
 from .errors import ConfigError, DataError
+from .tasks.sampling import K_ALL, SHOT_MODES
 
 SUITES_DIR = Path(__file__).parent / "configs" / "suites"
 SUITES = tuple(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
@@ -37,8 +38,9 @@ class Suite:
     data_dir: str | None  # null (synthetic suite), shared (the shared data folder) or a folder
     sources: tuple[str, ...]  # source tasks (multi-task training)
     targets: tuple[str, ...]  # unseen target tasks (few-shot transfer)
-    ks: tuple[int, ...]  # the few-shot grid: shots per class (or in total, as each task counts them)
+    ks: tuple[int | str, ...]  # the few-shot grid: shots (counted as `shots` says), or `all` (the whole train split)
     seeds: tuple[int, ...]  # transfer seeds (k-shot sample and order)
+    shots: str = "per_class"  # how the paper counts k: per_class (per class of a classification task) | total
 
     def __post_init__(self):
         if not self.name:
@@ -49,8 +51,10 @@ class Suite:
                 raise ValueError(f"{key}: expected a non-empty list of task names, got {list(value)}")
             if len(set(value)) != len(value):
                 raise ValueError(f"{key}: names a task twice: {list(value)}")
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"ks: expected a non-empty list of positive integers, got {list(self.ks)}")
+        if not self.ks or not all(k == K_ALL or isinstance(k, int) and k >= 1 for k in self.ks):
+            raise ValueError(f"ks: expected a non-empty list of positive integers or {K_ALL!r}, got {list(self.ks)}")
+        if self.shots not in SHOT_MODES:
+            raise ValueError(f"shots: expected one of {', '.join(SHOT_MODES)}, got {self.shots!r}")
         if not self.seeds or min(self.seeds) < 0:
             raise ValueError(f"seeds: expected a non-empty list of non-negative integers, got {list(self.seeds)}")
         if both := sorted(set(self.sources) & set(self.targets)):

@@ -27,7 +27,16 @@ from .distributed import local_device, world
 from .errors import ConfigError
 from .methods.base import NoPrompt
 from .overrides import merge
-from .pipeline import encode_split, lower_caches, run_train, run_transfer, source_task_names, verbalizers_for
+from .pipeline import (
+    encode_split,
+    lower_caches,
+    protocol_splits,
+    run_train,
+    run_transfer,
+    source_examples,
+    source_task_names,
+    verbalizers_for,
+)
 from .predict import evaluate
 from .progress import progress
 from .runs import RunManifest
@@ -41,7 +50,7 @@ class SweepConfig:
     suite: str | None = None  # a suite name or file (talora/configs/suites): its data_dir, sources (run.tasks),
     #                           targets, ks and seeds, each unless set here
     targets: list[str] | None = None  # few-shot target tasks
-    ks: list[int] | None = None  # examples per class (k in total for extraction/choice/regression); [16, 32]
+    ks: list[int | str] | None = None  # shots, counted as run.shots says, or `all` (whole train split); [16, 32]
     seeds: list[int] | None = None  # transfer seeds (k-shot sample + order); [0]
     zero_shot: bool = True  # a column for the frozen model with the same templates
 
@@ -64,10 +73,14 @@ def load_sweep(
         suite = load_suite(sweep.suite, data_dir if data_dir is not None else base.get("data_dir"))
         base.setdefault("data_dir", suite.data_dir)
         base.setdefault("tasks", list(suite.sources))
+        base.setdefault("shots", suite.shots)
         sweep.targets = sweep.targets if sweep.targets is not None else list(suite.targets)
         sweep.ks = sweep.ks or list(suite.ks)
         sweep.seeds = sweep.seeds or list(suite.seeds)
     sweep.targets, sweep.ks, sweep.seeds = sweep.targets or [], sweep.ks or [16, 32], sweep.seeds or [0]
+    for k in sweep.ks:
+        if not (k == T.K_ALL or isinstance(k, int) and k >= 1):
+            raise ConfigError(f"{path}: ks: {k!r} is neither a positive number of shots nor {T.K_ALL!r}")
     if data_dir is not None:
         base["data_dir"] = data_dir
     runs = {}
@@ -107,15 +120,19 @@ def run_sweep(
     first = next(iter(runs.values()))[0]
     trains_on_sources = not all(scratch for _, scratch in runs.values())
     sources = (first.tasks or source_task_names(first.data_dir)) if trains_on_sources else []
-    T.load_tasks(first.data_dir, sources + sweep.targets)  # bad task names fail before any work
+    loaded = T.load_tasks(first.data_dir, sources + sweep.targets)  # bad task names fail before any work
     manifest = RunManifest(output)
     t0 = time.perf_counter()
     results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
+    # Which split each number comes from (and, for sources, which one chose the best state), for the table.
+    results["splits"] = {
+        "source": {t: dict(zip(("selection", "report"), protocol_splits(loaded[t], first.select_on))) for t in sources},
+        "target": {t: T.evaluation_split(loaded[t]) for t in sweep.targets},
+        "shots": first.shots,
+    }
     if sweep.zero_shot:
         if sources:
-            results["source"]["zero_shot"] = zero_shot(
-                first, sources, _backbone(loader, first), "validation", first.validation_examples
-            )
+            results["source"]["zero_shot"] = zero_shot(first, sources, _backbone(loader, first), sources=True)
         results["target"]["zero_shot"] = {
             f"{t} (k={k})": [s]
             for t, s in zero_shot(first, sweep.targets, _backbone(loader, first)).items()
@@ -141,7 +158,7 @@ def run_sweep(
                     for seed in sweep.seeds:
                         out = output / f"{label}-{task}-k{k}-s{seed}"
                         source = None if scratch else folder
-                        unit = _unit(loader, cfg, run_transfer, source, task, k, seed, out, config=cfg)
+                        unit = _unit(loader, cfg, run_transfer, source, task, k, seed, out, config=cfg, shots=cfg.shots)
                         res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out, unit)
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
@@ -170,20 +187,19 @@ def write_results(results: dict, output: Path, config: str | Path, t0: float) ->
     atomic_write(output / f"results-{stem}.md", format_table(results).encode())
 
 
-def zero_shot(
-    cfg: RunConfig, names: list[str], backbone: Backbone, split: str | None = None, cap: int | None = None
-) -> dict[str, float]:
+def zero_shot(cfg: RunConfig, names: list[str], backbone: Backbone, sources: bool = False) -> dict[str, float]:
     """Headline score of the frozen model with each task's template and no prompt, on the examples
-    a transfer is scored on (``T.evaluation_split``, capped at ``test_examples``) unless
-    ``split``/``cap`` say otherwise."""
+    the trained methods are scored on: a source's report split (``source_examples``, capped at
+    ``validation_examples``) or a target's evaluation split (capped at ``test_examples``)."""
     tasks = T.load_tasks(cfg.data_dir, names)
     lower = lower_caches(cfg, backbone)
     scores = {}
     for name in progress(names, desc="zero-shot"):
-        task_split = split or T.evaluation_split(tasks[name])
-        items = encode_split(
-            backbone, tasks, [name], task_split, cfg.max_length, cfg.test_examples if cap is None else cap
-        )
+        if sources:
+            examples, cap = source_examples(tasks[name], cfg)["report"], cfg.validation_examples
+        else:
+            examples, cap = tasks[name].splits[T.evaluation_split(tasks[name])], cfg.test_examples
+        items = encode_split(backbone, tasks, [name], "test", cfg.max_length, cap, {name: examples})
         result = evaluate(
             backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]), lower=lower
         )
@@ -205,6 +221,29 @@ def _mean(values) -> float:
 
 def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _split_notes(splits: dict) -> list[str]:
+    """One line per protocol choice: where source scores come from and what picked their best state."""
+    notes = []
+    by_protocol: dict[tuple[str, str], list[str]] = {}
+    for task, s in splits.get("source", {}).items():
+        by_protocol.setdefault((s["selection"], s["report"]), []).append(task)
+    for (selection, report), tasks in by_protocol.items():
+        caveat = " (the same examples: an optimistic score)" if selection == report else ""
+        notes.append(f"unseen data, {', '.join(tasks)}: best state selected on {selection}, scored on {report}{caveat}")
+    by_split: dict[str, list[str]] = {}
+    for task, split in splits.get("target", {}).items():
+        by_split.setdefault(split, []).append(task)
+    for split, tasks in by_split.items():
+        notes.append(f"unseen task, {', '.join(tasks)}: last training step, scored on {split}")
+    if "shots" in splits:
+        notes.append(
+            "k counts shots per class of a classification task (in all for other kinds)"
+            if splits["shots"] == "per_class"
+            else "k counts shots in all"
+        )
+    return notes
 
 
 def format_table(results: dict) -> str:
@@ -239,4 +278,5 @@ def format_table(results: dict) -> str:
             )
         lines.append("| parameters | shared / per source task / per target | " + " | ".join(cells) + " |")
     lines.append(f"\nscores × 100; ± is the standard deviation over seeds; wall time {results['seconds']:.0f} s")
+    lines += [f"- {note}" for note in _split_notes(results.get("splits", {}))]
     return "\n".join(lines)

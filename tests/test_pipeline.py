@@ -128,7 +128,7 @@ def test_rejected_inputs_write_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
     pipeline.run_train(_cfg(), tmp_path / "src")
     before = sorted(p.name for p in (tmp_path / "src").iterdir())
-    with pytest.raises(DataError, match=r"k must be a positive number of shots, got 0"):
+    with pytest.raises(DataError, match=r"k must be a positive number of shots or 'all', got 0"):
         pipeline.run_transfer(tmp_path / "src", "tweet_emotion", 0, 0, tmp_path / "tgt")
     assert not (tmp_path / "tgt").exists() and sorted(p.name for p in (tmp_path / "src").iterdir()) == before
 

@@ -152,7 +152,8 @@ def test_a_copied_and_edited_suite_file(tmp_path):
         ({"ks": [16, 0]}, r"ks: expected a non-empty list of positive integers"),
         ({"seeds": []}, r"seeds: expected a non-empty list"),
         ({"sources": "movie_sentiment"}, r"sources: expected a list, got str"),
-        ({"ks": [16, "32"]}, r"ks\[1\]: expected int, got str"),
+        ({"ks": [16, "32"]}, r"ks: expected a non-empty list of positive integers or 'all', got \[16, '32'\]"),
+        ({"shots": "per_task"}, r"shots: expected one of per_class, total, got 'per_task'"),
         ({"extra": 1}, r"unknown key\(s\) extra"),
     ],
 )

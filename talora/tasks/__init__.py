@@ -17,7 +17,7 @@ from pathlib import Path
 from . import jsonl, synthetic
 from .base import Example, Task, TaskSpec
 from .metrics import compute_metrics, majority_baseline, question_of
-from .sampling import KS, evaluation_split, few_shot, sample_k_shot
+from .sampling import K_ALL, KS, SHOT_MODES, evaluation_split, few_shot, parse_k, sample_k_shot
 from .synthetic import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
 
 
@@ -52,6 +52,9 @@ __all__ = [
     "check_tasks",
     "sample_k_shot",
     "few_shot",
+    "parse_k",
+    "K_ALL",
+    "SHOT_MODES",
     "evaluation_split",
     "KS",
     "compute_metrics",

@@ -3,9 +3,12 @@
 * "unseen data": the source tasks' ``validation`` split, after multi-task training on their ``train``.
 * "unseen task": a target task's ``test`` split (``validation`` where it has no labelled test),
   after training on k examples of its ``train`` split.
-* k-shot (k in ``KS``, one draw per seed): classification takes k examples of *every* class (a class
+* k-shot (k in ``KS``, one draw per seed), counted as each paper counts (``SHOT_MODES``):
+  ``per_class`` (TA-LoRA) takes k examples of *every* class of a classification task (a class
   with fewer than k training examples gives all it has, so no class is ever dropped; a class
-  with none is an error); multiple choice, regression and extraction take k examples in all.
+  with none is an error) and k in all for multiple choice, regression and extraction;
+  ``total`` (Task Prompt Vectors, DTVG) takes k examples in all for every kind.
+  ``k = "all"`` (``K_ALL``) takes the whole training pool, shuffled: a target trained on all its data.
   Training examples whose input equals an evaluation example's are never drawn, so the shots are
   disjoint from what they are scored on even where a dataset repeats items across its splits.
   The draw depends only on (task name, seed, k) and the split's order, never on PYTHONHASHSEED.
@@ -21,6 +24,8 @@ from ..errors import DataError
 from .base import Example, Task
 
 KS = (16, 32, 64)
+K_ALL = "all"
+SHOT_MODES = ("per_class", "total")
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -64,8 +69,11 @@ def input_key(ex: Example) -> str:
     return json.dumps(ex.fields, sort_keys=True, ensure_ascii=False)
 
 
-def few_shot(task: Task, k: int, seed: int) -> list[Example]:
+def few_shot(task: Task, k: int | str, seed: int, mode: str = "per_class") -> list[Example]:
     """The k-shot training set of ``task`` under the protocol above (drawn from its train split)."""
+    if mode not in SHOT_MODES:
+        raise DataError(f"shot mode must be one of {', '.join(SHOT_MODES)}, got {mode!r}")
+    k = parse_k(k)
     train = task.splits.get("train") or []
     if not train:
         raise DataError(f"task {task.spec.name!r} has no train split to draw {k} shots from")
@@ -73,6 +81,17 @@ def few_shot(task: Task, k: int, seed: int) -> list[Example]:
     pool = [ex for ex in train if input_key(ex) not in held_out]
     if not pool:
         raise DataError(f"task {task.spec.name!r}: every training example repeats an evaluation example")
-    if task.spec.kind == "classification":
+    if k == K_ALL:
+        return sample_k_shot(pool, len(pool), seed, per_class=False)
+    if mode == "per_class" and task.spec.kind == "classification":
         return sample_k_shot(pool, k, seed, per_class=True, labels=task.spec.labels)
     return sample_k_shot(pool, k, seed, per_class=False)
+
+
+def parse_k(value: str | int) -> int | str:
+    """A k from the command line or a config: a positive integer or ``all``."""
+    if value == K_ALL or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+        return int(value)
+    raise DataError(f"k must be a positive number of shots or {K_ALL!r}, got {value!r}")
