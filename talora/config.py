@@ -68,6 +68,24 @@ class TrainConfig:
 
 
 @dataclass
+class BalanceConfig:
+    min_examples: int = 0  # up-sample each source task with fewer training examples to this many (0 = off)
+    max_examples: int = 0  # down-sample each source task with more to this many, a seeded draw (0 = off)
+    augment: bool = False  # up-sampled copies of single-text and pair examples are perturbed (seeded): random
+    #                        deletion and insertion of words (characters in unspaced text), synonym substitution
+    synonyms: str | None = None  # a UTF-8 file of synonym groups, one group per line, words separated by spaces
+    edit_rate: float = 0.1  # share of a text's words each perturbation touches
+
+    def __post_init__(self):
+        if self.min_examples < 0 or self.max_examples < 0:
+            raise ValueError("min_examples and max_examples must be >= 0")
+        if self.max_examples and self.min_examples > self.max_examples:
+            raise ValueError(f"min_examples ({self.min_examples}) is more than max_examples ({self.max_examples})")
+        if not 0 < self.edit_rate < 1:
+            raise ValueError(f"edit_rate must be in (0, 1), got {self.edit_rate}")
+
+
+@dataclass
 class RunConfig:
     method: str = "talora"  # a name from `talora methods`
     model: str = "embedded"  # "embedded", a .gguf file, a local model folder or a hub id
@@ -89,6 +107,7 @@ class RunConfig:
     test_examples: int = 0  # cap on the examples a few-shot target is scored on (0 = all; files are shuffled)
     shots: str = "per_class"  # few-shot counting: per_class (k per class of a classification task, k in all for
     #                           other kinds) | total (k in all for every kind)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)  # source tasks' sizes evened out before training
     method_args: dict = field(default_factory=dict)  # fields of the method's config (see `talora config`)
     stage1: TrainConfig = field(default_factory=TrainConfig)  # stage 1 of two-stage methods (single-task prompts)
     train: TrainConfig = field(default_factory=TrainConfig)  # the method's (multi-task) training
@@ -295,8 +314,8 @@ def reference_yaml() -> str:
         elif dataclasses.is_dataclass(_default_type(f)):
             out.append(f"{f.name}:  # {helps[f.name]}")
             default = f.default_factory()
-            tc_help = field_help(TrainConfig)
-            out += [f"  {k}: {_yaml_value(v)}  # {tc_help[k]}" for k, v in dataclasses.asdict(default).items()]
+            sub_help = field_help(type(default))
+            out += [f"  {k}: {_yaml_value(v)}  # {sub_help[k]}" for k, v in dataclasses.asdict(default).items()]
         else:
             out.append(f"{f.name}: {_yaml_value(_default(f))}  # {helps[f.name]}")
     for name, cls in sorted(METHODS.items()):

@@ -27,6 +27,7 @@ from .methods import Method, method_class
 from .methods.base import TargetContext
 from .predict import Verbalizer, evaluate, headline
 from .runs import RunManifest
+from .tasks.balance import balance, read_synonyms
 from .train import train
 
 
@@ -98,7 +99,8 @@ HELDOUT = "train-heldout"
 
 def source_examples(task: T.Task, cfg: RunConfig) -> dict[str, list[T.Example]]:
     """The train, selection and report examples of a source task under ``cfg.select_on``; the
-    held-out slice is the end of train (the files are shuffled), at most a fifth of it."""
+    held-out slice is the end of train (the files are shuffled), at most a fifth of it. The
+    training examples are then balanced as ``cfg.balance`` says (talora.tasks.balance)."""
     selection, report = protocol_splits(task, cfg.select_on)
     train = task.splits.get("train", [])
     out = {"train": train}
@@ -110,6 +112,12 @@ def source_examples(task: T.Task, cfg: RunConfig) -> dict[str, list[T.Example]]:
                 "out of (select_on: validation selects on its validation split instead)"
             )
         out["train"], out[HELDOUT] = train[:-n], train[-n:]
+    b = cfg.balance
+    if b.min_examples or b.max_examples:  # after the held-out slice is set aside: copies never reach it
+        synonyms = read_synonyms(b.synonyms) if b.augment and b.synonyms else None
+        out["train"] = balance(
+            out["train"], task.spec, b.min_examples, b.max_examples, cfg.seed, b.augment, synonyms, b.edit_rate
+        )
     for role, split in (("selects", selection), ("reports", report)):
         out.setdefault(split, task.splits.get(split, []))
         if not out[split]:
