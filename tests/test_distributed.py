@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,66 @@ def test_two_ranks_train_lora_as_one_process(tiny_models, tmp_path):
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert one["metrics"] == two["metrics"]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int:
+    for child in _children(launcher_pid):
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return child
+    raise AssertionError(f"no worker of rank {rank} under the launcher {launcher_pid}")
+
+
+def _checkpoint_step(run: Path) -> int:
+    try:
+        return int(json.loads((run / "checkpoint" / "latest.json").read_text())["current"].split("-")[1])
+    except (OSError, ValueError, KeyError):
+        return 0  # not written yet, or being replaced right now
+
+
+@pytest.mark.parametrize("victim", [0, 1])
+def test_rank_killed_mid_run_then_resumed_on_two_ranks_equals_one_process(tiny_models, tmp_path, victim):
+    # Many short steps: the run is far from its end when the kill lands. A small learning rate keeps the
+    # 1- and 2-process trajectories within float noise of each other over all of them.
+    train = dict(steps=200, batch_size=4, warmup_steps=1, eval_every=10, eval_examples=4, log_every=10)
+    args = {"length": 4, "lr": 3e-3}
+    config = _write_config(tmp_path / "pt.yaml", method="prompt_tuning", method_args=args, train=train)
+    _talora(["train", "--config", str(config), "--output", "one"], 1)
+
+    run = tmp_path / "killed"
+    logs = Path(tempfile.mkdtemp(prefix="launch-", dir=tmp_path))
+    cmd = _command(["train", "--config", str(config), "--output", str(run)], 2, "torchrun", logs)
+    with open(tmp_path / "killed.err", "w") as err:
+        launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _checkpoint_step(run) < 20 and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert launcher.poll() is None, f"the run ended before the kill:\n{(tmp_path / 'killed.err').read_text()}"
+        assert _checkpoint_step(run) >= 20, "no checkpoint at step 20 after 300 s"
+        os.kill(_rank_pid(launcher.pid, victim), signal.SIGKILL)
+        try:
+            code = launcher.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("torchrun did not tear the other rank down within 120 s")
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert code != 0
+    stopped_at = _checkpoint_step(run)
+    assert not (run / "metrics.json").exists(), "the run finished before the kill took effect: raise steps"
+    assert 20 <= stopped_at < train["steps"]
+
+    _talora(["train", "--config", str(config), "--output", str(run), "--resume"], 2)
+    _same_adapter(tmp_path / "one", run)
+    _same_checkpoint(tmp_path / "one", run)
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert (one["metrics"], one["best_step"]) == (resumed["metrics"], resumed["best_step"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == train["steps"]
