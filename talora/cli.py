@@ -72,7 +72,7 @@ def cmd_train(args) -> None:
 
 def cmd_transfer(args) -> None:
     from .config import load_config
-    from .pipeline import run_transfer
+    from .pipeline import run_joint_transfer, run_transfer
 
     _check_output(args.output)
     if bool(args.source) == bool(args.config):
@@ -85,6 +85,27 @@ def cmd_transfer(args) -> None:
             f"transfer: config overrides ({given}) need --config; "
             f"with --from the source adapter's config is used as it is"
         )
+    if len(args.task) > 1:
+        if not args.source:
+            raise ConfigError("transfer: several --task names are transferred together from a source: give --from")
+        summary = run_joint_transfer(
+            Path(args.source),
+            args.task,
+            args.k,
+            args.seed,
+            Path(args.output),
+            args.data_dir,
+            placement=_placement(args),
+            shots=args.shots,
+        )
+        if args.json:
+            print(json.dumps(summary, indent=1, ensure_ascii=False))
+        else:
+            for task, metrics in summary["metrics"].items():
+                split = summary["splits"][task]
+                print(f"{task} k={args.k} seed={args.seed} ({split}): {_metrics_line(metrics)}")
+        return
+    args.task = args.task[0]
     flags = {"method": args.method, **_placement(args)}
     config = load_config(args.config, _with_overrides(flags, args.overrides)) if args.config else None
     summary = run_transfer(
@@ -467,7 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--config", help="instead of --from: train the config's method from scratch on the k shots")
     x.add_argument("--method", help="with --config: override its method")
-    x.add_argument("--task", required=True, help="target task name (see `talora tasks`)")
+    x.add_argument(
+        "--task",
+        required=True,
+        nargs="+",
+        help="target task name (see `talora tasks`); several names: transferred together in one run (TA-LoRA)",
+    )
     x.add_argument(
         "--k",
         type=_k,

@@ -258,9 +258,7 @@ def run_transfer(
     tasks = T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
     shots = shots or cfg.shots
-    examples = T.few_shot(tasks[task], k, seed, shots)  # bad input fails here, before a model is loaded
-    if k == T.K_ALL and cfg.train_examples:
-        examples = examples[: cfg.train_examples]  # "all" within the run's cap on training examples per task
+    examples = _shots(tasks[task], k, seed, shots, cfg)  # bad input fails here, before a model is loaded
     backbone = backbone or load_backbone(cfg.model, cfg.dtype, local_device(cfg.device, world()))
     lower = lower_caches(cfg, backbone)
     if source is not None:
@@ -335,6 +333,86 @@ def run_transfer(
     }
     _on_main(atomic_write, output / "metrics.json", json.dumps(summary, indent=1).encode())
     world().barrier()  # rank 0's files are complete before any rank reads them
+    return summary
+
+
+def _shots(task: T.Task, k: int | str, seed: int, shots: str, cfg: RunConfig) -> list[T.Example]:
+    examples = T.few_shot(task, k, seed, shots)
+    if k == T.K_ALL and cfg.train_examples:
+        examples = examples[: cfg.train_examples]  # "all" within the run's cap on training examples per task
+    return examples
+
+
+def run_joint_transfer(
+    source: Path,
+    names: list[str],
+    k: int | str,
+    seed: int,
+    output: Path,
+    data_dir: str | None = None,
+    train_cfg: TrainConfig | None = None,
+    backbone: Backbone | None = None,
+    placement: dict | None = None,
+    shots: str | None = None,
+) -> dict:
+    """Several target tasks transferred together from ``source`` (TA-LoRA §III-E): their k-shot sets
+    mixed in one run (batches mix tasks as in source training), each scored on its own test (or
+    validation) split. What learns besides the targets' own weights is the method's choice
+    (``Method.for_targets``; TA-LoRA: its shared weights, at stage 2's rates)."""
+    output = Path(output)
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ConfigError(f"a joint transfer takes two or more different target tasks, got {names}")
+    source_spec, source = str(source), resolve_adapter(source)
+    source_method = read_sidecar(source)["method"]
+    cfg = load_config(source / "config.yaml", placement)
+    if method_class(source_method).for_targets is Method.for_targets:
+        raise ConfigError(
+            f"method {source_method!r} transfers one target task at a time; several targets together is a TA-LoRA mode"
+        )
+    data_dir = data_dir if data_dir is not None else cfg.data_dir
+    tasks = T.load_tasks(data_dir, names)
+    shots = shots or cfg.shots
+    examples = {n: _shots(tasks[n], k, seed, shots, cfg) for n in names}  # bad input fails before a model loads
+    backbone = backbone or load_backbone(cfg.model, cfg.dtype, local_device(cfg.device, world()))
+    lower = lower_caches(cfg, backbone)
+    method, _ = load_adapter(source, backbone, expect_method=source_method)
+    output.mkdir(parents=True, exist_ok=True)
+    train_cfg = train_cfg or cfg.transfer
+    run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=names, transfer=train_cfg, shots=shots)
+    _on_main(atomic_write, output / "config.yaml", dump_config(run_cfg).encode())
+    specs = [tasks[n].spec for n in names]
+    verbs = verbalizers_for(backbone, specs)
+    metric = {s.name: s.metric for s in specs}
+    train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, examples=examples)
+    target = method.for_targets(names, backbone).placed(backbone)
+    result = train(
+        backbone, target, train_items, [], verbs, metric, train_cfg, output, seed, desc=f"joint k={k}", lower=lower
+    )
+    splits = {n: T.evaluation_split(tasks[n]) for n in names}
+    test_items = [
+        encode(tasks[n].spec, ex, backbone.tokenizer, cfg.max_length, i)
+        for i, n in enumerate(names)
+        for ex in tasks[n].splits[splits[n]][: cfg.test_examples or None]
+    ]
+    scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)
+    _on_main(save_adapter, output, target, backbone, {s.name: s for s in specs}, extra={"source_adapter": source_spec})
+    summary = {
+        "method": target.name,
+        "tasks": names,
+        "k": k,
+        "shots": shots,
+        "train_examples": len(train_items),
+        "seed": seed,
+        "splits": splits,
+        "metrics": scores,
+        "scores": {n: scores[n][metric[n]] for n in names},
+        "headline": metric,
+        "average": headline(scores, metric),
+        "seconds": round(result.seconds, 1),
+        "trainable_parameters": target.trainable_parameters(),
+    }
+    _on_main(atomic_write, output / "metrics.json", json.dumps(summary, indent=1).encode())
+    world().barrier()
     return summary
 
 

@@ -55,6 +55,17 @@ class SweepConfig:
     zero_shot: bool = True  # a column for the frozen model with the same templates
 
 
+# The run fields a frozen model's zero-shot scores depend on.
+ZERO_SHOT_KEYS = (
+    "model",
+    "dtype",
+    "data_dir",
+    "max_length",
+    "select_on",
+    "heldout_examples",
+    "validation_examples",
+    "test_examples",
+)
 OVERRIDABLE = ("method", "method_args", "stage1", "train", "transfer")
 FLAGS = ("from_scratch",)  # true: no source training, the method starts fresh on each target's shots
 
@@ -131,13 +142,21 @@ def run_sweep(
         "shots": first.shots,
     }
     if sweep.zero_shot:
+        # A unit like the others (keyed by what decides its scores): a resumed sweep does not redo it.
+        what = {k: getattr(first, k) for k in ZERO_SHOT_KEYS} | {"sources": sources, "targets": sweep.targets}
+        tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+
+        def frozen_model() -> dict:
+            backbone = _backbone(loader, first)
+            return {
+                "source": zero_shot(first, sources, backbone, sources=True) if sources else {},
+                "target": zero_shot(first, sweep.targets, backbone),
+            }
+
+        scores = manifest.run(f"{tag} zero-shot", output / "zero_shot", frozen_model)
         if sources:
-            results["source"]["zero_shot"] = zero_shot(first, sources, _backbone(loader, first), sources=True)
-        results["target"]["zero_shot"] = {
-            f"{t} (k={k})": [s]
-            for t, s in zero_shot(first, sweep.targets, _backbone(loader, first)).items()
-            for k in sweep.ks
-        }
+            results["source"]["zero_shot"] = scores["source"]
+        results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in scores["target"].items() for k in sweep.ks}
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
     with progress(total=units, desc="sweep", leave=True) as bar:

@@ -55,8 +55,9 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo,
     real_transfer = sweep.run_transfer
     monkeypatch.setattr(sweep, "run_train", lambda *a, **k: calls.append("train") or pytest.fail("re-trained"))
     monkeypatch.setattr(sweep, "run_transfer", lambda *a, **k: calls.append("transfer") or real_transfer(*a, **k))
+    monkeypatch.setattr(sweep, "zero_shot", lambda *a, **k: pytest.fail("zero-shot pass redone"))
     again = sweep.run_sweep(tiny_demo, out)
-    assert calls == [] and again["target"] == first["target"]
+    assert calls == [] and again["target"] == first["target"] and again["source"] == first["source"]
 
     damaged = out / "talora-tweet_emotion-k2-s1" / "adapter.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:10])

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..attention import MODES, LayerPrompts
 from ..backbone import Backbone
+from ..errors import ConfigError
 
 
 @dataclass
@@ -167,6 +168,14 @@ class Method(nn.Module):
     def for_target(self, target: TargetContext) -> Method:
         """A method for one new (few-shot) task, transferring what this one learned."""
         raise NotImplementedError
+
+    def for_targets(self, task_names: list[str], backbone: Backbone) -> Method:
+        """A method for several new tasks trained together, transferring what this one learned
+        (TA-LoRA §III-E: their shared parameters update as the sources' did). Methods that
+        transfer one task at a time refuse."""
+        raise ConfigError(
+            f"method {self.name!r} transfers one target task at a time; several targets together is a TA-LoRA mode"
+        )
 
     def trainable_parameters(self) -> dict[str, int]:
         """{"shared": n, "per_task": n}, counted the way the papers' tables do."""

@@ -89,6 +89,7 @@ class TALoRAConfig(PromptConfig):
 @dataclass
 class TALoRAState:
     transfer: bool = False  # built for a transfer target: theta0 and B are frozen, only u, v learn
+    joint: bool = False  # several targets transferred together: theta0, B and the gates learn as in stage 2
 
 
 @register
@@ -114,7 +115,9 @@ class TALoRA(Method):
         # A transfer target's frozen source fast weights (L, S, r) and (L, S, d), set by for_target.
         self.register_buffer("source_u", torch.empty(0), persistent=False)
         self.register_buffer("source_v", torch.empty(0), persistent=False)
-        if self.state.transfer:
+        if self.state.transfer and self.state.joint:
+            self.theta0.requires_grad_(config.train_theta0)
+        elif self.state.transfer:
             self.theta0.requires_grad_(False)
             self.B.requires_grad_(not config.shared_b)  # an unshared B is the target's own
             self.gates.requires_grad_(config.transfer_gates)
@@ -244,11 +247,20 @@ class TALoRA(Method):
     def for_target(self, target: TargetContext) -> TALoRA:
         """A new task starting at theta0 (u = 0) with this method's shared weights frozen; its
         regulariser pairs it with this method's tasks (and any sources this one was given)."""
-        target = TALoRA(self.config, target.backbone, [target.task_name], TALoRAState(transfer=True))
+        return self._targets([target.task_name], target.backbone, joint=False)
+
+    def for_targets(self, task_names: list[str], backbone: Backbone) -> TALoRA:
+        """Several new tasks together (§III-E, last paragraph): each starts at u = 0 with its own
+        u, v, and theta0, B and the gates go on learning at stage 2's rates from the source values;
+        the regulariser pairs the targets with each other and with the frozen sources."""
+        return self._targets(task_names, backbone, joint=True)
+
+    def _targets(self, task_names: list[str], backbone: Backbone, joint: bool) -> TALoRA:
+        target = TALoRA(self.config, backbone, task_names, TALoRAState(transfer=True, joint=joint))
         with torch.no_grad():
             target.theta0.copy_(self.theta0)
             target.gates.copy_(self.gates)
-            target.B.copy_(self.B if self.config.shared_b else self.B.mean(dim=1, keepdim=True))
+            target.B.copy_(self.B if self.config.shared_b else self.B.mean(dim=1, keepdim=True).expand_as(target.B))
             sources_u, sources_v = [self.u], [self.v]
             if self.source_u.numel():
                 sources_u.insert(0, self.source_u)
