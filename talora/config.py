@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 8  # examples per step, tasks mixed
     warmup_steps: int = 10  # linear warm-up from 0
     schedule: str = "linear"  # after warm-up: linear | cosine (to 0) | constant
+    lr_scale: float = 1.0  # multiplies every parameter group's learning rate (the method's lr fields)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     eval_every: int = 50  # validate every N steps (0 = only at the end); the best state is kept
@@ -57,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.lr_scale <= 0:
+            raise ValueError("lr_scale must be > 0")
         if self.mixing_temperature <= 0:
             raise ValueError("mixing_temperature must be > 0")
         if self.length_buckets < 1:

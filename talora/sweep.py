@@ -12,6 +12,7 @@ interrupted sweep re-runs only what is missing or damaged. The demo is a sweep.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import statistics
@@ -22,7 +23,7 @@ from pathlib import Path
 from . import tasks as T
 from .atomic import atomic_write
 from .backbone import Backbone, BackboneLoader
-from .config import RunConfig, dump_config, from_dict, read_yaml
+from .config import RunConfig, from_dict, read_yaml
 from .distributed import local_device, world
 from .errors import ConfigError
 from .methods.base import NoPrompt
@@ -162,7 +163,7 @@ def run_sweep(
     with progress(total=units, desc="sweep", leave=True) as bar:
         for label, (cfg, scratch) in runs.items():
             # Units are named with the method's config digest: an edited config never reuses stale results.
-            tag = hashlib.sha256((dump_config(cfg) + f"scratch={scratch}").encode()).hexdigest()[:8]
+            tag = config_digest(cfg, f"scratch={scratch}")
             folder = output / label
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
@@ -185,6 +186,20 @@ def run_sweep(
                         write_results(results, output, config, t0)
     write_results(results, output, config, t0)
     return results
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+
+
+def config_digest(cfg: RunConfig, extra: str = "") -> str:
+    """A short digest of what ``cfg`` sets apart from the defaults: a new release that adds a field
+    (with a default that keeps the old behaviour) leaves every finished unit's name as it was."""
+    given, defaults = _flat(dataclasses.asdict(cfg)), _flat(dataclasses.asdict(RunConfig()))
+    changed = {k: v for k, v in given.items() if k not in defaults or defaults[k] != v}
+    return hashlib.sha256((json.dumps(changed, sort_keys=True) + extra).encode()).hexdigest()[:8]
 
 
 def _backbone(loader: BackboneLoader, cfg: RunConfig) -> Backbone:

@@ -214,6 +214,8 @@ def train(
     groups = method.param_groups()
     if not groups:
         raise ConfigError(f"method {method.name!r} has no trainable parameters")
+    for g in groups:
+        g["lr"] *= cfg.lr_scale
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     params = [p for g in groups for p in g["params"]]

@@ -98,3 +98,17 @@ def test_a_partial_table_marks_missing_cells_and_withholds_their_average():
     assert "| unseen task | a (k=2) | 50.0 | 75.0 ± 35.4 |" in table
     assert "| unseen task | b (k=2) | 25.0 | - |" in table
     assert "| unseen task | **average** | **37.5** | - |" in table
+
+
+def test_unit_names_ignore_fields_left_at_their_defaults():
+    from talora.config import RunConfig, TrainConfig
+
+    base = sweep.config_digest(RunConfig(method="talora", train=TrainConfig(steps=5)))
+    # Setting a field to its default (what a field added by a later release looks like to an old config).
+    assert sweep.config_digest(RunConfig(method="talora", select_on="auto", train=TrainConfig(steps=5))) == base
+    assert sweep.config_digest(RunConfig(method="talora", select_on="validation", train=TrainConfig(steps=5))) != base
+    assert sweep.config_digest(RunConfig(method="talora", train=TrainConfig(steps=6))) != base
+    assert sweep.config_digest(RunConfig(method="talora", method_args={"rank": 2})) != sweep.config_digest(
+        RunConfig(method="talora")
+    )
+    assert sweep.config_digest(RunConfig(), "scratch=True") != sweep.config_digest(RunConfig(), "scratch=False")

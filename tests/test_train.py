@@ -171,3 +171,18 @@ def test_length_buckets_cut_padding_keep_every_draw_and_mix_tasks():
 
     assert sum(map(padding, batches)) < sum(map(padding, draws)) / 2
     assert any(len({t for t, _ in b}) == 2 for b in batches)
+
+
+def test_lr_scale_multiplies_every_group_and_changes_the_result(tmp_path):
+    backbone = make_backbone()
+    tr, _, verbs, metrics = _data(backbone, n=8)
+    finals = {}
+    for scale in (1.0, 3.0):
+        m = _talora(backbone)
+        cfg = _cfg(steps=2, warmup_steps=0, schedule="constant", eval_every=0, log_every=1, lr_scale=scale)
+        train(backbone, m, tr, [], verbs, metrics, cfg, tmp_path / str(scale), 0)
+        logged = [json.loads(line) for line in (tmp_path / str(scale) / "log.jsonl").read_text().splitlines()]
+        lrs = next(r["lr"] for r in logged if "lr" in r)
+        assert lrs == pytest.approx({g["name"]: scale * g["lr"] for g in m.param_groups()})
+        finals[scale] = m.theta0.detach().clone()
+    assert not torch.allclose(finals[1.0], finals[3.0])
