@@ -18,7 +18,7 @@ from .overrides import parse_overrides
 from .tasks.sampling import K_ALL, SHOT_MODES
 
 # Commands whose unknown `--dotted.key VALUE` arguments override config fields (talora.overrides).
-OVERRIDE_COMMANDS = ("train", "transfer", "sweep", "plan")
+OVERRIDE_COMMANDS = ("train", "transfer", "sweep", "budget", "plan")
 
 
 def _with_overrides(flags: dict, overrides: dict) -> dict:
@@ -154,6 +154,35 @@ def cmd_sweep(args) -> None:
     overrides = {**args.overrides, "run": {**args.overrides.get("run", {}), **placement}}
     results = run_sweep(Path(args.config), Path(args.output), args.data_dir, overrides=overrides)
     print(format_table(results))
+
+
+def cmd_budget(args) -> None:
+    from .budget import LR_SCALES, STEPS, format_budget, run_budget
+
+    _check_output(args.output)
+    overrides = {**args.overrides, "run": {**args.overrides.get("run", {}), **_placement(args)}}
+    results = run_budget(
+        Path(args.config),
+        Path(args.output),
+        args.steps or STEPS,
+        args.lr_scales or LR_SCALES,
+        args.data_dir,
+        overrides=overrides,
+    )
+    print(format_budget(results))
+
+
+def _numbers(kind):
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+        return values
+
+    return parse
 
 
 def cmd_tasks(args) -> None:
@@ -573,6 +602,21 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--data-dir", help="override the config's data folder")
     _add_placement(w)
     w.set_defaults(func=cmd_sweep)
+
+    g = sub.add_parser(
+        "budget",
+        help="each method of a sweep at growing transfer budgets, the learning rate chosen on the shots alone",
+        allow_abbrev=False,
+        epilog="Overrides as for `talora sweep` (--run.test_examples 50 ...). Runs resume like a sweep's; "
+        "with the sweep's --output folder the trained sources are shared.",
+    )
+    g.add_argument("--config", required=True, help="sweep config YAML: methods, sources, targets, ks, seeds")
+    g.add_argument("--output", required=True, help="output folder (finished units are skipped on a re-run)")
+    g.add_argument("--steps", type=_numbers(int), help="transfer step counts, e.g. 12,50 (default 12,25,50,100,200)")
+    g.add_argument("--lr-scales", type=_numbers(float), help="learning-rate scales to choose from (default 0.3,1,3)")
+    g.add_argument("--data-dir", help="override the config's data folder")
+    _add_placement(g)
+    g.set_defaults(func=cmd_budget)
 
     m = sub.add_parser("methods", help="list methods and their trainable-parameter formulas")
     m.set_defaults(func=cmd_methods)

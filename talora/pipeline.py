@@ -236,9 +236,13 @@ def run_transfer(
     backbone: Backbone | None = None,
     placement: dict | None = None,
     shots: str | None = None,
+    on_shots: bool = False,
 ) -> dict:
     """Few-shot transfer to ``task``: k examples (per class or in all, as ``shots`` or the config's
     ``shots`` counts them; ``k="all"``: its whole train split) scored on test (or validation).
+
+    ``on_shots``: train on one half of the shots and score on the other half, for choosing a
+    setting (a learning rate, a budget) without looking at evaluation data.
 
     With ``source=None`` the method of ``config`` starts from scratch on the target (no source
     knowledge): the plain few-shot baseline, e.g. prompt tuning on the k shots alone.
@@ -259,6 +263,11 @@ def run_transfer(
     spec = tasks[task].spec
     shots = shots or cfg.shots
     examples = _shots(tasks[task], k, seed, shots, cfg)  # bad input fails here, before a model is loaded
+    held: list[T.Example] = []
+    if on_shots:
+        if len(examples) < 2:
+            raise DataError(f"task {task!r}: {len(examples)} shot(s) cannot be split into a train and a score half")
+        examples, held = examples[::2], examples[1::2]  # the draw is shuffled: two random halves
     backbone = backbone or load_backbone(cfg.model, cfg.dtype, local_device(cfg.device, world()))
     lower = lower_caches(cfg, backbone)
     if source is not None:
@@ -310,8 +319,12 @@ def run_transfer(
         desc=f"{task} k={k}",
         lower=lower,
     )
-    split = T.evaluation_split(tasks[task])
-    test_items = encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
+    split = "shots (held-out half)" if on_shots else T.evaluation_split(tasks[task])
+    test_items = (
+        encode_split(backbone, tasks, [task], "test", cfg.max_length, examples={task: held})
+        if on_shots
+        else encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
+    )
     scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)[task]
     _on_main(
         save_adapter, output, target, backbone, {task: spec}, extra={"source_adapter": source_spec if source else None}
