@@ -86,7 +86,8 @@ def _checkpoint(run: Path) -> dict[str, torch.Tensor]:
 
 def _same_checkpoint(a: Path, b: Path) -> None:
     """The last checkpoints agree, AdamW's moments included: Adam's step hardly changes when every gradient
-    is scaled by one factor (as a wrong world-size scaling would), but its moments scale with it."""
+    is scaled by one factor (as a wrong world-size scaling would), but its moments scale with it, unless
+    gradient clipping has already rescaled every gradient to the same norm."""
     ta, tb = _checkpoint(a), _checkpoint(b)
     assert ta.keys() == tb.keys()
     assert any(".exp_avg_sq" in k for k in ta)
@@ -96,8 +97,8 @@ def _same_checkpoint(a: Path, b: Path) -> None:
 
 
 def _write_config(path: Path, **fields) -> Path:
-    base = dict(model="tiny", tasks=["movie_sentiment", "news_topic"], max_length=48, train_examples=16)
-    path.write_text(yaml.safe_dump({**base, "validation_examples": 8, **fields}))
+    data = dict(tasks=["movie_sentiment", "news_topic"], max_length=48, train_examples=16, validation_examples=8)
+    path.write_text(yaml.safe_dump({"model": "tiny", **data, **fields}))
     return path
 
 
@@ -160,8 +161,10 @@ def test_accelerate_launch_trains_and_transfers_as_one_process(config, tmp_path)
 
 def test_two_ranks_train_lora_as_one_process(tiny_models, tmp_path):
     # A weight-changing method: peft's wrappers live outside the module tree DDP sees, only their A and B
-    # are the method's parameters, and those must get the single-process gradient.
-    config = _write_config(tmp_path / "lora.yaml", method="lora", method_args={"rank": 2}, train=SHORT)
+    # are the method's parameters, and those must get the single-process gradient. Without clipping, even
+    # its scale shows (a missing world-size factor fails both comparisons below).
+    train = {**SHORT, "grad_clip": 0.0}
+    config = _write_config(tmp_path / "lora.yaml", method="lora", method_args={"rank": 2}, train=train)
     _talora(["train", "--config", str(config), "--output", "one"], 1)
     _talora(["train", "--config", str(config), "--output", "two"], 2)
     _same_adapter(tmp_path / "one", tmp_path / "two")
