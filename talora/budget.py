@@ -57,7 +57,8 @@ def run_budget(
             source = None
             if not scratch:
                 source = output / label
-                manifest.run(f"{tag} train {label}", source, _unit(loader, cfg, run_train, cfg, source))
+                train_tag = config_digest(cfg, ignore=("transfer",))  # as talora sweep names it: shared
+                manifest.run(f"{train_tag} train {label}", source, _unit(loader, cfg, run_train, cfg, source))
             rows = results["methods"].setdefault(label, {})
             for steps in steps_grid:
                 base = dataclasses.replace(

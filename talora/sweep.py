@@ -164,11 +164,13 @@ def run_sweep(
         for label, (cfg, scratch) in runs.items():
             # Units are named with the method's config digest: an edited config never reuses stale results.
             tag = config_digest(cfg, f"scratch={scratch}")
+            # Source training does not read the transfer settings: sweeps that differ only there share it.
+            train_tag = config_digest(cfg, ignore=("transfer",))
             folder = output / label
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
-                summary = manifest.run(f"{tag} train {label}", folder, _unit(loader, cfg, run_train, cfg, folder))
+                summary = manifest.run(f"{train_tag} train {label}", folder, _unit(loader, cfg, run_train, cfg, folder))
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
             results["parameters"][label] = dict(summary["trainable_parameters"])
             bar.update()
@@ -194,11 +196,14 @@ def _flat(value, prefix: str = "") -> dict:
     return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
 
 
-def config_digest(cfg: RunConfig, extra: str = "") -> str:
-    """A short digest of what ``cfg`` sets apart from the defaults: a new release that adds a field
-    (with a default that keeps the old behaviour) leaves every finished unit's name as it was."""
+def config_digest(cfg: RunConfig, extra: str = "", ignore: tuple[str, ...] = ()) -> str:
+    """A short digest of what ``cfg`` sets apart from the defaults (the top-level fields in ``ignore``
+    left out): a new release that adds a field (with a default that keeps the old behaviour) leaves
+    every finished unit's name as it was."""
     given, defaults = _flat(dataclasses.asdict(cfg)), _flat(dataclasses.asdict(RunConfig()))
-    changed = {k: v for k, v in given.items() if k not in defaults or defaults[k] != v}
+    changed = {
+        k: v for k, v in given.items() if (k not in defaults or defaults[k] != v) and k.split(".", 1)[0] not in ignore
+    }
     return hashlib.sha256((json.dumps(changed, sort_keys=True) + extra).encode()).hexdigest()[:8]
 
 

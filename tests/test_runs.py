@@ -112,3 +112,14 @@ def test_unit_names_ignore_fields_left_at_their_defaults():
         RunConfig(method="talora")
     )
     assert sweep.config_digest(RunConfig(), "scratch=True") != sweep.config_digest(RunConfig(), "scratch=False")
+
+
+def test_source_training_is_shared_by_sweeps_that_differ_only_in_transfer():
+    from talora.config import RunConfig, TrainConfig
+
+    a, b = RunConfig(transfer=TrainConfig(steps=10)), RunConfig(transfer=TrainConfig(steps=99))
+    assert sweep.config_digest(a, ignore=("transfer",)) == sweep.config_digest(b, ignore=("transfer",))
+    assert sweep.config_digest(a) != sweep.config_digest(b)
+    assert sweep.config_digest(a, ignore=("transfer",)) != sweep.config_digest(
+        RunConfig(train=TrainConfig(steps=10)), ignore=("transfer",)
+    )
