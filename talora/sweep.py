@@ -26,6 +26,7 @@ from .backbone import Backbone, BackboneLoader
 from .config import RunConfig, from_dict, read_yaml
 from .distributed import local_device, world
 from .errors import ConfigError
+from .methods import method_class
 from .methods.base import NoPrompt
 from .overrides import merge
 from .pipeline import (
@@ -200,7 +201,10 @@ def config_digest(cfg: RunConfig, extra: str = "", ignore: tuple[str, ...] = ())
     """A short digest of what ``cfg`` sets apart from the defaults (the top-level fields in ``ignore``
     left out): a new release that adds a field (with a default that keeps the old behaviour) leaves
     every finished unit's name as it was."""
-    given, defaults = _flat(dataclasses.asdict(cfg)), _flat(dataclasses.asdict(RunConfig()))
+    # method_args as the whole method config: {length: 20} and {} name the same default prompt.
+    given = _flat({**dataclasses.asdict(cfg), "method_args": dataclasses.asdict(cfg.method_config())})
+    default_args = dataclasses.asdict(method_class(cfg.method).config_cls())
+    defaults = _flat({**dataclasses.asdict(RunConfig()), "method_args": default_args})
     changed = {
         k: v for k, v in given.items() if (k not in defaults or defaults[k] != v) and k.split(".", 1)[0] not in ignore
     }

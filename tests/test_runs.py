@@ -123,3 +123,14 @@ def test_source_training_is_shared_by_sweeps_that_differ_only_in_transfer():
     assert sweep.config_digest(a, ignore=("transfer",)) != sweep.config_digest(
         RunConfig(train=TrainConfig(steps=10)), ignore=("transfer",)
     )
+
+
+def test_method_args_equal_to_the_defaults_do_not_change_a_unit_name():
+    from talora.config import RunConfig
+
+    assert sweep.config_digest(RunConfig(method="talora", method_args={"length": 20})) == sweep.config_digest(
+        RunConfig(method="talora")
+    )
+    assert sweep.config_digest(RunConfig(method="talora", method_args={"length": 8})) != sweep.config_digest(
+        RunConfig(method="talora")
+    )
