@@ -21,7 +21,7 @@ queries; a test per architecture catches an upgrade that changes the interface.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +48,18 @@ class LayerPrompts:
     gates: torch.Tensor | None
     first_layer: int
     mode: str = "gated"
+    _layers: list | None = field(default=None, init=False, repr=False, compare=False)
 
     def for_layer(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         i = layer_idx - self.first_layer
         if i < 0 or i >= self.prompts.shape[0]:
             return None
-        return self.prompts[i], (None if self.gates is None else self.gates[i])
+        if self._layers is None:
+            # Split once for every layer: indexing the stacked tensor layer by layer makes each
+            # layer's backward allocate, and add up, a gradient the size of all L layers' prompts.
+            gates = [None] * self.prompts.shape[0] if self.gates is None else self.gates.unbind(0)
+            self._layers = list(zip(self.prompts.unbind(0), gates))
+        return self._layers[i]
 
 
 def _prompt_kv(module: torch.nn.Module, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,10 +75,9 @@ def _prompt_kv(module: torch.nn.Module, prompt: torch.Tensor) -> tuple[torch.Ten
 
 def _gated_prompt_term(module, query, prompt, gate, scaling) -> torch.Tensor:
     keys, values = _prompt_kv(module, prompt.to(query.dtype))
-    groups = query.shape[1] // keys.shape[1]
-    keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
     # No mask: every input token may see every prompt vector (prompts precede the input).
-    attended = F.scaled_dot_product_attention(query, keys, values, scale=scaling)  # (B, H, q, hd)
+    # enable_gqa lets query heads share their key/value head without repeated copies of K/V.
+    attended = F.scaled_dot_product_attention(query, keys, values, scale=scaling, enable_gqa=True)  # (B, H, q, hd)
     gate = torch.tanh(gate).to(query.dtype)
     gate = gate[None, :, None, None] if gate.dim() == 1 else gate[:, :, None, None]
     return (gate * attended).transpose(1, 2)

@@ -2,7 +2,8 @@
 
 All configurations run in one process on one batch shape, interleaved (A B C ... A B C
 ...), so drift in the machine's speed hits every row alike; the figure is the median
-step time (forward + backward + AdamW step) over the repetitions. PEFT models are
+step time (forward + backward + AdamW step) over the repetitions, and a ratio between
+two rows is the median of their per-repetition ratios. PEFT models are
 trained the way their documentation shows (``model(input_ids, labels=...)``: logits at
 every position), with labels only on the answer token, as ours. Peak memory is
 measured per configuration in a fresh subprocess (CUDA: ``max_memory_allocated``;
@@ -11,7 +12,14 @@ the shared weights are not counted).
 
 The forward-only rows are the bounds a training step cannot beat: the whole frozen
 model without autograd (last-position logits only), and the same for the prompted
-layers alone with the lower layers read from the cache.
+layers alone with the lower layers read from the cache. ``floor_prompted_layers`` is
+the bound for training: the prompted layers' forward and backward, lower layers from
+the cache, with nothing trainable but a delta added to the hidden states entering the
+first prompted layer (no prompt projections, no prompt attention), the same
+answer-only loss and the same pass through those layers (``talora.forward``: the last
+layer's MLP at the answer positions only). Any deep prompt method must at least
+back-propagate through those layers, so ``ratio_to_floor`` of ``talora_cached`` is what
+its prompt machinery costs.
 """
 
 from __future__ import annotations
@@ -29,17 +37,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .backbone import Backbone
 from .batching import Encoded, answer_batch
-from .forward import answer_loss, hidden_at
+from .forward import (
+    _layers_only,
+    answer_loss,
+    compute_precision,
+    hidden_at,
+    lower_states,
+    output_head,
+    scored_index,
+)
 from .lower_cache import LowerLayerCaches
 from .methods.talora import TALoRA, TALoRAConfig
 
 PEFT_ROWS = ("peft_prompt_tuning", "peft_prefix_tuning", "peft_adaption_prompt", "peft_lora")
 TALORA_ROWS = ("talora", "talora_cached")
-BOUND_ROWS = ("forward_only", "forward_only_prompted_layers")
+FLOOR_ROW = "floor_prompted_layers"
+BOUND_ROWS = ("forward_only", "forward_only_prompted_layers", FLOOR_ROW)
 ROWS = TALORA_ROWS + PEFT_ROWS + BOUND_ROWS
+FLOOR_TARGET = 1.15  # talora_cached's step over the floor's: what the prompt machinery may add
 
 
 @dataclass
@@ -58,6 +77,7 @@ class Row:
     examples_per_s: float
     peak_mem_mb: float | None
     ratio_to_talora: float | None = None
+    ratio_to_floor: float | None = None
 
 
 def _batch(backbone: Backbone, shape: Shape, seed: int = 0):
@@ -72,7 +92,7 @@ def _batch(backbone: Backbone, shape: Shape, seed: int = 0):
 
 
 def _talora(backbone: Backbone, shape: Shape) -> TALoRA:
-    method = TALoRA(TALoRAConfig(length=shape.prompt_length, layers=shape.layers), backbone, ["bench"])
+    method = TALoRA(TALoRAConfig(length=shape.prompt_length, layers=shape.layers), backbone, ["bench"]).placed(backbone)
     with torch.no_grad():
         method.gates.fill_(0.1)  # open gates: the prompt path is exercised in full
     return method
@@ -100,9 +120,41 @@ def _peft_model(backbone: Backbone, name: str, shape: Shape, layers: int):
     return peft.get_peft_model(model, cfg)
 
 
+def _floor_step(backbone: Backbone, shape: Shape, batch) -> Callable[[], None]:
+    """The training step of the floor row (see the module docstring)."""
+    first = _talora(backbone, shape).first_layer  # the very layers TA-LoRA prompts
+    lower = LowerLayerCaches(backbone)
+    decoder = backbone.model.get_decoder()
+    weight, bias = output_head(backbone)
+    delta = torch.zeros(backbone.model.config.hidden_size, device=backbone.device, requires_grad=True)
+    optimizer = torch.optim.AdamW([delta])
+
+    def floor_step():
+        b = batch.to(backbone.device)
+        states = lower.layer(first).states(
+            b.input_ids, b.attention_mask, lambda ids, m: lower_states(backbone, ids, m, first)
+        )
+        # The same shortcut as TA-LoRA's pass: the last layer's position-wise blocks at the answer only.
+        scored = scored_index(b.rows, b.cols, states.shape[1])
+        layers = _layers_only(decoder, first, len(decoder.layers), True, scored=scored)
+        with layers, compute_precision(backbone):
+            embeds = (states + delta).to(backbone.model.dtype)
+            out = decoder(inputs_embeds=embeds, attention_mask=b.attention_mask, use_cache=False)
+        hidden = out.last_hidden_state[b.rows, b.cols]
+        logits = F.linear(hidden.to(weight.dtype), weight, bias)
+        F.cross_entropy(logits.float(), b.targets).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return floor_step
+
+
 def make_step(backbone: Backbone, name: str, shape: Shape) -> Callable[[], None]:
     """A closure running one step of configuration ``name`` on the fixed batch."""
     batch, ids, labels = _batch(backbone, shape)
+    if name == FLOOR_ROW:
+        return _floor_step(backbone, shape, batch)
+    ids, labels = ids.to(backbone.device), labels.to(backbone.device)
     mask = torch.ones_like(ids)
     layers = shape.layers or backbone.model.config.num_hidden_layers // 2
     if name in TALORA_ROWS or name == "forward_only_prompted_layers":
@@ -152,7 +204,7 @@ def _rss_mb() -> float:
 def peak_memory_mb(backbone: Backbone, name: str, shape: Shape, steps: int = 2) -> float:
     """Peak memory of ``steps`` steps beyond what was resident before them (run in a fresh process)."""
     step = make_step(backbone, name, shape)
-    if torch.cuda.is_available():
+    if backbone.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         for _ in range(steps):
@@ -190,10 +242,16 @@ def run_speed(
         steps[name] = make_step(backbone, name, shape)
         steps[name]()  # warm-up; fills the lower-layer cache for the cached rows
     times: dict[str, list[float]] = {name: [] for name in rows}
+    # A GPU runs kernels after the call that queues them returns: wait for them, or a step's time
+    # would be the next step's.
+    cuda = backbone.device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(backbone.device)) if cuda else (lambda: None)
+    sync()
     for rep in range(repeats):
         for name in rows:
             t0 = time.perf_counter()
             steps[name]()
+            sync()
             times[name].append(time.perf_counter() - t0)
         progress(f"repetition {rep + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in rows))
     table = []
@@ -202,22 +260,26 @@ def run_speed(
         mem = None
         if memory and model_spec is not None:
             progress(f"memory {name}")
-            mem = _memory_in_subprocess(model_spec, name, shape)
+            mem = _memory_in_subprocess(backbone, model_spec, name, shape)
         table.append(Row(name, median, shape.batch_size / median, mem))
-    if "talora" in times:
-        base = statistics.median(times["talora"])
-        for row in table:
-            row.ratio_to_talora = row.median_step_s / base
+    # The median of per-repetition ratios: the rows of one repetition run back to back, so a
+    # slow spell of the machine (another job starting) cancels out of each pair.
+    for ref, field in (("talora", "ratio_to_talora"), (FLOOR_ROW, "ratio_to_floor")):
+        if ref in times:
+            for row in table:
+                setattr(row, field, statistics.median(a / b for a, b in zip(times[row.name], times[ref])))
     return table
 
 
-def _memory_in_subprocess(model_spec: str, name: str, shape: Shape) -> float:
+def _memory_in_subprocess(backbone: Backbone, model_spec: str, name: str, shape: Shape) -> float:
     code = (
-        "import json,sys; from talora.bench import Shape, load_backbone, peak_memory_mb;"
-        "a=json.loads(sys.argv[1]); b=load_backbone(a['model']);"
+        "import json,sys; from talora.backbone import load_backbone; from talora.bench import Shape, peak_memory_mb;"
+        "a=json.loads(sys.argv[1]); b=load_backbone(a['model'], a['dtype'], a['device']);"
         "print(json.dumps(peak_memory_mb(b, a['name'], Shape(**a['shape']))))"
     )
-    arg = json.dumps({"model": model_spec, "name": name, "shape": asdict(shape)})
+    # The subprocess loads the model as this process did, e.g. bfloat16 on the same GPU.
+    placement = {"dtype": str(backbone.dtype).removeprefix("torch."), "device": str(backbone.device)}
+    arg = json.dumps({"model": model_spec, "name": name, "shape": asdict(shape), **placement})
     # The cached row reads the cache this process filled: its memory is the warm-cache figure.
     out = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True)
     if out.returncode:
@@ -230,13 +292,21 @@ def format_rows(rows: list[Row], shape: Shape, device: str) -> str:
         f"batch {shape.batch_size} x {shape.seq_len} tokens, prompt length {shape.prompt_length}, "
         f"L = {shape.layers or 'half the layers'}, device {device}",
         "",
-        "| configuration | median step (s) | examples/s | peak memory (MB) | × TA-LoRA |",
-        "|---|---|---|---|---|",
+        "| configuration | median step (s) | examples/s | peak memory (MB) | × TA-LoRA | × floor |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def fmt(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
     for r in rows:
-        mem = "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}"
-        ratio = "-" if r.ratio_to_talora is None else f"{r.ratio_to_talora:.2f}"
-        lines.append(f"| {r.name} | {r.median_step_s:.3f} | {r.examples_per_s:.1f} | {mem} | {ratio} |")
+        lines.append(
+            f"| {r.name} | {r.median_step_s:.3f} | {r.examples_per_s:.1f} | {fmt(r.peak_mem_mb, '.0f')} "
+            f"| {fmt(r.ratio_to_talora, '.2f')} | {fmt(r.ratio_to_floor, '.2f')} |"
+        )
+    cached = next((r for r in rows if r.name == "talora_cached"), None)
+    if cached is not None and cached.ratio_to_floor is not None:
+        lines += ["", f"talora_cached / {FLOOR_ROW}: {cached.ratio_to_floor:.3f} (target <= {FLOOR_TARGET})"]
     return "\n".join(lines)
 
 
@@ -248,6 +318,7 @@ def write_json(rows: list[Row], path: Path) -> None:
             "examples_per_s": r.examples_per_s,
             "peak_mem_mb": r.peak_mem_mb,
             "ratio_to_talora": r.ratio_to_talora,
+            "ratio_to_floor": r.ratio_to_floor,
         }
         for r in rows
     ]

@@ -2,8 +2,9 @@
 
 Layers below the first prompted one run once without autograd (or are read from the
 lower-layer cache); only the positions that predict answer tokens go through the
-output head: never (batch x seq x vocab) logits. Prediction (ranking, generation)
-builds on this in ``talora.predict``.
+output head: never (batch x seq x vocab) logits. For the same reason the last layer
+runs its MLP and attention output projection at those positions alone. Prediction
+(ranking, generation) builds on this in ``talora.predict``.
 
 Precision. The frozen model may live in bfloat16 or float16; trainable parameters
 stay float32 (master weights). Every model pass runs under ``compute_precision``:
@@ -47,9 +48,7 @@ class _PassThrough(nn.Module):
 _PASS = _PassThrough()
 
 
-class _Recomputed(nn.Module):
-    """A decoder layer whose activations are recomputed in backward rather than kept."""
-
+class _LayerWrapper(nn.Module):
     def __init__(self, layer: nn.Module):
         super().__init__()
         self.layer = layer
@@ -60,10 +59,59 @@ class _Recomputed(nn.Module):
         except AttributeError:
             return getattr(self.layer, name)
 
+
+class _Recomputed(_LayerWrapper):
+    """A decoder layer whose activations are recomputed in backward rather than kept."""
+
     def forward(self, *args, **kwargs):
         if not torch.is_grad_enabled():
             return self.layer(*args, **kwargs)
         return recompute(self.layer, *args, use_reentrant=False, **kwargs)
+
+
+class _AtPositions(nn.Module):
+    """A position-wise block (MLP, output projection) run only at ``index`` of the flattened
+    (batch x seq) positions; its output is zero elsewhere."""
+
+    def __init__(self, block: nn.Module, index: torch.Tensor):
+        super().__init__()
+        self.block, self.index = block, index
+
+    def forward(self, x, *args, **kwargs):
+        if args or kwargs or x.dim() != 3:
+            return self.block(x, *args, **kwargs)
+        y = self.block(x.flatten(0, 1).index_select(0, self.index))
+        if not isinstance(y, torch.Tensor):  # e.g. a mixture of experts that also returns router logits
+            return self.block(x)
+        out = y.new_zeros(x.shape[0] * x.shape[1], y.shape[-1]).index_copy(0, self.index, y)
+        return out.view(*x.shape[:2], -1)
+
+
+class _ScoredOnly(_LayerWrapper):
+    """The last decoder layer, with its position-wise blocks run at the scored positions only.
+
+    Nothing reads the last layer's output elsewhere, and its MLP (most of a layer's cost)
+    and attention output projection act on each position alone; keys and values still
+    come from every position. The blocks are swapped inside ``forward`` so that a
+    recomputation in backward (gradient checkpointing) swaps them again.
+    """
+
+    def __init__(self, layer: nn.Module, index: torch.Tensor):
+        super().__init__(layer)
+        self.index = index
+
+    def forward(self, *args, **kwargs):
+        attn = getattr(self.layer, "self_attn", None)
+        slots = [(self.layer, "mlp"), (attn, "o_proj")]
+        slots = [(owner, name) for owner, name in slots if isinstance(getattr(owner, name, None), nn.Module)]
+        kept = [getattr(owner, name) for owner, name in slots]
+        try:
+            for (owner, name), block in zip(slots, kept):
+                setattr(owner, name, _AtPositions(block, self.index))
+            return self.layer(*args, **kwargs)
+        finally:
+            for (owner, name), block in zip(slots, kept):
+                setattr(owner, name, block)
 
 
 def compute_precision(backbone: Backbone):
@@ -72,13 +120,29 @@ def compute_precision(backbone: Backbone):
     return torch.autocast(backbone.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
+def scored_index(rows: torch.Tensor, cols: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """The distinct scored positions as indices of the flattened (batch x seq_len) positions."""
+    return torch.unique(rows * seq_len + cols)
+
+
 @contextlib.contextmanager
-def _layers_only(decoder, start: int, stop: int, final_norm: bool, checkpoint: bool = False):
+def _layers_only(
+    decoder, start: int, stop: int, final_norm: bool, checkpoint: bool = False, scored: torch.Tensor | None = None
+):
     """Run only decoder layers ``start .. stop-1``, keeping every layer's index (and so its
-    prompts, its mask type and its position in ``config.layer_types``) where it was."""
+    prompts, its mask type and its position in ``config.layer_types``) where it was.
+
+    ``scored`` (from ``scored_index``): only those positions of the output are read, so the
+    last layer runs its position-wise blocks there alone (other positions' outputs are wrong).
+    """
     layers, norm = decoder.layers, decoder.norm
-    kept = (lambda layer: _Recomputed(layer)) if checkpoint else (lambda layer: layer)
-    decoder.layers = nn.ModuleList([kept(layer) if start <= i < stop else _PASS for i, layer in enumerate(layers)])
+
+    def kept(i: int, layer: nn.Module) -> nn.Module:
+        if scored is not None and i == stop - 1:
+            layer = _ScoredOnly(layer, scored)
+        return _Recomputed(layer) if checkpoint else layer
+
+    decoder.layers = nn.ModuleList([kept(i, layer) if start <= i < stop else _PASS for i, layer in enumerate(layers)])
     if not final_norm:
         decoder.norm = nn.Identity()
     try:
@@ -134,7 +198,8 @@ def prompted_hidden(
             )
         else:
             states = lower_states(backbone, batch.input_ids, mask, first)
-        layers = _layers_only(decoder, first, len(decoder.layers), final_norm=True, checkpoint=checkpoint)
+        scored = scored_index(batch.rows, cols, states.shape[1])
+        layers = _layers_only(decoder, first, len(decoder.layers), True, checkpoint, scored)
         with layers, compute_precision(backbone):
             out = decoder(
                 inputs_embeds=states.to(model.dtype),
@@ -149,7 +214,8 @@ def prompted_hidden(
         embeds = torch.cat([prefix, embeds], dim=1)
         mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[1]), mask], dim=1)
         cols = cols + prefix.shape[1]
-    layers = _layers_only(decoder, 0, len(decoder.layers), final_norm=True, checkpoint=checkpoint)
+    scored = scored_index(batch.rows, cols, embeds.shape[1])
+    layers = _layers_only(decoder, 0, len(decoder.layers), True, checkpoint, scored)
     with layers, compute_precision(backbone):
         out = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False, talora_prompts=prompts.layer_prompts)
     return out.last_hidden_state[batch.rows, cols]
