@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from talora import attention
@@ -31,7 +32,8 @@ from talora.plan import (
 )
 
 REPO = Path(__file__).parent.parent
-PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("*.yaml"))
+PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("talora-*.yaml"))
+PAPER_SWEEPS = sorted((REPO / "configs" / "paper").glob("zh-talora-table*.yaml"))
 PAPER_7B = REPO / "configs" / "paper" / "talora-zh-qwen2.5-7b.yaml"
 # The published config.json fields of the three shipped models: (d, layers, heads, kv heads, MLP,
 # vocab, tied embeddings, parameters).
@@ -244,3 +246,17 @@ def _saved_bytes(method_name: str, args: dict) -> tuple[int, int]:
 def test_activation_estimate_matches_what_autograd_saves(method_name, args):
     measured, estimate = _saved_bytes(method_name, args)
     assert estimate == pytest.approx(measured, rel=0.06)
+
+
+@needs_real_data
+@pytest.mark.parametrize("path", PAPER_SWEEPS, ids=lambda p: p.name)
+def test_paper_table_sweeps_load_and_plan_with_the_shipped_model(path):
+    from talora.sweep import load_sweep
+
+    assert len(PAPER_SWEEPS) == 3
+    sweep, runs = load_sweep(path, data_dir=str(REAL_DATA))  # the suite's tasks are checked against the data
+    assert len(sweep.targets) >= 4 and runs["talora"][0].method_args == {"layers": 14}
+    stage1, stage2 = make_plan(runs["talora"][0]).rows
+    # The header's "about N GiB" per GPU is the planned stage 2 in bfloat16 with gradient checkpointing.
+    quoted = float(re.search(r"about ([\d.]+) GiB", path.read_text())[1])
+    assert abs(quoted - stage2.memory.total / GIB) < 1.0
