@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import pytest
+from real_data import needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
 from talora import pipeline
 from talora.config import RunConfig, TrainConfig
@@ -168,3 +169,18 @@ def test_the_table_says_where_each_number_comes_from():
     assert "- k counts shots in all" in table
     results["splits"]["source"]["a"] = {"selection": "validation", "report": "validation"}
     assert "scored on validation (the same examples: an optimistic score)" in format_table(results)
+
+
+@needs_real_data
+def test_suites_count_shots_as_their_papers_do(tmp_path):
+    from talora.suites import load_suite
+    from talora.sweep import load_sweep
+
+    assert (load_suite("en-dtvg").shots, load_suite("en-dtvg").ks) == ("total", (4, 16, 32, 64))
+    assert load_suite("en-tpv").shots == "total" and load_suite("zh-talora").shots == "per_class"
+    path = tmp_path / "s.yaml"
+    path.write_text("suite: en-dtvg\nmethods: {prompt_tuning: {}}\n")
+    _, runs = load_sweep(path)
+    assert runs["prompt_tuning"][0].shots == "total"
+    path.write_text("suite: en-dtvg\nrun: {shots: per_class}\nmethods: {prompt_tuning: {}}\n")
+    assert load_sweep(path)[1]["prompt_tuning"][0].shots == "per_class"  # the sweep's own setting wins
