@@ -338,6 +338,16 @@ def cmd_bench(args) -> None:
 def cmd_analyze(args) -> None:
     if args.analysis == "run":
         return cmd_analyze_run(args)
+    if args.analysis in ("compare", "curves"):
+        from .analysis import sweep_results as R
+
+        results = R.load_results(args.results)
+        if args.analysis == "compare":
+            comparison = R.compare(results, args.a, args.b, args.setting)
+            print(json.dumps(comparison, indent=1) if args.json else R.compare_line(comparison))
+        else:
+            print(f"wrote {R.plot_curves(results, Path(args.output), Path(args.results).stem)}", file=sys.stderr)
+        return None
     if args.analysis == "interlayer":
         from .analysis.interlayer import interlayer, write_interlayer
 
@@ -680,6 +690,17 @@ def build_parser() -> argparse.ArgumentParser:
     il.add_argument("dir", help="a TA-LoRA run folder (reads stage1/log.jsonl) or a deep_prompt_tuning run")
     il.add_argument("--output", help="folder for interlayer.md/.png/.json (default: DIR)")
     il.set_defaults(func=cmd_analyze)
+    co = analyses.add_parser("compare", help="two methods of a sweep, cell by cell, with a paired sign-flip test")
+    co.add_argument("results", help="a sweep's results-<name>.json")
+    co.add_argument("a", help="method label")
+    co.add_argument("b", help="method label")
+    co.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(func=cmd_analyze)
+    cu = analyses.add_parser("curves", help="mean target score against k, one line per method (a PNG)")
+    cu.add_argument("results", help="a sweep's results-<name>.json")
+    cu.add_argument("--output", required=True, help="PNG file")
+    cu.set_defaults(func=cmd_analyze)
 
     b = sub.add_parser("bench", help="benchmarks")
     bench = b.add_subparsers(dest="bench", required=True)
