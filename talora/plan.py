@@ -175,6 +175,7 @@ def activation_bytes(
     weight_inputs: int = 0,
     embeddings_train: bool = False,
     first_attention_saves: bool = True,
+    scored_weight_inputs: int = 0,
 ) -> int:
     """Bytes autograd keeps for the backward pass of one training step: an ESTIMATE.
 
@@ -196,7 +197,9 @@ def activation_bytes(
 
     A frozen linear layer saves nothing (its input is needed only for its weight's gradient).
     Per layer, once: the boolean mask turned into an additive bias by each SDPA call, b*S^2*s;
-    deep prompts add their keys/values repeated to H heads, 2*b*m*a*s. Per step, once: rotary
+    deep prompts add their keys/values, 2*b*m*H_kv*hd*s (shared by the query heads of a group). The
+    last layer runs its MLP at the b*n scored positions alone, so it saves (T - b*n)*s*3f less.
+    Per step, once: rotary
     cos/sin 2*T*hd*s, the final norm's float32 copy T*(4d + 4), the boolean causal mask b*S^2,
     and the answer logits b*n*V*(8 + s) (the float32 log-softmax kept for backward, then the
     logits' gradient in float32 and in the compute dtype; never the full b*S*V logits).
@@ -234,7 +237,7 @@ def activation_bytes(
     per_layer = batch * S * S * s
     if kind == "deep":
         per_token += s * a + 4 * H
-        per_layer += 2 * batch * prompt_length * a * s
+        per_layer += 2 * batch * prompt_length * shape.kv_heads * hd * s
     once = T * (2 * hd * s + 4 * d + 4) + batch * S * S + batch * answer_tokens * shape.vocab * (8 + s)
     first_layer_saving = 0
     if kind != "input" and not embeddings_train:
@@ -243,17 +246,23 @@ def activation_bytes(
             first_layer_saving += T * (s * 3 * a + 4 * H) + batch * S * S * s
         elif not first_attention_saves:
             first_layer_saving += T * (s * 4 * a + 4 * H) + batch * S * S * s
+    # The last layer runs its MLP at the scored positions alone (talora.forward): about b*n of T.
+    last_layer_saving = max(T - batch * answer_tokens, 0) * s * (3 * f + scored_weight_inputs)
     if checkpointing:
         return grad_layers * T * s * d + T * per_token + per_layer + once
-    return grad_layers * (T * per_token + per_layer) - first_layer_saving + once
+    return grad_layers * (T * per_token + per_layer) - first_layer_saving - last_layer_saving + once
 
 
-def weight_inputs_per_token(method: Method, shape: ModelShape) -> int:
+SCORED_ONLY_BLOCKS = ("o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def weight_inputs_per_token(method: Method, shape: ModelShape, blocks: tuple[str, ...] | None = None) -> int:
     """Elements per token and layer that a weight-changing method's trained weights make autograd
     keep (their inputs), beyond what the frozen layer saves; 0 for prompt methods.
 
     Known methods are counted from their config; any other weight-changing method is given
-    full fine-tuning's figure, an upper bound.
+    full fine-tuning's figure, an upper bound. ``blocks``: count only the inputs of these
+    projections (the last layer runs o_proj and the MLP at the scored positions alone).
     """
     if not isinstance(method, WholeSetMethod):
         return 0
@@ -261,9 +270,13 @@ def weight_inputs_per_token(method: Method, shape: ModelShape) -> int:
     # Projections that read the same tensor share one saved input.
     inputs = {"q_proj": ("qkv", d), "k_proj": ("qkv", d), "v_proj": ("qkv", d), "o_proj": ("o", a)}
     inputs |= {"gate_proj": ("gate_up", d), "up_proj": ("gate_up", d), "down_proj": ("down", f)}
+    if blocks is not None:
+        inputs = {k: v for k, v in inputs.items() if k in blocks}
     if method.name == "lora":
         targets = [t for t in cfg.target_modules if t in inputs]
         return sum(dict(inputs[t] for t in targets).values()) + cfg.rank * len(targets)
+    if blocks is not None:  # norms and added modules run at every position
+        return sum(dict(inputs.values()).values()) if method.name == "full_finetune" else 0
     if method.name == "bitfit":
         return 2 * d if cfg.train_norms else 0  # the norms' outputs; an added bias saves nothing
     if method.name == "adapter":
@@ -294,6 +307,7 @@ def activation_estimate(method: Method, shape: ModelShape, batch: int, seq: int,
         getattr(method.config, "length", 0),
         answer_tokens,
         weight_inputs=weight_inputs_per_token(method, shape),
+        scored_weight_inputs=weight_inputs_per_token(method, shape, SCORED_ONLY_BLOCKS),
         embeddings_train=method.name == "full_finetune",
         first_attention_saves=method.name != "adapter",  # its first trained weight follows the attention
         **kw,
