@@ -63,7 +63,7 @@ if ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/de
 fi
 
 note "" "## 1. Tests marked gpu"
-step tests 100 "$PY" -m pytest -q -m gpu tests/test_gpu.py
+step tests 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py
 note "$(grep -E '(passed|failed|skipped|error)' "$OUT/tests.log" | tail -n 1)"
 
 note "" "## 2. talora bench speed (embedded model, bfloat16, batch 8 x 128, prompt length 20, L = 15)"
@@ -77,7 +77,7 @@ fi
 
 note "" "## 3. Short bf16 training of the embedded model (configs/smoke.yaml) and its scores"
 rm -rf "$OUT/train"
-if step train 90 "$PY" -m talora train --config configs/smoke.yaml --device cuda --dtype bfloat16 \
+if step train 110 "$PY" -m talora train --config configs/smoke.yaml --device cuda --dtype bfloat16 \
     --output "$OUT/train" --json; then
     note '```' "$(cat "$OUT/train/metrics.json" 2>/dev/null || tail -n 20 "$OUT/train.log")" '```'
     for where in "cuda bfloat16" "cpu float32"; do
