@@ -144,18 +144,20 @@ def run_sweep(
         "shots": first.shots,
     }
     if sweep.zero_shot:
-        # A unit like the others (keyed by what decides its scores): a resumed sweep does not redo it.
-        what = {k: getattr(first, k) for k in ZERO_SHOT_KEYS} | {"sources": sources, "targets": sweep.targets}
+        # One unit per task (keyed by what decides its score): a resumed sweep, or another sweep over
+        # some of the same tasks in the same folder, does not redo it.
+        what = {k: getattr(first, k) for k in ZERO_SHOT_KEYS}
         tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+        scores: dict[str, dict[str, float]] = {"source": {}, "target": {}}
+        for role, names in (("source", sources), ("target", sweep.targets)):
+            for task in names:
 
-        def frozen_model() -> dict:
-            backbone = _backbone(loader, first)
-            return {
-                "source": zero_shot(first, sources, backbone, sources=True) if sources else {},
-                "target": zero_shot(first, sweep.targets, backbone),
-            }
+                def frozen_model(task=task, role=role) -> dict:
+                    backbone = _backbone(loader, first)
+                    return {"score": zero_shot(first, [task], backbone, sources=role == "source")[task]}
 
-        scores = manifest.run(f"{tag} zero-shot", output / "zero_shot", frozen_model)
+                unit = f"{tag} zero-shot {role} {task}"
+                scores[role][task] = manifest.run(unit, output / "zero_shot" / f"{role}-{task}", frozen_model)["score"]
         if sources:
             results["source"]["zero_shot"] = scores["source"]
         results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in scores["target"].items() for k in sweep.ks}
