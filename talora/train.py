@@ -265,7 +265,8 @@ def train(
                 f"loss became {total.item()} at step {step + 1} on batch {uids}; "
                 f"the last good checkpoint is kept in {ckpt_dir}"
             )
-        total.backward()
+        with method.applied(backbone):  # checkpointed layers rerun in backward: with the method installed
+            total.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()

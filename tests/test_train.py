@@ -186,3 +186,22 @@ def test_lr_scale_multiplies_every_group_and_changes_the_result(tmp_path):
         assert lrs == pytest.approx({g["name"]: scale * g["lr"] for g in m.param_groups()})
         finals[scale] = m.theta0.detach().clone()
     assert not torch.allclose(finals[1.0], finals[3.0])
+
+
+def test_gradient_checkpointing_gives_weight_methods_the_same_result(tmp_path):
+    from talora.methods.lora import LoRA, LoRAConfig
+
+    backbone = make_backbone()
+    tr, _, verbs, metrics = _data(backbone, n=8)
+    states = []
+    for checkpointing in (False, True):
+        m = LoRA(LoRAConfig(rank=2, init_seed=3), backbone, NAMES)
+        cfg = _cfg(steps=2, eval_every=0, gradient_checkpointing=checkpointing)
+        train(backbone, m, tr, [], verbs, metrics, cfg, tmp_path / str(checkpointing), 0)
+        states.append(m.state_dict())
+    assert any(
+        not torch.equal(v, LoRA(LoRAConfig(rank=2, init_seed=3), backbone, NAMES).state_dict()[k])
+        for k, v in states[0].items()
+    )
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-5, atol=1e-6, msg=k)
