@@ -31,7 +31,7 @@ def saved_target(tmp_path):
 def test_state_is_saved_apart_from_the_config_and_comes_back(saved_target):
     backbone, target, folder = saved_target
     sidecar = json.loads((folder / SIDECAR).read_text())
-    assert sidecar["state"] == {"transfer": True} and "transfer" not in sidecar["config"]
+    assert sidecar["state"] == {"transfer": True, "joint": False} and "transfer" not in sidecar["config"]
     loaded, _ = load_adapter(folder, backbone)
     assert loaded.state.transfer and not loaded.theta0.requires_grad
     assert torch.equal(loaded.u, target.u)
