@@ -139,3 +139,23 @@ def test_ranking_and_generation_run_on_a_bf16_model():
         torch.testing.assert_close(a, b, rtol=5e-2, atol=0.1)  # bf16 rounding differs between the two paths
     texts = generate(backbone, method, items, 3)
     assert len(texts) == len(items) and all(isinstance(t, str) for t in texts)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--device", "cuda"], "no such CUDA device"),
+        (["--dtype", "float8"], "float8"),
+        (["--device", "tpu"], "tpu"),
+    ],
+)
+def test_placement_errors_are_one_line_and_write_nothing(tiny_models, tmp_path, capsys, flags, message):
+    from talora.cli import main
+
+    out, cfg = tmp_path / "out", tmp_path / "cfg.yaml"
+    cfg.write_text("method: prompt_tuning\nmodel: tiny\ntrain: {steps: 1}\n")
+    code = main(["train", "--config", str(cfg), "--output", str(out), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and err.startswith("talora: error:"), err
+    assert not out.exists()
