@@ -8,6 +8,7 @@ adapter was deleted, truncated or overwritten is run again.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from .atomic import atomic_write
 from .distributed import world
 
 MANIFEST = "manifest.json"
+LOCK = ".manifest.lock"
 OUTPUTS = ("adapter.safetensors", "adapter.json", "metrics.json")
 
 
@@ -46,7 +48,14 @@ class RunManifest:
         self.units[unit] = {"output": str(output), "files": _digest(Path(output)), "summary": summary}
         w = world()
         if w.is_main:  # one writer under a data-parallel launch; the others read it after the barrier
-            atomic_write(self.path, json.dumps(self.units, indent=1).encode())
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # Two sweeps may share a folder (the tables share their sources): merge with what the
+            # other wrote since this one read the file, under a lock, instead of overwriting it.
+            with open(self.folder / LOCK, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+                self.units = {**on_disk, **self.units}
+                atomic_write(self.path, json.dumps(self.units, indent=1).encode())
         w.barrier()
 
     def run(self, unit: str, output: Path, work: Callable[[], dict]) -> dict:

@@ -134,3 +134,18 @@ def test_method_args_equal_to_the_defaults_do_not_change_a_unit_name():
     assert sweep.config_digest(RunConfig(method="talora", method_args={"length": 8})) != sweep.config_digest(
         RunConfig(method="talora")
     )
+
+
+def test_two_manifests_on_one_folder_keep_each_others_units(tmp_path):
+    from talora.runs import RunManifest
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for f in ("adapter.safetensors", "adapter.json", "metrics.json"):
+            (tmp_path / name / f).write_text(name)
+    first, second = RunManifest(tmp_path), RunManifest(tmp_path)  # two sweeps started on the same folder
+    first.record("unit a", tmp_path / "a", {"score": 1})
+    second.record("unit b", tmp_path / "b", {"score": 2})
+    again = RunManifest(tmp_path)
+    assert again.finished("unit a", tmp_path / "a") == {"score": 1}
+    assert again.finished("unit b", tmp_path / "b") == {"score": 2}
