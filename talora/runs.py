@@ -3,7 +3,10 @@
 ``manifest.json`` in the sweep folder maps a unit name ("train talora", "transfer talora
 product_sentiment k=16 seed=0", ...) to the SHA-256 of its output files and its summary.
 A unit counts as finished only if every recorded file still hashes the same: a unit whose
-adapter was deleted, truncated or overwritten is run again.
+adapter was deleted, truncated or overwritten is run again. Sweeps started on one folder
+(TA-LoRA's tables share their sources) share the manifest: each record merges with the file
+under a lock instead of overwriting it. Two processes never run the same unit on purpose; if
+they do, the later record wins and both describe identical files.
 """
 
 from __future__ import annotations
