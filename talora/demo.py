@@ -2,7 +2,8 @@
 
 Sources (synthetic suite): TA-LoRA stage 1 + stage 2, and prompt tuning for the same
 total number of steps. Targets: few-shot transfer for each k, from both. The table
-reports source validation ("unseen data") and target test scores ("unseen tasks").
+reports source scores ("unseen data", on test after selecting on validation) and target
+test scores ("unseen tasks").
 The packaged config (talora/configs/demo.yaml) is an ordinary sweep config.
 """
 

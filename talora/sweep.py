@@ -3,7 +3,8 @@
 A sweep config names a base run (model, data, lengths, step budgets), the methods to
 compare (each may override its method arguments and budgets), the target tasks, the
 k values and the seeds. Every method is trained once on the sources, then transferred
-to every (target, k, seed); the table gives source validation scores ("unseen data"),
+to every (target, k, seed); the table gives source scores on each task's report split
+("unseen data": test, or validation when a task has no test; see pipeline.protocol_splits),
 target test scores as mean ± std over seeds ("unseen task"), and each method's
 trainable parameters (shared / per task). Units are recorded in a run manifest, so an
 interrupted sweep re-runs only what is missing or damaged. The demo is a sweep.
