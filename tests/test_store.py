@@ -101,7 +101,7 @@ def test_add_list_show_remove_through_the_cli(tmp_path, runs, capsys):
     rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(SOURCES + TARGETS[:1])
     assert rows["product_sentiment"]["k"] == 4 and rows["product_sentiment"]["split"] == "test"
-    assert rows["emotion"]["split"] == "validation" and rows["emotion"]["method"] == "talora"
+    assert rows["emotion"]["split"] == "test" and rows["emotion"]["method"] == "talora"
 
     assert main(["store", "show", "--store", str(store), "--task", "product_sentiment"]) == 0
     entry = json.loads(capsys.readouterr().out)
