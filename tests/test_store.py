@@ -107,7 +107,7 @@ def test_add_list_show_remove_through_the_cli(tmp_path, runs, capsys):
     entry = json.loads(capsys.readouterr().out)
     assert entry["inputs"] == {"text": "string"}
     assert entry["spec"]["labels"] == ["good", "bad"] and entry["spec"]["template"].startswith("Product review:")
-    assert entry["state"] == {"transfer": True} and entry["config"]["layers"] == 2
+    assert entry["state"] == {"transfer": True, "joint": False} and entry["config"]["layers"] == 2
     assert set(entry["tensors"]) == {"theta0", "B", "u", "v", "gates"}
     assert entry["tensors"]["u"]["shape"][1] == 1  # the task's own slice
     assert entry["training"]["k"] == 4 and entry["training"]["seed"] == 0 and entry["training"]["data_dir"] is None
