@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
@@ -94,3 +95,23 @@ def tiny_models(tmp_path, monkeypatch, saved_tiny_models) -> dict[str, Backbone]
     (tmp_path / "tiny").symlink_to(saved_tiny_models["llama"])
     (tmp_path / "tiny-qwen3").symlink_to(saved_tiny_models["qwen3"])
     return {"tiny": load_backbone("tiny"), "tiny-qwen3": load_backbone("tiny-qwen3")}
+
+
+def write_tiny_sweep(path: Path, methods: dict, seeds=(0,)) -> Path:
+    """A sweep config of two-step runs on the ``tiny`` model (see ``tiny_models``): two sources,
+    ``tweet_emotion`` as the one target at k = 2, the given methods and seeds."""
+    short = dict(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
+    run = dict(
+        model="tiny",
+        tasks=["movie_sentiment", "emotion"],
+        max_length=48,
+        train_examples=8,
+        validation_examples=4,
+        test_examples=6,
+        stage1=short,
+        train=short,
+        transfer=dict(steps=1, batch_size=2, warmup_steps=0, eval_every=0),
+    )
+    sweep = {"run": run, "methods": methods, "targets": ["tweet_emotion"], "ks": [2], "seeds": list(seeds)}
+    path.write_text(yaml.safe_dump(sweep))
+    return path

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from conftest import write_tiny_sweep
 
 from talora import budget
 from talora.cli import main
@@ -12,27 +13,11 @@ from talora.tasks import load_tasks
 
 @pytest.fixture
 def sweep_file(tmp_path, tiny_models):
-    short = dict(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
-    run = dict(
-        model="tiny",
-        tasks=["movie_sentiment", "emotion"],
-        max_length=48,
-        train_examples=8,
-        validation_examples=4,
-        test_examples=6,
-        stage1=short,
-        train=short,
-        transfer=dict(steps=1, batch_size=2, warmup_steps=0, eval_every=0),
-    )
-    path = tmp_path / "sweep.yaml"
     methods = {
         "talora": {"method_args": {"length": 2, "layers": 1}},
         "pt": {"method": "prompt_tuning", "method_args": {"length": 2}, "from_scratch": True},
     }
-    path.write_text(
-        yaml.safe_dump({"run": run, "methods": methods, "targets": ["tweet_emotion"], "ks": [2], "seeds": [0]})
-    )
-    return path
+    return write_tiny_sweep(tmp_path / "sweep.yaml", methods)
 
 
 def _metrics(folder):

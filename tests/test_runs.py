@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from conftest import write_tiny_sweep
 
 from talora import sweep
 from talora.suites import load_suite
@@ -9,35 +10,12 @@ from talora.suites import load_suite
 
 @pytest.fixture
 def tiny_demo(tmp_path, tiny_models):
-    short = dict(steps=2, batch_size=2, warmup_steps=0, eval_every=0, eval_examples=2)
-    run = dict(
-        model="tiny",
-        tasks=["movie_sentiment", "emotion"],
-        max_length=48,
-        train_examples=8,
-        validation_examples=4,
-        test_examples=6,
-        stage1=short,
-        train=short,
-        transfer=dict(steps=1, batch_size=2, warmup_steps=0, eval_every=0),
-    )
-    path = tmp_path / "sweep.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "run": run,
-                "methods": {
-                    "talora": {"method_args": {"length": 2, "layers": 1}},
-                    "pt": {"method": "prompt_tuning", "method_args": {"length": 2}},
-                    "pt_scratch": {"method": "prompt_tuning", "method_args": {"length": 2}, "from_scratch": True},
-                },
-                "targets": ["tweet_emotion"],
-                "ks": [2],
-                "seeds": [0, 1],
-            }
-        )
-    )
-    return path
+    methods = {
+        "talora": {"method_args": {"length": 2, "layers": 1}},
+        "pt": {"method": "prompt_tuning", "method_args": {"length": 2}},
+        "pt_scratch": {"method": "prompt_tuning", "method_args": {"length": 2}, "from_scratch": True},
+    }
+    return write_tiny_sweep(tmp_path / "sweep.yaml", methods, seeds=(0, 1))
 
 
 def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo, monkeypatch):
