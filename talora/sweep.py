@@ -184,7 +184,20 @@ def run_sweep(
                     for seed in sweep.seeds:
                         out = output / f"{label}-{task}-k{k}-s{seed}"
                         source = None if scratch else folder
-                        unit = _unit(loader, cfg, run_transfer, source, task, k, seed, out, config=cfg, shots=cfg.shots)
+                        # This sweep's transfer settings, not those saved with a source run another sweep trained.
+                        unit = _unit(
+                            loader,
+                            cfg,
+                            run_transfer,
+                            source,
+                            task,
+                            k,
+                            seed,
+                            out,
+                            config=cfg,
+                            train_cfg=cfg.transfer,
+                            shots=cfg.shots,
+                        )
                         res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out, unit)
                         results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]

@@ -1,5 +1,7 @@
 """The run manifest: a re-run of a sweep skips finished, intact units and redoes damaged ones."""
 
+import json
+
 import pytest
 import yaml
 from conftest import write_tiny_sweep
@@ -101,6 +103,30 @@ def test_source_training_is_shared_by_sweeps_that_differ_only_in_transfer():
     assert sweep.config_digest(a, ignore=("transfer",)) != sweep.config_digest(
         RunConfig(train=TrainConfig(steps=10)), ignore=("transfer",)
     )
+
+
+def test_a_sweep_sharing_another_sweeps_sources_transfers_with_its_own_settings(tmp_path, tiny_models, monkeypatch):
+    methods = {"talora": {"method_args": {"length": 2, "layers": 1}}}
+    path = write_tiny_sweep(tmp_path / "first.yaml", methods)
+    out = tmp_path / "sweep"
+    sweep.run_sweep(path, out)
+    second = yaml.safe_load(path.read_text())
+    second["run"]["transfer"]["steps"] = 3
+    path = tmp_path / "second.yaml"
+    path.write_text(yaml.safe_dump(second))
+    trained = []
+    real_train = sweep.run_train
+    monkeypatch.setattr(sweep, "run_train", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    sweep.run_sweep(path, out)
+    assert trained == []  # the source run is the first sweep's
+    assert yaml.safe_load((out / "talora" / "config.yaml").read_text())["transfer"]["steps"] == 1
+    assert yaml.safe_load((out / "talora-tweet_emotion-k2-s0" / "config.yaml").read_text())["transfer"]["steps"] == 3
+    steps = [
+        r["step"]
+        for r in map(json.loads, (out / "talora-tweet_emotion-k2-s0" / "log.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    assert max(steps) == 3
 
 
 def test_method_args_equal_to_the_defaults_do_not_change_a_unit_name():
