@@ -24,7 +24,7 @@ from pathlib import Path
 from .config import from_dict, read_yaml
 from .data_paths import shared_data_dir
 from .errors import ConfigError, DataError
-from .tasks.sampling import K_ALL, SHOT_MODES
+from .tasks.sampling import K_ALL, SHOT_MODES, is_k
 
 SUITES_DIR = Path(__file__).parent / "configs" / "suites"
 SUITES = tuple(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
@@ -51,7 +51,7 @@ class Suite:
                 raise ValueError(f"{key}: expected a non-empty list of task names, got {list(value)}")
             if len(set(value)) != len(value):
                 raise ValueError(f"{key}: names a task twice: {list(value)}")
-        if not self.ks or not all(k == K_ALL or isinstance(k, int) and k >= 1 for k in self.ks):
+        if not self.ks or not all(is_k(k) for k in self.ks):
             raise ValueError(f"ks: expected a non-empty list of positive integers or {K_ALL!r}, got {list(self.ks)}")
         if self.shots not in SHOT_MODES:
             raise ValueError(f"shots: expected one of {', '.join(SHOT_MODES)}, got {self.shots!r}")

@@ -93,7 +93,7 @@ def load_sweep(
         sweep.seeds = sweep.seeds or list(suite.seeds)
     sweep.targets, sweep.ks, sweep.seeds = sweep.targets or [], sweep.ks or [16, 32], sweep.seeds or [0]
     for k in sweep.ks:
-        if not (k == T.K_ALL or isinstance(k, int) and k >= 1):
+        if not T.is_k(k):
             raise ConfigError(f"{path}: ks: {k!r} is neither a positive number of shots nor {T.K_ALL!r}")
     if data_dir is not None:
         base["data_dir"] = data_dir

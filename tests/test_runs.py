@@ -53,6 +53,10 @@ def test_sweep_config_errors_name_the_key(tmp_path):
     bad.write_text(yaml.safe_dump({"run": {}, "methods": {"nope": {}}}))
     with pytest.raises(Exception, match="unknown method 'nope'"):
         sweep.load_sweep(bad)
+    for k in (0, "some"):
+        bad.write_text(yaml.safe_dump({"run": {}, "methods": {"talora": {}}, "ks": [k]}))
+        with pytest.raises(Exception, match="ks: .* is neither a positive number of shots nor 'all'"):
+            sweep.load_sweep(bad)
 
 
 def test_a_sweep_takes_its_tasks_and_grid_from_a_suite(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import jsonl, synthetic
 from .base import Example, Task, TaskSpec
 from .metrics import compute_metrics, majority_baseline, question_of
-from .sampling import K_ALL, KS, SHOT_MODES, evaluation_split, few_shot, parse_k, sample_k_shot
+from .sampling import K_ALL, KS, SHOT_MODES, evaluation_split, few_shot, is_k, parse_k, sample_k_shot
 from .synthetic import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
 
 
@@ -53,6 +53,7 @@ __all__ = [
     "sample_k_shot",
     "few_shot",
     "parse_k",
+    "is_k",
     "K_ALL",
     "SHOT_MODES",
     "evaluation_split",

@@ -88,9 +88,14 @@ def few_shot(task: Task, k: int | str, seed: int, mode: str = "per_class") -> li
     return sample_k_shot(pool, k, seed, per_class=False)
 
 
+def is_k(value) -> bool:
+    """Whether ``value`` is a k as configs give it: a positive integer (not a YAML boolean) or ``all``."""
+    return value == K_ALL or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
 def parse_k(value: str | int) -> int | str:
     """A k from the command line or a config: a positive integer or ``all``."""
-    if value == K_ALL or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+    if is_k(value):
         return value
     if isinstance(value, str) and value.isdigit() and int(value) > 0:
         return int(value)
