@@ -395,18 +395,50 @@ def cmd_store(args) -> None:
             print(f"{what}: {r['method']}, {r['new_blobs']} new tensor file(s), {r['reused_blobs']} already stored")
     elif args.action == "list":
         rows = store.summary()
+        damaged = _damaged_tasks(store.verify())
         if args.json:
+            rows = [{**r, "damaged": damaged.get(r["task"])} for r in rows]
             print(json.dumps(rows, indent=1, ensure_ascii=False))
-            return
-        for r in rows:
+        for r in [] if args.json else rows:
             score = "-" if r["score"] is None else f"{r['metric']}={r['score']:.4f}"
             k = "" if r["k"] is None else f" k={r['k']}"
-            print(f"{r['task']:24s} {r['method']:18s} {r['kind']:15s} {score:20s}{k}  {r['source']}")
+            flag = f"  DAMAGED: {'; '.join(damaged[r['task']])}" if r["task"] in damaged else ""
+            print(f"{r['task']:24s} {r['method']:18s} {r['kind']:15s} {score:20s}{k}  {r['source']}{flag}")
+        _refuse_damage(store, damaged)
     elif args.action == "show":
-        print(json.dumps(store.entry(args.task), indent=1, ensure_ascii=False))
+        entry = store.entry(args.task)
+        print(json.dumps(entry, indent=1, ensure_ascii=False))
+        _refuse_damage(store, _damaged_tasks(store.verify([args.task])))
+    elif args.action == "verify":
+        problems = store.verify()
+        for p in problems:
+            users = f"task{'s' if len(p['tasks']) > 1 else ''} {', '.join(p['tasks'])}"
+            print(f"{store.folder / p['file']}: {p['problem']}, {p['detail']} ({users})")
+        _refuse_damage(store, _damaged_tasks(problems))
+        print(f"{len(store.tasks())} task(s) in {args.store}: every entry and blob matches its sha256")
     else:
         store.remove(args.task)
         print(f"removed {args.task} from {args.store}")
+
+
+def _damaged_tasks(problems: list[dict]) -> dict[str, list[str]]:
+    """Task -> what is wrong with each of its damaged files, from ``AdapterStore.verify``."""
+    out: dict[str, list[str]] = {}
+    for p in problems:
+        for task in p["tasks"]:
+            out.setdefault(task, []).append(f"{p['file']} {p['problem']}")
+    return out
+
+
+def _refuse_damage(store, damaged: dict[str, list[str]]) -> None:
+    from .errors import AdapterError
+
+    if damaged:
+        raise AdapterError(
+            f"store {store.folder}: damaged files in {len(damaged)} task(s): {', '.join(damaged)}; "
+            f"`talora store verify --store {store.folder}` lists them, `talora store add` of a task's adapter "
+            "again repairs them"
+        )
 
 
 def cmd_predict(args) -> None:
@@ -478,6 +510,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 0 to 65535, got {text!r}")
     return value
 
 
@@ -744,7 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr = actions.add_parser("remove", help="remove a task (tensors other tasks use stay)")
     sr.add_argument("--store", required=True)
     sr.add_argument("--task", required=True)
-    for action in (sa, sl, ss, sr):
+    sk = actions.add_parser("verify", help="check every entry and blob against its sha256 (exit 2 if one is damaged)")
+    sk.add_argument("--store", required=True)
+    for action in (sa, sl, ss, sr, sk):
         action.set_defaults(func=cmd_store)
 
     pr = sub.add_parser("predict", help="JSONL records {task, fields...} in, one JSONL prediction per record out")
@@ -758,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP service over an adapter store, batching concurrent requests (uvicorn)")
     sv.add_argument("--store", required=True, help="adapter store folder (`talora store add`)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0: any free one)")
     sv.add_argument("--max-batch", type=_positive_int, default=32, help="records gathered into one batch")
     sv.add_argument(
         "--max-wait-ms", type=float, default=5, help="how long a batch waits for more requests after its first"

@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -38,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, DataError, TaloraError
+from .errors import AdapterError, ConfigError, DataError, TaloraError
 from .store import record_inputs
 
 try:  # at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
@@ -92,7 +94,7 @@ def task_rows(engine: Engine) -> list[dict]:
         recorded = {row["task"]: row for row in engine.store.summary()}
     except TaloraError:  # the store changed under the engine: its own snapshot still answers
         recorded = {}
-    rows = []
+    rows, damaged = [], engine.damaged
     for task in engine.tasks:
         spec, row = engine.specs[task], recorded.get(task, {})
         rows.append(
@@ -105,6 +107,7 @@ def task_rows(engine: Engine) -> list[dict]:
                 "method": row.get("method"),
                 "k": row.get("k"),
                 "inputs": record_inputs(spec),
+                "damaged": damaged.get(task),
             }
         )
     return rows
@@ -287,10 +290,10 @@ def _validate(engine: Engine, records, max_records: int) -> None:
         raise ApiError(422, "the list of records is empty: send at least one")
     if len(records) > max_records:
         raise ApiError(413, f"{len(records)} records in one request; at most {max_records} (max_records)")
-    specs = engine.specs
+    specs, damaged = engine.specs, engine.damaged
     for i, record in enumerate(records):
         task = record.get("task") if isinstance(record, dict) else None
-        if isinstance(task, str) and task not in specs:
+        if isinstance(task, str) and task not in specs and task not in damaged:
             raise ApiError(
                 404,
                 f"record {i}: task {task!r} is not served here; tasks: {', '.join(specs) or 'none'}",
@@ -301,9 +304,29 @@ def _validate(engine: Engine, records, max_records: int) -> None:
         engine.check(records)
     except DataError as err:
         raise ApiError(422, str(err)) from None
+    except AdapterError as err:  # the task's stored files are damaged: the store's fault, not the request's
+        raise ApiError(500, str(err), "server_error") from None
+
+
+def _check_content_type(request) -> None:
+    """Only ``application/json`` (UTF-8) is read. Browsers send text/plain and form bodies to any
+    origin without asking it first, so accepting them would let any web page post to a local
+    server; and a form body is not JSON anyway."""
+    given = request.headers.get("content-type")
+    media, *params = [part.strip() for part in (given or "").split(";")]
+    charset = next((p.partition("=")[2].strip().strip('"') for p in params if p.lower().startswith("charset=")), None)
+    if media.lower() != "application/json" or (charset is not None and charset.lower() not in ("utf-8", "utf8")):
+        raise ApiError(
+            415,
+            f"Content-Type {given!r}: send the body as JSON with the header Content-Type: application/json"
+            if given
+            else "no Content-Type: send the body as JSON with the header Content-Type: application/json",
+            "unsupported_media_type_error",
+        )
 
 
 async def _read_json(request, limit: int):
+    _check_content_type(request)
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -318,11 +341,19 @@ async def _read_json(request, limit: int):
     if not body:
         raise ApiError(400, "empty body: expected JSON")
     try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise ApiError(400, "body is not UTF-8 text") from None
+        # Decoded here, strictly: json.loads(bytes) would also take UTF-16 and UTF-32, which JSON
+        # over HTTP is not (RFC 8259), and report other encodings as malformed JSON.
+        text = bytes(body).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, f"body is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise ApiError(400, f"malformed JSON body: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ApiError(
+            400, "JSON body nested too deeply to read: a record is one object of its task's fields"
+        ) from None
 
 
 class _FinishReason:
@@ -400,6 +431,12 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request, err: HTTPException):
         return error(err.status_code, str(err.detail), "invalid_request_error", getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, err: Exception):
+        # A bug of ours still answers in the format clients parse; Starlette re-raises it for the log.
+        message = " ".join(str(err).split()) or "no message"
+        return error(500, f"internal error: {type(err).__name__}: {message}", "server_error")
 
     @app.middleware("http")
     async def bearer_token(request: Request, call_next):
@@ -485,6 +522,10 @@ def create_app(
         if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
             raise ApiError(422, "only one completion per prompt (n=1): decoding is greedy", param="n")
         engine = batcher.engine
+        if task in engine.damaged:
+            from .serving import unservable
+
+            raise ApiError(500, unservable(task, engine.damaged[task]), "server_error", param="model")
         if task not in engine.specs:
             raise ApiError(
                 404,
@@ -537,6 +578,71 @@ def create_app(
     return app
 
 
+def uvicorn_config(app, **kwargs):
+    """The uvicorn configuration ``talora serve`` runs ``app`` with (``kwargs``: uvicorn.Config's)."""
+    import uvicorn
+
+    return uvicorn.Config(app, http=_json_errors_h11(), **kwargs)
+
+
+def _json_errors_h11():
+    """uvicorn's h11 protocol, except that a request it cannot parse (a Content-Length that is not a
+    number, a malformed request line or header) is answered in the service's JSON error format: such a
+    request never reaches the app, and uvicorn would answer it in plain text. Named explicitly, it also
+    keeps uvicorn from switching to httptools, whose answer to those is plain text too."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class JsonErrorsH11(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            message = f"malformed HTTP request (a bad Content-Length, request line or header): {msg}"
+            body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": 400}})
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body.encode())):
+                self.transport.write(self.conn.send(event))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+            self.transport.close()
+
+    return JsonErrorsH11
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address ``host`` resolves to (as asyncio would bind them), or a
+    ConfigError saying why not. Bound here, before the model loads, so a port in use or out of
+    range is one error line at once rather than a uvicorn log line (or an OverflowError) after it."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port!r}: a TCP port is a number from 0 to 65535")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as err:
+        raise ConfigError(f"--host {host!r}: not an address this machine can listen on ({err})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own socket
+            if port == 0 and len(sockets) > 1:  # one free port for every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except OSError as err:
+        for sock in sockets:
+            sock.close()
+        why = err.strerror or str(err)
+        if err.errno == errno.EADDRINUSE:
+            why += ": another process listens there; stop it or choose another --port"
+        elif err.errno == errno.EACCES:
+            why += ": ports below 1024 need privileges; choose another --port"
+        raise ConfigError(f"cannot listen on {host}:{port} ({why})") from None
+    return sockets
+
+
 def run_server(
     store_dir: str,
     host: str = "127.0.0.1",
@@ -566,20 +672,29 @@ def run_server(
     spec = model or base.get("load")
     if spec is None:
         raise ConfigError(f"store {store_dir} does not record how to load base model {base.get('id')!r}; give --model")
-    placement = placement or {}
-    backbone = load_backbone(spec, placement.get("dtype", "auto"), placement.get("device", "auto"))
-    engine = Engine(store, backbone, max_batch)
-    engine.preload()  # a damaged store is an error now, not on some request later
-    app = create_app(
-        engine,
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        queue_size=queue_size,
-        api_key=api_key,
-        max_records=max_records,
-    )
-    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
-        log(f"talora serve: warning: listening on {host} without a token (--api-key or TALORA_API_KEY)")
-    log(f"talora serve: {len(engine.tasks)} task(s) of {store_dir} on http://{host}:{port}")
-    # No graceful-shutdown timeout: the queue is bounded, so draining it ends.
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=None)
+    sockets = bind(host, port)
+    try:
+        placement = placement or {}
+        backbone = load_backbone(spec, placement.get("dtype", "auto"), placement.get("device", "auto"))
+        engine = Engine(store, backbone, max_batch)
+        # Damage is found now, not on some request later; a damaged task fails its own requests only.
+        for task, problem in engine.preload(strict=False).items():
+            log(f"talora serve: warning: not serving task {task!r}: {problem}")
+        app = create_app(
+            engine,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            queue_size=queue_size,
+            api_key=api_key,
+            max_records=max_records,
+        )
+        if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+            log(f"talora serve: warning: listening on {host} without a token (--api-key or TALORA_API_KEY)")
+        port = sockets[0].getsockname()[1]
+        log(f"talora serve: {len(engine.tasks)} task(s) of {store_dir} on http://{host}:{port}")
+        # No graceful-shutdown timeout: the queue is bounded, so draining it ends.
+        config = uvicorn_config(app, log_level="info", timeout_graceful_shutdown=None)
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -91,10 +91,14 @@ def record_example(spec: TaskSpec, record: dict, where: str) -> Example:
 
 
 def records_to_examples(
-    specs: dict[str, TaskSpec], records: Sequence, where: Sequence[str] | None = None
+    specs: dict[str, TaskSpec],
+    records: Sequence,
+    where: Sequence[str] | None = None,
+    damaged: dict[str, str] | None = None,
 ) -> list[Example]:
     """Check every record against the tasks' specs (no model needed) and build its example.
-    ``where`` names each record in errors (default ``record <i>``, counted from 0)."""
+    ``where`` names each record in errors (default ``record <i>``, counted from 0). A record for
+    a task of ``damaged`` (task -> what is wrong with its stored files) is an AdapterError."""
     examples = []
     for i, record in enumerate(records):
         here = where[i] if where is not None else f"record {i}"
@@ -105,11 +109,20 @@ def records_to_examples(
             raise DataError(f"{here}: field 'task' is missing")
         if not isinstance(task, str):
             raise DataError(f"{here}: field 'task' must be a string, got {_type_name(task)}")
+        if damaged and task in damaged:
+            raise AdapterError(f"{here}: {unservable(task, damaged[task])}")
         if task not in specs:
             known = ", ".join(specs) or "no tasks"
             raise DataError(f"{here}: field 'task' is {task!r}, not a task of this store; it has: {known}")
         examples.append(record_example(specs[task], record, here))
     return examples
+
+
+def unservable(task: str, problem: str) -> str:
+    return (
+        f"task {task!r} cannot be served, its stored files are damaged ({problem}); "
+        "`talora store verify` lists them, and `talora store add` of its adapter again repairs them"
+    )
 
 
 @dataclass
@@ -145,7 +158,9 @@ class Engine:
         self.store = store if isinstance(store, AdapterStore) else AdapterStore(store)
         self.backbone = backbone
         self.batch_size = batch_size
-        base, self._entries = self.store.entries()
+        # Tasks whose files are damaged (task -> what is wrong): their requests fail, the others are served.
+        self._damaged: dict[str, str] = {}
+        base, self._entries = self.store.entries(damaged=self._damaged)
         if base.get("fingerprint") != backbone.fingerprint:
             raise AdapterError(
                 f"store {self.store.folder} holds adapters for base model {base.get('id')!r} "
@@ -165,16 +180,30 @@ class Engine:
     def tasks(self) -> list[str]:
         return list(self._entries)
 
-    def preload(self, tasks: Sequence[str] | None = None) -> None:
+    @property
+    def damaged(self) -> dict[str, str]:
+        """Tasks found damaged so far (all of them after ``preload``) -> what is wrong with their files.
+        Read without the lock (a dict copy is atomic), so request handlers never wait for a batch."""
+        return dict(self._damaged)
+
+    def preload(self, tasks: Sequence[str] | None = None, strict: bool = True) -> dict[str, str]:
         """Load the given tasks (default: all) now rather than on their first request; a server
-        calls this at start-up so a damaged file is reported before the first request."""
+        calls this at start-up so a damaged file is reported before the first request. Every task
+        that can be loaded is; then, if any asked for is damaged, ``strict`` raises an AdapterError
+        naming them, else they are returned (task -> problem) and the engine serves the rest."""
         with self._lock:
-            for task in self.tasks if tasks is None else tasks:
-                if task not in self._entries:
+            wanted = [*self._entries, *self._damaged] if tasks is None else list(tasks)
+            for task in wanted:
+                if task not in self._entries and task not in self._damaged:
                     raise ConfigError(
                         f"store {self.store.folder} has no task {task!r}; it has: {', '.join(self.tasks)}"
                     )
-                self._load(task)
+                if task in self._entries:
+                    self._load(task)
+            bad = {t: self._damaged[t] for t in wanted if t in self._damaged}
+        if strict and bad:
+            raise AdapterError("; ".join(unservable(t, problem) for t, problem in bad.items()))
+        return bad
 
     def units(self) -> list[list[str]]:
         """The tasks of each loaded unit: one forward pass per batch serves each list."""
@@ -185,8 +214,9 @@ class Engine:
             return list(grouped.values())
 
     def check(self, records: Sequence, where: Sequence[str] | None = None) -> list[Example]:
-        """The examples of ``records``, or the DataError of the first bad one (no model is run)."""
-        return records_to_examples(self.specs, records, where)
+        """The examples of ``records``, or the DataError of the first bad one (no model is run); a
+        record for a task known to be damaged is an AdapterError."""
+        return records_to_examples(self.specs, records, where, self.damaged)
 
     def predict(
         self, records: Sequence[dict], where: Sequence[str] | None = None, batch_size: int | None = None
@@ -202,6 +232,9 @@ class Engine:
         with self._lock, torch.no_grad():
             for task in dict.fromkeys(ex.task for ex in examples):
                 self._load(task)
+            for ex in examples:  # damage found by the loads just made
+                if ex.task in self._damaged:
+                    raise AdapterError(f"{ex.uid}: {unservable(ex.task, self._damaged[ex.task])}")
             items = [self._encode(ex) for ex in examples]
             results: list[dict] = [{} for _ in examples]
             for start in range(0, len(items), size):
@@ -217,7 +250,7 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
     def _load(self, task: str) -> None:
-        if task in self._unit_of:
+        if task in self._unit_of or task in self._damaged:
             return
         from .methods import method_class
         from .predict import Verbalizer
@@ -228,7 +261,11 @@ class Engine:
             cls = method_class(self._entries[task]["method"])
             clusters: list[list[Method]] = []
             for t in group:
-                piece = self.store.load_unit(self._entries[t], self.backbone, cache)
+                try:
+                    piece = self.store.load_unit(self._entries[t], self.backbone, cache)
+                except AdapterError as err:  # this task alone: the others still merge and serve
+                    self._damaged[t] = str(err)
+                    continue
                 # Equal shared tensors are transitive: trying a cluster's first member decides.
                 home = next((c for c in clusters if cls.merge_tasks([c[0], piece], self.backbone) is not None), None)
                 if home is None:
@@ -240,7 +277,11 @@ class Engine:
                 merged = cls.merge_tasks(cluster, self.backbone) if len(cluster) > 1 else cluster[0]
                 methods += [merged] if merged is not None else cluster
         else:
-            methods = [self.store.load_unit(self._entries[task], self.backbone, cache)]
+            try:
+                methods = [self.store.load_unit(self._entries[task], self.backbone, cache)]
+            except AdapterError as err:  # one set of tensors for all of them: they fail together
+                self._damaged.update(dict.fromkeys(group, str(err)))
+                return
         tokenizer = self.backbone.tokenizer
         for method in methods:
             served = [t for t in method.task_names if t in group]
@@ -307,29 +348,44 @@ def _ranked_result(task: str, verb: Verbalizer, scores) -> dict:
 
 
 # ---------------------------------------------------------------- talora predict
+def parse_json(text: str, where: str):
+    """``text`` parsed, or a DataError naming ``where``. Python's parser recurses once per level of
+    nesting, so a line nested deeper than the recursion limit raises RecursionError: that is the
+    input's fault, and is reported as such rather than as a crash."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: malformed JSON ({err.msg})") from None
+    except RecursionError:
+        raise DataError(
+            f"{where}: JSON nested too deeply to read; a record is one object of its task's fields"
+        ) from None
+
+
 def read_jsonl(path: str) -> tuple[list, list[str]]:
     """The records of a JSONL file ("-" = stdin) and where each came from (``FILE, line N``);
     blank lines are skipped, a malformed line is a DataError naming its number."""
     if path == "-":
-        name, lines = "stdin", sys.stdin.read().splitlines()
+        # Bytes, decoded as UTF-8 below: the locale's encoding is not the records'.
+        raw = getattr(sys.stdin, "buffer", None)
+        name, data = "stdin", raw.read() if raw is not None else sys.stdin.read().encode()
     else:
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"--input {path}: file not found")
-        try:
-            lines = file.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not UTF-8 text ({err})") from None
-        name = path
+        name, data = path, file.read_bytes()
+    try:
+        # Only "\n" ends a JSONL line: str.splitlines() would also cut at U+2028 and the like,
+        # which JSON strings may hold unescaped.
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name}: not UTF-8 text ({err})") from None
     records, where = [], []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         here = f"{name}, line {lineno}"
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{here}: malformed JSON ({err.msg})") from None
+        records.append(parse_json(line, here))
         where.append(here)
     return records, where
 
@@ -354,9 +410,10 @@ def run_predict(
     if output_path != "-" and Path(output_path).is_dir():
         raise ConfigError(f"--output {output_path} is a folder, not a file")
     store = AdapterStore(store_dir)
-    base, entries = store.entries()
+    damaged: dict[str, str] = {}
+    base, entries = store.entries(damaged=damaged)
     records, where = read_jsonl(input_path)
-    records_to_examples({t: spec_from_dict(e["spec"]) for t, e in entries.items()}, records, where)
+    records_to_examples({t: spec_from_dict(e["spec"]) for t, e in entries.items()}, records, where, damaged)
     results: list[dict] = []
     if records:  # an empty input needs no model
         if backbone is None:

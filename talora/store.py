@@ -222,11 +222,64 @@ class AdapterStore:
             index = self._index()
             return self._read_entry(task, self._task_info(index, task))
 
-    def entries(self) -> tuple[dict, dict[str, dict]]:
-        """(base model, every task's entry), read as one consistent snapshot."""
+    def entries(self, damaged: dict[str, str] | None = None) -> tuple[dict, dict[str, dict]]:
+        """(base model, every task's entry), read as one consistent snapshot. A missing or corrupt
+        entry raises an AdapterError; given a ``damaged`` dict, its task is left out instead and
+        the error recorded there (task -> message), so one bad task does not hide the others."""
         with self._locked(exclusive=False):
             index = self._index()
-            return dict(index["base_model"]), {t: self._read_entry(t, info) for t, info in index["tasks"].items()}
+            entries = {}
+            for task, info in index["tasks"].items():
+                try:
+                    entries[task] = self._read_entry(task, info)
+                except (AdapterError, ValueError) as err:
+                    if damaged is None:
+                        raise
+                    damaged[task] = str(err)
+            return dict(index["base_model"]), entries
+
+    def verify(self, tasks: list[str] | None = None) -> list[dict]:
+        """Every entry and blob of ``tasks`` (default: all) checked against its sha256, each blob
+        once however many tasks share it. One record per damaged file: {"file" (relative to the
+        store), "tasks" (those that use it), "problem" (missing, corrupt or misnamed), "detail"};
+        an intact store gives []."""
+        with self._locked(exclusive=False):
+            index = self._index()
+            for task in tasks or []:
+                self._task_info(index, task)
+            problems, users = [], {}
+            for task, info in index["tasks"].items():
+                if tasks is not None and task not in tasks:
+                    continue
+                name = str(info.get("entry", ""))
+                problem = self._file_problem(name, info.get("sha256"), task)
+                if problem is not None:
+                    problems.append({"file": name, "tasks": [task], **problem})
+                for digest in info.get("blobs") or []:
+                    users.setdefault(str(digest), []).append(task)
+            for digest, used_by in users.items():
+                name = f"{BLOBS}/{digest}.safetensors"
+                if _DIGEST.fullmatch(digest):
+                    problem = self._file_problem(name, digest, used_by[0])
+                else:
+                    problem = {"problem": "misnamed", "detail": f"the index names no blob ({digest!r})"}
+                if problem is not None:
+                    problems.append({"file": name, "tasks": used_by, **problem})
+        return problems
+
+    def _file_problem(self, relative: str, digest, task: str) -> dict | None:
+        try:
+            actual = sha256(self._inside(relative, task).read_bytes())
+        except AdapterError as err:
+            return {"problem": "misnamed", "detail": str(err)}
+        except (FileNotFoundError, IsADirectoryError):
+            return {"problem": "missing", "detail": "no such file"}
+        if actual != digest:
+            return {
+                "problem": "corrupt",
+                "detail": f"its content hashes to {actual[:16]}..., not the {str(digest)[:16]}... it was stored as",
+            }
+        return None
 
     def read_tensors(self, entry: dict, cache: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """An entry's tensors, each blob verified against its sha256 (``cache``: blobs already read)."""

@@ -31,8 +31,9 @@ from talora.adapter_files import load_adapter
 from talora.batching import encode
 from talora.bench_serve import add_random_prompts
 from talora.cli import main
+from talora.errors import AdapterError
 from talora.predict import Verbalizer
-from talora.serve import create_app
+from talora.serve import create_app, uvicorn_config
 from talora.serving import Engine
 from talora.store import AdapterStore, record_inputs
 from talora.tasks import load_tasks
@@ -41,6 +42,7 @@ SYNTHETIC = ["movie_sentiment", "news_topic", "emotion", "question_match"]
 KINDS = ["cls", "mc", "sts", "qa", "ote"]
 MAX_LENGTH = 256  # what a store records for an adapter saved without a run config
 TOKEN = "s3cret-token"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def running(app):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))  # as `talora serve` runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -217,9 +219,9 @@ def test_bad_input_gets_its_status_and_a_message_naming_what_is_wrong(setup, mon
             assert message in response.json()["error"]["message"], (body, response.text)
         unknown = client.post("/predict", json=[{"task": "nope", "text": "x"}]).json()["error"]
         assert set(unknown["tasks"]) == set(records) and "emotion" in unknown["message"]
-        malformed = client.post("/predict", content=b'[{"task": ')
+        malformed = client.post("/predict", content=b'[{"task": ', headers=JSON)
         assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]["message"]
-        chunked = client.post("/predict", content=iter([b"[", b" " * 5000, b"]"]))  # no Content-Length
+        chunked = client.post("/predict", content=iter([b"[", b" " * 5000, b"]"]), headers=JSON)  # no Content-Length
         assert chunked.status_code == 413 and "max_body_bytes" in chunked.json()["error"]["message"]
         assert client.get("/predict").status_code == 405
         assert calls == []  # none reached the model
@@ -434,3 +436,163 @@ def test_command_line_errors_are_one_line(tmp_path, tiny_models, capsys):
     assert "talora: error: no adapter store at" in capsys.readouterr().err
     assert main(["bench", "serve", "--tasks", "99"]) == 2
     assert "talora: error: bench serve: --tasks 99, but the synthetic suite has 10 tasks" in capsys.readouterr().err
+
+
+NESTED = ("[" * 200_000 + "]" * 200_000, '{"a": ' * 200_000 + "1" + "}" * 200_000)
+
+
+def test_a_deeply_nested_body_is_a_400_in_the_json_format(setup, monkeypatch):
+    backbone, store, records, _ = setup
+    engine = Engine(store, backbone)
+    calls, _ = counted(monkeypatch, engine)
+    with TestClient(create_app(engine, max_body_bytes=2_000_000)) as client:
+        for body in NESTED:
+            for path in ("/predict", "/v1/completions"):
+                response = client.post(path, content=body.encode(), headers=JSON)
+                assert response.status_code == 400, (path, response.text[:200])
+                error = response.json()["error"]
+                assert error["code"] == 400 and error["type"] == "invalid_request_error"
+                assert "nested too deeply" in error["message"]
+        assert calls == []
+        assert client.post("/predict", json=records["emotion"][:1]).status_code == 200  # the server lives on
+
+
+def test_talora_predict_names_the_line_of_a_deeply_nested_record(setup, tmp_path, capsys):
+    _, store, records, _ = setup
+    good = dict(records["emotion"][0], text="one line\u2028still the same line")  # not a line break in JSONL
+    for nested in NESTED:
+        source = tmp_path / "in.jsonl"
+        source.write_text(json.dumps(good, ensure_ascii=False) + "\n" + nested + "\n", encoding="utf-8")
+        out = tmp_path / "out.jsonl"
+        assert main(["predict", "--store", str(store.folder), "--input", str(source), "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"talora: error: {source}, line 2: JSON nested too deeply") and err.count("\n") == 1
+        assert not out.exists()
+    source.write_bytes(b'{"task": "emotion", "text": "caf\xe9"}\n')
+    assert main(["predict", "--store", str(store.folder), "--input", str(source)]) == 2
+    assert f"talora: error: {source}: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_predict_takes_only_utf8_json(setup, monkeypatch):
+    backbone, store, records, _ = setup
+    engine = Engine(store, backbone)
+    calls, _ = counted(monkeypatch, engine)
+    body = json.dumps(records["emotion"][:1]).encode()
+    with TestClient(create_app(engine)) as client:
+        for headers, content in (
+            ({"Content-Type": "text/plain"}, body),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"task=emotion&text=hello"),
+            ({"Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
+            ({"Content-Type": "application/json; charset=latin-1"}, body),
+            ({}, body),
+        ):
+            response = client.post("/predict", content=content, headers=headers)
+            assert response.status_code == 415, (headers, response.text)
+            error = response.json()["error"]
+            assert error["code"] == 415 and "Content-Type: application/json" in error["message"]
+        for path in ("/predict", "/v1/completions"):  # JSON in UTF-16 or Latin-1 is not read as something else
+            for content in (body.decode().encode("utf-16"), '[{"task": "emotion", "text": "café"}]'.encode("latin-1")):
+                response = client.post(path, content=content, headers=JSON)
+                assert response.status_code == 400, response.text
+                assert "body is not UTF-8 text" in response.json()["error"]["message"]
+        assert calls == []
+        for headers in (JSON, {"Content-Type": "Application/JSON; charset=UTF-8"}):
+            assert client.post("/predict", content=body, headers=headers).status_code == 200
+
+
+def test_a_bad_content_length_gets_the_json_error_format(setup):
+    """The app answers a Content-Length that is not a number in its own format; so does `talora serve`'s
+    uvicorn, which refuses such a request (and any it cannot parse) before the app sees it."""
+    backbone, store, records, _ = setup
+    app = create_app(Engine(store, backbone))
+    body = json.dumps(records["emotion"][:1]).encode()
+    with TestClient(app) as client:
+        for length in ("abc", "-5", "1e3"):
+            response = client.post("/predict", content=body, headers={**JSON, "Content-Length": length})
+            assert response.status_code == 400, (length, response.text)
+            assert response.json()["error"]["message"] == f"bad Content-Length header {length!r}"
+    with running(create_app(Engine(store, backbone))) as url:  # the first app's lifespan is over
+        port = int(url.rsplit(":", 1)[1])
+        for head in (b"Content-Length: abc\r\n", b"Content-Length: 5\r\nContent-Length: 7\r\n", b"Bad Header\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head)
+                sock.sendall(b"\r\n" + body)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            status, _, rest = answer.partition(b"\r\n")
+            headers, _, content = rest.partition(b"\r\n\r\n")
+            assert status.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in headers.lower()
+            error = json.loads(content)["error"]
+            assert error["code"] == 400 and error["message"].startswith("malformed HTTP request"), head
+        assert httpx.post(f"{url}/predict", json=records["emotion"][:1], timeout=60).status_code == 200
+
+
+def test_serve_port_errors_are_one_line(setup, capsys):
+    _, store, _, _ = setup
+    for port in ("99999", "-1", "http"):
+        with pytest.raises(SystemExit) as ended:
+            main(["serve", "--store", str(store.folder), "--port", port])
+        assert ended.value.code == 2
+        assert f"talora: error: serve: argument --port: expected a TCP port from 0 to 65535, got '{port}'" in (
+            capsys.readouterr().err
+        )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--store", str(store.folder), "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"talora: error: cannot listen on 127.0.0.1:{port} (Address already in use")
+        assert err.count("\n") == 1
+    assert main(["serve", "--store", str(store.folder), "--host", "no-such-host.invalid"]) == 2
+    assert "talora: error: --host 'no-such-host.invalid': not an address" in capsys.readouterr().err
+
+
+def test_a_damaged_task_fails_alone_and_its_unit_keeps_serving(setup, tmp_path, capsys):
+    backbone, store, records, _ = setup
+    healthy = ["movie_sentiment", "news_topic", "question_match"]  # the rest of emotion's unit
+    before = Engine(store, backbone)
+    expected = before.predict([r for t in healthy for r in records[t]])
+    blob = store.folder / "blobs" / f"{store.entry('emotion')['tensors']['prompt']['sha256']}.safetensors"
+    blob.write_bytes(blob.read_bytes()[:-8] + b"garbage!")
+    index = json.loads((store.folder / "index.json").read_text())
+    entry = store.folder / index["tasks"]["cls"]["entry"]
+    entry.write_text(entry.read_text().replace('"cls"', '"clz"', 1))
+
+    engine = Engine(store, backbone)
+    with pytest.raises(AdapterError, match="task 'emotion' cannot be served, its stored files are damaged"):
+        engine.preload()
+    assert set(engine.preload(strict=False)) == {"emotion", "cls"}
+    assert sorted(map(sorted, engine.units())) == [sorted(KINDS[1:]), sorted(healthy)]
+    with TestClient(create_app(engine)) as client:
+        mixed = client.post("/predict", json=[r for t in healthy for r in records[t]])
+        assert mixed.status_code == 200 and all(same(a, b) for a, b in zip(mixed.json(), expected))
+        for task in ("emotion", "cls"):
+            failed = client.post("/predict", json=[records["news_topic"][0], records[task][0]])
+            assert failed.status_code == 500, failed.text
+            error = failed.json()["error"]
+            assert error["type"] == "server_error"
+            assert f"record 1: task {task!r} cannot be served, its stored files are damaged" in error["message"]
+        assert "is corrupt" in client.post("/predict", json=records["emotion"][:1]).json()["error"]["message"]
+        rows = {r["name"]: r for r in client.get("/tasks").json()["tasks"]}
+        assert "is corrupt" in rows["emotion"]["damaged"] and rows["news_topic"]["damaged"] is None
+    with TestClient(create_app(before)) as client:  # a reload onto the damaged store keeps the intact engine
+        failed = client.post("/admin/reload")
+        assert failed.status_code == 409 and "task 'emotion' cannot be served" in failed.json()["error"]["message"]
+        assert client.post("/predict", json=records["emotion"][:1]).status_code == 200
+    # A lazily loading engine finds the damage on the first request for the unit, and fails that task alone.
+    lazy = Engine(store, backbone)
+    assert same(lazy.predict(records["news_topic"])[0], expected[len(records["movie_sentiment"])])
+    with pytest.raises(AdapterError, match="record 0: task 'emotion' cannot be served"):
+        lazy.predict(records["emotion"])
+    assert main(["predict", "--store", str(store.folder), "--input", str(_jsonl(tmp_path, records["cls"]))]) == 2
+    assert (
+        "requests.jsonl, line 1: task 'cls' cannot be served, its stored files are damaged" in capsys.readouterr().err
+    )
+
+
+def _jsonl(folder: Path, records: list[dict]) -> Path:
+    path = folder / "requests.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path

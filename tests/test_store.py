@@ -377,3 +377,40 @@ def test_methods_that_cannot_split_keep_the_safe_default(tiny_models):
 
     lora = LoRA(LoRAConfig(), tiny_models["tiny"], ["a", "b"])
     assert lora.task_slice("a") is None and LoRA.merge_tasks([lora, lora], tiny_models["tiny"]) is None
+
+
+def test_verify_and_list_report_damaged_blobs_naming_their_tasks(tmp_path, runs, tiny_models, capsys):
+    store = AdapterStore(tmp_path / "store")
+    store.add(runs / "src", tiny_models["tiny"])
+    where = ["--store", str(store.folder)]
+    assert main(["store", "verify", *where]) == 0
+    assert "3 task(s) in" in capsys.readouterr().out and store.verify() == []
+
+    own = store.folder / BLOBS / f"{store.entry('emotion')['tensors']['u']['sha256']}.safetensors"
+    shared = store.folder / BLOBS / f"{store.entry('emotion')['tensors']['B']['sha256']}.safetensors"
+    own.write_bytes(own.read_bytes()[:-4] + b"oops")
+    shared.unlink()
+    assert main(["store", "verify", *where]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"{own}: corrupt, its content hashes to {hashlib.sha256(own.read_bytes()).hexdigest()[:16]}..., "
+        f"not the {own.stem[:16]}... it was stored as (task emotion)",
+        f"{shared}: missing, no such file (tasks emotion, movie_sentiment, news_topic)",
+    ]
+    assert err.startswith(f"talora: error: store {store.folder}: damaged files in 3 task(s): emotion, movie_sentiment")
+
+    assert main(["store", "list", *where]) == 2
+    out, err = capsys.readouterr()
+    flagged = {line.split()[0]: line for line in out.splitlines()}
+    assert f"DAMAGED: {BLOBS}/{own.name} corrupt; {BLOBS}/{shared.name} missing" in flagged["emotion"]
+    assert flagged["news_topic"].endswith(f"DAMAGED: {BLOBS}/{shared.name} missing")
+    assert "talora: error:" in err and "talora store verify" in err
+    assert main(["store", "list", *where, "--json"]) == 2
+    rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["emotion"]["damaged"] == [f"{BLOBS}/{own.name} corrupt", f"{BLOBS}/{shared.name} missing"]
+    assert main(["store", "show", *where, "--task", "emotion"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["task"] == "emotion" and "damaged files in 1 task(s): emotion" in err
+
+    store.add(runs / "src", tiny_models["tiny"])  # adding the adapter again repairs its blobs
+    assert main(["store", "verify", *where]) == 0 and store.verify() == []
