@@ -17,6 +17,17 @@ attention), which cannot start as the frozen model.
 Hooking here (rather than re-implementing each architecture's attention forward, as
 PEFT's AdaptionPrompt does) keeps us independent of how each model builds its
 queries; a test per architecture catches an upgrade that changes the interface.
+
+What the prompt term takes from the layer, so that it follows each architecture (Gemma 3
+differs most): the queries after its q norm and rotary; its ``scaling`` argument
+(Gemma 3: ``query_pre_attn_scalar ** -0.5``, not ``head_dim ** -0.5``); its k_norm for
+the prompt keys; its key/value head count (Gemma 3 270M has one, shared by every query
+head); and a ``softcap`` argument when the layer passes one (tanh capping of the scores,
+applied to the input's and the prompt's scores alike; transformers' Gemma 3 passes none,
+whatever ``attn_logit_softcapping`` says, so neither does the prompt term). The mask is
+the layer's own, so a sliding-window layer keeps its window over the input, while every
+input token sees every prompt vector at every layer: prompts have no position, hence no
+distance to fall outside a window.
 """
 
 from __future__ import annotations
@@ -73,47 +84,76 @@ def _prompt_kv(module: torch.nn.Module, prompt: torch.Tensor) -> tuple[torch.Ten
     return keys.transpose(1, 2), values.transpose(1, 2)
 
 
-def _gated_prompt_term(module, query, prompt, gate, scaling) -> torch.Tensor:
+def _attend(query, keys, values, mask, scaling, softcap) -> torch.Tensor:
+    """softmax(cap(Q K^T * scaling) + mask) V, (B, H, q, hd); ``mask`` boolean or additive, or None.
+
+    Without a cap this is SDPA (enable_gqa lets query heads share their key/value head without
+    repeated copies); SDPA cannot cap the scores, so a capped layer gets the plain computation.
+    """
+    if softcap is None:
+        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling, enable_gqa=True)
+    groups = query.shape[1] // keys.shape[1]
+    keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    scores = torch.tanh((query @ keys.transpose(-1, -2)) * scaling / softcap) * softcap
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype) @ values
+
+
+def _causal(query, key) -> torch.Tensor:
+    """Causal over the input, aligned to the end of the key sequence (as with a KV cache): what a
+    layer means by no mask (SDPA's mask helper drops a mask that only says this)."""
+    q_len, kv_len = query.shape[2], key.shape[2]
+    allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+    return allowed[None, None].expand(query.shape[0], 1, q_len, kv_len)
+
+
+def _input_attention(module, query, key, value, attention_mask, dropout, scaling, softcap, **kwargs):
+    if softcap is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    mask = _causal(query, key) if attention_mask is None else attention_mask
+    scaling = module.scaling if scaling is None else scaling
+    return _attend(query, key, value, mask, scaling, softcap).transpose(1, 2), None
+
+
+def _gated_prompt_term(module, query, prompt, gate, scaling, softcap=None) -> torch.Tensor:
     keys, values = _prompt_kv(module, prompt.to(query.dtype))
     # No mask: every input token may see every prompt vector (prompts precede the input).
-    # enable_gqa lets query heads share their key/value head without repeated copies of K/V.
-    attended = F.scaled_dot_product_attention(query, keys, values, scale=scaling, enable_gqa=True)  # (B, H, q, hd)
+    attended = _attend(query, keys, values, None, scaling, softcap)  # (B, H, q, hd)
     gate = torch.tanh(gate).to(query.dtype)
     gate = gate[None, :, None, None] if gate.dim() == 1 else gate[:, :, None, None]
     return (gate * attended).transpose(1, 2)
 
 
-def _joint_prefix_attention(module, query, key, value, attention_mask, prompt, scaling) -> torch.Tensor:
+def _joint_prefix_attention(module, query, key, value, attention_mask, prompt, scaling, softcap=None) -> torch.Tensor:
     p_keys, p_values = _prompt_kv(module, prompt.to(query.dtype))
     groups = query.shape[1] // key.shape[1]
     keys = torch.cat([p_keys, key], dim=2).repeat_interleave(groups, dim=1)
     values = torch.cat([p_values, value], dim=2).repeat_interleave(groups, dim=1)
     b, q_len, kv_len, m = query.shape[0], query.shape[2], key.shape[2], prompt.shape[1]
     if attention_mask is None:
-        # Causal over the input, aligned to the end of the key sequence (as with a KV cache).
-        allowed = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
-        attention_mask = allowed[None, None].expand(b, 1, q_len, kv_len)
+        attention_mask = _causal(query, key)
     if attention_mask.dtype == torch.bool:
         prefix = torch.ones(b, 1, q_len, m, dtype=torch.bool, device=query.device)
     else:
         prefix = torch.zeros(b, 1, q_len, m, dtype=attention_mask.dtype, device=query.device)
     mask = torch.cat([prefix, attention_mask.expand(b, 1, q_len, kv_len)], dim=-1)
-    out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling)
-    return out.transpose(1, 2)
+    return _attend(query, keys, values, mask, scaling, softcap).transpose(1, 2)
 
 
 def talora_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Attention function registered as ``talora_sdpa``; see the module docstring."""
     bundle: LayerPrompts | None = kwargs.pop("talora_prompts", None)
+    softcap = kwargs.pop("softcap", None)
     layer = None if bundle is None else bundle.for_layer(module.layer_idx)
     if layer is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+        return _input_attention(module, query, key, value, attention_mask, dropout, scaling, softcap, **kwargs)
     prompt, gate = layer
     scaling = module.scaling if scaling is None else scaling
     if bundle.mode == "plain":
-        return _joint_prefix_attention(module, query, key, value, attention_mask, prompt, scaling), None
-    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    return out + _gated_prompt_term(module, query, prompt, gate, scaling), weights
+        return _joint_prefix_attention(module, query, key, value, attention_mask, prompt, scaling, softcap), None
+    out, weights = _input_attention(module, query, key, value, attention_mask, dropout, scaling, softcap, **kwargs)
+    return out + _gated_prompt_term(module, query, prompt, gate, scaling, softcap), weights
 
 
 def install(model: torch.nn.Module) -> None:

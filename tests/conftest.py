@@ -8,7 +8,14 @@ import pytest
 import torch
 import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from talora.backbone import Backbone, freeze, load_backbone
 
@@ -20,7 +27,7 @@ CORPUS = [
     "sports politics science business joy anger fear sadness good bad same different",
 ] * 20
 
-FAMILIES = ("llama", "qwen2", "qwen3")
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma3")
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -49,6 +56,13 @@ def tiny_config(family: str):
         return LlamaConfig(**common)
     if family == "qwen2":
         return Qwen2Config(**common)
+    if family == "gemma3":
+        # Gemma 3 as the 270M has it, small: one key/value head, head_dim apart from hidden/heads, a
+        # query scalar apart from head_dim, sliding-window layers (a window shorter than the test
+        # inputs) beside global ones, q/k norms, the embedding scaled inside embed_tokens, tied head.
+        common.update(num_key_value_heads=1, head_dim=24, query_pre_attn_scalar=20, sliding_window=4)
+        layer_types = ["sliding_attention", "full_attention"] * 2
+        return Gemma3TextConfig(**common, layer_types=layer_types, pad_token_id=0, eos_token_id=1, bos_token_id=None)
     return Qwen3Config(**common, head_dim=16)
 
 

@@ -6,8 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import make_backbone
+from conftest import FAMILIES, make_backbone, tiny_config, tiny_tokenizer
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from transformers import AutoModelForCausalLM
 
+from talora.backbone import Backbone, freeze
 from talora.batching import Encoded, answer_batch
 from talora.forward import answer_loss, lower_states
 from talora.lower_cache import LowerLayerCache, LowerLayerCaches, weights_digest
@@ -38,7 +42,7 @@ def _loss_and_grads(backbone, method, batch, lower=None):
     return loss.detach(), {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_shortcut_and_cache_match_the_full_forward(family, tmp_path, monkeypatch):
     monkeypatch.setenv("TALORA_CACHE", str(tmp_path))
     backbone = make_backbone(family)
@@ -99,3 +103,52 @@ def test_another_checkpoint_of_the_same_shape_gets_its_own_cache(tmp_path):
     assert a.fingerprint == b.fingerprint
     assert weights_digest(a) != weights_digest(b)
     assert LowerLayerCaches(a, tmp_path).layer(2).folder != LowerLayerCaches(b, tmp_path).layer(2).folder
+
+
+class _WidestVocabRows(TorchDispatchMode):
+    """Records the most rows any computed tensor with a last dimension of ``vocab`` had (logits-shaped);
+    views of the output head's own weight (its transpose, d x vocab) are not computed logits."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.vocab, self.weight, self.rows = weight.shape[0], weight.untyped_storage().data_ptr(), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.dim() and t.shape[-1] == self.vocab:
+                if t.untyped_storage().data_ptr() != self.weight:
+                    self.rows = max(self.rows, t.numel() // self.vocab)
+        return out
+
+
+def test_gemma3_vocabulary_logits_only_at_answer_positions(tmp_path):
+    """Gemma 3's 262,144-token vocabulary: the loss, its backward and a cached pass make logits at the
+    answer positions only (never batch x sequence x vocabulary), and agree with the full model's logits."""
+    cfg = tiny_config("gemma3")
+    cfg.vocab_size = 262_144
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    backbone = freeze(Backbone(model, tiny_tokenizer(), "tiny-gemma3-262k"))
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    method = TALoRA(TALoRAConfig(length=3, rank=2, layers=2), backbone, TASKS)
+    with torch.no_grad():
+        method.u.normal_()
+        method.gates.fill_(0.5)
+    items = _items(backbone.tokenizer)
+    batch = answer_batch(items, backbone.tokenizer.pad_token_id)
+    answer_tokens, positions = len(batch.targets), batch.input_ids.numel()
+    assert positions > 2 * answer_tokens
+    lower = LowerLayerCaches(backbone, tmp_path)
+    for cache in (None, lower, lower):  # plain, cold, warm
+        spy = _WidestVocabRows(model.get_output_embeddings().weight)
+        with spy:
+            loss = answer_loss(backbone, method, batch, cache)
+            loss.backward()
+        assert 0 < spy.rows <= answer_tokens
+    assert (lower.layer(method.frozen_below).hits, lower.layer(method.frozen_below).misses) == (4, 4)
+    with torch.no_grad():
+        prompts = method.prompt_inputs(batch.task_ids).layer_prompts
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, talora_prompts=prompts).logits
+        want = torch.nn.functional.cross_entropy(logits[batch.rows, batch.cols], batch.targets)
+    torch.testing.assert_close(loss.detach(), want, atol=1e-5, rtol=1e-5)

@@ -43,9 +43,10 @@ def test_auto_dtype_is_float32_on_cpu_and_a_missing_gpu_is_refused():
             load_backbone("tiny", device="cuda")
 
 
-def test_bf16_backbone_keeps_float32_masters_and_close_loss():
-    fp32 = make_backbone("llama")
-    bf16 = make_backbone("llama")
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_bf16_backbone_keeps_float32_masters_and_close_loss(family):
+    fp32 = make_backbone(family)
+    bf16 = make_backbone(family)
     bf16.model.to(torch.bfloat16)
     batch = answer_batch(_items(fp32.tokenizer), fp32.tokenizer.pad_token_id)
     a, b = _method(fp32), _method(bf16)
@@ -60,7 +61,7 @@ def test_bf16_backbone_keeps_float32_masters_and_close_loss():
     torch.testing.assert_close(loss_b, loss_a, rtol=5e-2, atol=5e-2)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
 def test_gradient_checkpointing_changes_nothing_but_memory(family):
     backbone = make_backbone(family)
     method = _method(backbone)

@@ -228,15 +228,24 @@ def prompted_layers(config: PromptConfig, num_layers: int) -> int:
     return layers
 
 
+def _embedded(backbone: Backbone, ids: torch.Tensor) -> torch.Tensor:
+    """The input embeddings of ``ids`` as the first layer sees them: through the embedding module,
+    not its weight, because some models scale inside it (Gemma: by sqrt(hidden_size))."""
+    embed = backbone.model.get_input_embeddings()
+    with torch.no_grad():
+        return embed(ids.to(embed.weight.device)).detach().clone()
+
+
 def vocab_init(backbone: Backbone, count: int, cfg: SoftPromptConfig, generator: torch.Generator) -> torch.Tensor:
-    """(count, m, d) rows of the input embedding for ids drawn from the first N vocabulary entries.
+    """(count, m, d) input embeddings of ids drawn from the first N vocabulary entries.
 
     Byte-level BPE vocabularies are ordered roughly by merge frequency, so the first
-    ids stand in for the "top 5000 tokens" initialisation of Lester et al.
+    ids stand in for the "top 5000 tokens" initialisation of Lester et al. A soft prompt
+    is concatenated with the embedding module's output, so it starts on that scale.
     """
-    emb = backbone.model.get_input_embeddings().weight
-    ids = torch.randint(0, min(cfg.init_vocab, emb.shape[0]), (count, cfg.length), generator=generator)
-    return emb[ids].detach().clone()
+    vocab = backbone.model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, min(cfg.init_vocab, vocab), (count, cfg.length), generator=generator)
+    return _embedded(backbone, ids)
 
 
 def deep_vocab_init(
@@ -247,9 +256,9 @@ def deep_vocab_init(
     Deep prompts feed the layer's k/v projections directly, whose inputs are normally
     normalised hidden states; starting at that scale keeps the first updates sensible.
     """
-    emb = backbone.model.get_input_embeddings().weight
-    ids = torch.randint(0, min(cfg.init_vocab, emb.shape[0]), (layers, count, cfg.length), generator=generator)
-    rows = emb[ids].detach()
+    vocab = backbone.model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, min(cfg.init_vocab, vocab), (layers, count, cfg.length), generator=generator)
+    rows = _embedded(backbone, ids)
     decoder_layers = backbone.model.get_decoder().layers
     with torch.no_grad():
         normed = [decoder_layers[first_layer + i].input_layernorm(rows[i]) for i in range(layers)]
