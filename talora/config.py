@@ -32,6 +32,7 @@ from .tasks.sampling import SHOT_MODES
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SELECT_ON = ("auto", "validation")
+LABEL_SCORING = ("sum", "mean", "calibrated")  # talora.predict (which imports torch) checks it is the same
 
 
 @dataclass
@@ -106,8 +107,12 @@ class RunConfig:
     #                          validation, report on test where a task has a labelled test; else select on a slice
     #                          held out from train, report on validation) | validation (select and report on it)
     heldout_examples: int = 200  # size of that slice held out from train, per task (at most a fifth of train)
-    validation_examples: int = 0  # cap on the examples per source task the final metrics are computed on (0 = all)
-    test_examples: int = 0  # cap on the examples a few-shot target is scored on (0 = all; files are shuffled)
+    validation_examples: int = 500  # lines per source task its final metrics are computed on: a seeded random
+    #                                 sample, stratified by label (0 = all)
+    test_examples: int = 500  # lines a few-shot target is scored on, sampled the same way (0 = all)
+    sample_seed: int = 0  # seed of those samples: every method, k and seed of a sweep is scored on the same lines
+    label_scoring: str = "sum"  # how label words are compared: sum (summed log-probability) | mean (per token) |
+    #                             calibrated (contextual calibration against content-free inputs); docs/protocol.md
     shots: str = "per_class"  # few-shot counting: per_class (k per class of a classification task, k in all for
     #                           other kinds) | total (k in all for every kind)
     balance: BalanceConfig = field(default_factory=BalanceConfig)  # source tasks' sizes evened out before training
@@ -125,6 +130,10 @@ class RunConfig:
             raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
         if self.shots not in SHOT_MODES:
             raise ValueError(f"shots must be one of {', '.join(SHOT_MODES)}, got {self.shots!r}")
+        if self.label_scoring not in LABEL_SCORING:
+            raise ValueError(f"label_scoring must be one of {', '.join(LABEL_SCORING)}, got {self.label_scoring!r}")
+        if min(self.validation_examples, self.test_examples) < 0:
+            raise ValueError("validation_examples and test_examples must be >= 0 (0 = all)")
         if self.heldout_examples < 1:
             raise ValueError("heldout_examples must be >= 1")
 

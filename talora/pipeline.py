@@ -25,8 +25,9 @@ from .errors import ConfigError, DataError
 from .lower_cache import LowerLayerCaches
 from .methods import Method, method_class
 from .methods.base import TargetContext
-from .predict import Verbalizer, evaluate, headline
+from .predict import Verbalizer, headline, predictions, task_metrics
 from .runs import RunManifest
+from .scorecard import scorecard, scored_examples, write_lines
 from .tasks.balance import balance, read_synonyms
 from .train import train
 
@@ -76,8 +77,42 @@ def encode_split(
     return items
 
 
-def verbalizers_for(backbone: Backbone, specs: list[T.TaskSpec]) -> dict[int, Verbalizer]:
-    return {i: Verbalizer.of(s, backbone.tokenizer) for i, s in enumerate(specs)}
+def verbalizers_for(backbone: Backbone, specs: list[T.TaskSpec], cfg: RunConfig) -> dict[int, Verbalizer]:
+    """Each task's verbalizer, comparing labels as the run's ``label_scoring`` says."""
+    return {i: Verbalizer.of(s, backbone.tokenizer, cfg.label_scoring, cfg.max_length) for i, s in enumerate(specs)}
+
+
+def score_examples(
+    backbone: Backbone,
+    method: Method,
+    tasks: dict[str, T.Task],
+    names: list[str],
+    scored: dict[str, tuple[str, list[int], list[T.Example]]],
+    verbs: dict[int, Verbalizer],
+    cfg: RunConfig,
+    batch_size: int,
+    lower: LowerLayerCaches | None,
+    output: Path | None,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+    """Score each task of ``names`` on its sampled lines (``scored``: task -> (split, positions, examples));
+    the per-task metrics and scorecards, and every line's prediction in ``output``/predictions.json."""
+    items = [
+        encode(tasks[n].spec, ex, backbone.tokenizer, cfg.max_length, i)
+        for i, n in enumerate(names)
+        for ex in scored[n][2]
+    ]
+    preds = predictions(backbone, method, items, verbs, batch_size, lower)
+    metrics = task_metrics(items, preds, verbs, names)
+    cards = {}
+    for i, n in enumerate(names):
+        split, index, _ = scored[n]
+        rows = [j for j, e in enumerate(items) if e.task_id == i]
+        mine, mine_preds = [items[j] for j in rows], [preds[j] for j in rows]
+        of = len(tasks[n].splits.get(split) or []) or len(index)
+        cards[n] = scorecard(tasks[n].spec, split, index, of, mine, mine_preds, metrics[n])
+        if output is not None:
+            _on_main(write_lines, output, n, index, mine, mine_preds)
+    return metrics, cards
 
 
 def protocol_splits(task: T.Task, select_on: str) -> tuple[str, str]:
@@ -149,14 +184,26 @@ def _fit(
         return encode_split(backbone, tasks, names, "train" if role == "train" else role, cfg.max_length, cap, examples)
 
     train_items = encoded("train", cfg.train_examples)
-    select_items = encoded("selection", train_cfg.eval_examples)  # the first N per task, as train() takes
-    report_items = encoded("report", cfg.validation_examples)
-    verbs = verbalizers_for(backbone, specs)
+    selection = {
+        n: scored_examples(tasks[n].spec, parts[n]["selection"], train_cfg.eval_examples, cfg.sample_seed)[1]
+        for n in names
+    }
+    select_items = encode_split(backbone, tasks, names, "selection", cfg.max_length, examples=selection)
+    split_of = dict(zip(names, (protocol_splits(tasks[n], cfg.select_on)[1] for n in names), strict=True))
+    report = {
+        n: (split_of[n], *scored_examples(tasks[n].spec, parts[n]["report"], cfg.validation_examples, cfg.sample_seed))
+        for n in names
+    }
+    verbs = verbalizers_for(backbone, specs, cfg)
     metrics = {s.name: s.metric for s in specs}
     result = train(
         backbone, method, train_items, select_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc, lower
     )
-    final = evaluate(backbone, method, report_items, verbs, train_cfg.eval_batch_size, lower)
+    t_score = time.perf_counter()
+    final, cards = score_examples(
+        backbone, method, tasks, names, report, verbs, cfg, train_cfg.eval_batch_size, lower, out
+    )
+    scoring_seconds = time.perf_counter() - t_score
     _on_main(save_adapter, out, method, backbone, {s.name: s for s in specs})
     splits = {
         n: dict(zip(("selection", "report"), protocol_splits(tasks[n], cfg.select_on), strict=True)) for n in names
@@ -172,7 +219,9 @@ def _fit(
         "best_step": result.best_step,
         "steps": train_cfg.steps,
         "seconds": round(result.seconds, 1),
-        "truncated_examples": sum(e.truncated for e in train_items + report_items),
+        "scoring_seconds": round(scoring_seconds, 1),
+        "scored": cards,
+        "truncated_examples": sum(e.truncated for e in train_items),
         "trainable_parameters": method.trainable_parameters(),
     }
     _on_main(atomic_write, out / "metrics.json", json.dumps(summary, indent=1).encode())
@@ -276,7 +325,7 @@ def run_transfer(
     train_cfg = train_cfg or cfg.transfer
     run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=[task], transfer=train_cfg, shots=shots)
     _on_main(atomic_write, output / "config.yaml", dump_config(run_cfg).encode())
-    verbs = verbalizers_for(backbone, [spec])
+    verbs = verbalizers_for(backbone, [spec], cfg)
     train_items = encode_split(backbone, tasks, [task], "train", cfg.max_length, examples={task: examples})
 
     def tune(m: Method, steps: int) -> None:  # a brief, throw-away run on the shots (e.g. SPoT-retrieval)
@@ -299,7 +348,8 @@ def run_transfer(
             )
 
     def score(m: Method) -> float:
-        return evaluate(backbone, m, train_items, verbs, train_cfg.eval_batch_size, lower)[task][spec.metric]
+        preds = predictions(backbone, m, train_items, verbs, train_cfg.eval_batch_size, lower)
+        return task_metrics(train_items, preds, verbs, [task])[task][spec.metric]
 
     if method is None:
         target = method_class(cfg.method)(cfg.method_config(), backbone, [task]).placed(backbone)
@@ -320,12 +370,15 @@ def run_transfer(
         lower=lower,
     )
     split = "shots (held-out half)" if on_shots else T.evaluation_split(tasks[task])
-    test_items = (
-        encode_split(backbone, tasks, [task], "test", cfg.max_length, examples={task: held})
-        if on_shots
-        else encode_split(backbone, tasks, [task], split, cfg.max_length, cfg.test_examples)
+    if on_shots:
+        scored = (split, list(range(len(held))), held)
+    else:
+        scored = (split, *scored_examples(spec, tasks[task].splits[split], cfg.test_examples, cfg.sample_seed))
+    t_score = time.perf_counter()
+    metrics, cards = score_examples(
+        backbone, target, tasks, [task], {task: scored}, verbs, cfg, train_cfg.eval_batch_size, lower, output
     )
-    scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)[task]
+    scores, scoring_seconds = metrics[task], time.perf_counter() - t_score
     _on_main(
         save_adapter, output, target, backbone, {task: spec}, extra={"source_adapter": source_spec if source else None}
     )
@@ -337,11 +390,14 @@ def run_transfer(
         "train_examples": len(train_items),
         "seed": seed,
         "split": split,
-        "examples": len(test_items),
+        "examples": len(scored[1]),
         "metrics": scores,
         "score": scores[spec.metric],
         "metric": spec.metric,
+        "label_scoring": cfg.label_scoring,
+        "scored": cards[task],
         "seconds": round(result.seconds, 1),
+        "scoring_seconds": round(scoring_seconds, 1),
         "trainable_parameters": target.trainable_parameters(),
     }
     _on_main(atomic_write, output / "metrics.json", json.dumps(summary, indent=1).encode())
@@ -394,7 +450,7 @@ def run_joint_transfer(
     run_cfg = dataclasses.replace(cfg, seed=seed, data_dir=data_dir, tasks=names, transfer=train_cfg, shots=shots)
     _on_main(atomic_write, output / "config.yaml", dump_config(run_cfg).encode())
     specs = [tasks[n].spec for n in names]
-    verbs = verbalizers_for(backbone, specs)
+    verbs = verbalizers_for(backbone, specs, cfg)
     metric = {s.name: s.metric for s in specs}
     train_items = encode_split(backbone, tasks, names, "train", cfg.max_length, examples=examples)
     target = method.for_targets(names, backbone).placed(backbone)
@@ -402,12 +458,13 @@ def run_joint_transfer(
         backbone, target, train_items, [], verbs, metric, train_cfg, output, seed, desc=f"joint k={k}", lower=lower
     )
     splits = {n: T.evaluation_split(tasks[n]) for n in names}
-    test_items = [
-        encode(tasks[n].spec, ex, backbone.tokenizer, cfg.max_length, i)
-        for i, n in enumerate(names)
-        for ex in tasks[n].splits[splits[n]][: cfg.test_examples or None]
-    ]
-    scores = evaluate(backbone, target, test_items, verbs, train_cfg.eval_batch_size, lower)
+    scored = {
+        n: (splits[n], *scored_examples(tasks[n].spec, tasks[n].splits[splits[n]], cfg.test_examples, cfg.sample_seed))
+        for n in names
+    }
+    scores, cards = score_examples(
+        backbone, target, tasks, names, scored, verbs, cfg, train_cfg.eval_batch_size, lower, output
+    )
     _on_main(save_adapter, output, target, backbone, {s.name: s for s in specs}, extra={"source_adapter": source_spec})
     summary = {
         "method": target.name,
@@ -419,6 +476,7 @@ def run_joint_transfer(
         "splits": splits,
         "metrics": scores,
         "scores": {n: scores[n][metric[n]] for n in names},
+        "scored": cards,
         "headline": metric,
         "average": headline(scores, metric),
         "seconds": round(result.seconds, 1),
@@ -455,8 +513,9 @@ def run_eval(
     ]
     if not items:
         raise DataError(f"task {task!r} has no examples in split {split!r}")
-    verbs = {names.index(task): Verbalizer.of(specs[task], backbone.tokenizer)}
-    scores = evaluate(backbone, method, items, verbs, lower=lower_caches(cfg, backbone))[task]
+    verbs = {names.index(task): Verbalizer.of(specs[task], backbone.tokenizer, cfg.label_scoring, cfg.max_length)}
+    preds = predictions(backbone, method, items, verbs, lower=lower_caches(cfg, backbone))
+    scores = task_metrics(items, preds, verbs, names)[task]
     majority = (
         T.majority_baseline(specs[task], tasks[task].splits["train"], tasks[task].splits[split])
         if tasks[task].splits.get("train")

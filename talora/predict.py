@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .backbone import Backbone
-from .batching import Encoded, answer_batch, prompt_batch
+from .batching import Encoded, answer_batch, encode, prompt_batch
+from .config import LABEL_SCORING
 from .distributed import world
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .forward import compute_precision, hidden_at, output_head
 from .progress import progress
 from .tasks import compute_metrics, question_of
-from .tasks.base import STOP
+from .tasks.base import STOP, Example, template_fields
 
 if TYPE_CHECKING:
     from .attention import LayerPrompts
@@ -31,11 +32,24 @@ if TYPE_CHECKING:
     from .tasks import TaskSpec
 
 
+# How candidate answers are compared (``label_scoring`` of a run config):
+#   sum:        the summed log-probability of the answer's tokens; shorter answers are favoured
+#   mean:       the log-probability per token of the answer (length-normalised)
+#   calibrated: contextual calibration (Zhao et al. 2021, arXiv 2102.09690): the label distribution the
+#               model gives the task's template with content-free inputs ("N/A", "", "[MASK]") is
+#               divided out, so a label favoured by its words alone (its length, its frequency) loses
+#               that edge. Tasks whose candidates are each example's own (multiple choice) have no
+#               fixed label set to calibrate: they use ``mean``.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
 @dataclass(frozen=True)
 class Verbalizer:
     """How one task's answers are scored: the tokenised words ranked for each example (classification:
     label words, in label order; regression: the bins' words, with the bins' values), or, for
-    multiple choice, each example's own choices; extraction generates up to ``max_new_tokens``."""
+    multiple choice, each example's own choices; extraction generates up to ``max_new_tokens``.
+    ``scoring`` is one of ``LABEL_SCORING``; calibration scores ``content_free`` (the task's template
+    over content-free inputs) for its label prior."""
 
     labels: tuple[str, ...]
     words: tuple[tuple[int, ...], ...]
@@ -44,17 +58,45 @@ class Verbalizer:
     language: str = "en"
     values: tuple[float, ...] = ()
     max_new_tokens: int = 0
+    scoring: str = "sum"
+    content_free: tuple[Encoded, ...] = ()
 
     @classmethod
-    def of(cls, spec: TaskSpec, tokenizer) -> Verbalizer:
+    def of(cls, spec: TaskSpec, tokenizer, scoring: str = "sum", max_length: int = 0) -> Verbalizer:
+        if scoring not in LABEL_SCORING:
+            raise ConfigError(f"label_scoring must be one of {', '.join(LABEL_SCORING)}, got {scoring!r}")
         words = tuple(
             tuple(tokenizer(spec.label_words[label], add_special_tokens=False)["input_ids"]) for label in spec.labels
         )
         values = tuple(float(label) for label in spec.labels) if spec.kind == "regression" else ()
-        return cls(tuple(spec.labels), words, spec.kind, spec.metric, spec.language, values, spec.max_new_tokens)
+        if scoring == "calibrated" and spec.kind not in ("classification", "regression"):
+            scoring = "mean" if spec.kind == "multiple_choice" else "sum"  # no fixed label set to calibrate
+        content_free = content_free_items(spec, tokenizer, max_length) if scoring == "calibrated" else ()
+        return cls(
+            tuple(spec.labels),
+            words,
+            spec.kind,
+            spec.metric,
+            spec.language,
+            values,
+            spec.max_new_tokens,
+            scoring,
+            content_free,
+        )
 
     def candidates(self, item: Encoded) -> tuple[tuple[int, ...], ...]:
         return item.candidates if self.kind == "multiple_choice" else self.words
+
+    def adjust(self, scores: torch.Tensor, candidates, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """One example's candidate scores under this verbalizer's ``scoring``, from the summed
+        log-likelihoods (up to a constant per example) that ``score_candidates`` gives."""
+        if self.scoring == "mean":
+            return scores / torch.tensor([max(1, len(c)) for c in candidates], dtype=scores.dtype)
+        if self.scoring == "calibrated":
+            if prior is None:
+                raise ValueError("calibrated scoring needs the task's content-free label prior")
+            return scores.float().log_softmax(-1) - prior
+        return scores
 
     def decide(self, scores: torch.Tensor) -> str | float:
         """The prediction from one example's candidate scores (log-likelihoods up to a constant)."""
@@ -62,6 +104,33 @@ class Verbalizer:
             return float(scores.float().softmax(-1) @ torch.tensor(self.values))
         best = int(scores.argmax())
         return str(best) if self.kind == "multiple_choice" else self.labels[best]
+
+
+def content_free_items(spec: TaskSpec, tokenizer, max_length: int) -> tuple[Encoded, ...]:
+    """The task's template with every text field replaced by each content-free input, encoded."""
+    fields = template_fields(spec.template)
+    out = []
+    for i, filler in enumerate(CONTENT_FREE):
+        ex = Example(f"{spec.name}/content-free/{i}", spec.name, {f: filler for f in fields}, spec.labels[0])
+        out.append(encode(spec, ex, tokenizer, max_length or 10**9, 0))
+    return tuple(out)
+
+
+def label_priors(
+    backbone: Backbone, method: Method, verbalizers: dict[int, Verbalizer], task_ids
+) -> dict[int, torch.Tensor]:
+    """Each calibrated task's log label prior: its label distribution (renormalised over the labels)
+    averaged over the content-free inputs, with the method's prompts for that task in place."""
+    priors = {}
+    for tid in sorted(set(task_ids)):
+        verb = verbalizers[tid]
+        if verb.scoring != "calibrated":
+            continue
+        rows = [replace(e, task_id=tid) for e in verb.content_free]
+        scores = score_candidates(backbone, method, rows, [verb.words] * len(rows))
+        probs = torch.stack([s.float().softmax(-1) for s in scores]).mean(0)
+        priors[tid] = probs.log()
+    return priors
 
 
 # Rows of (example, candidate) scored in one forward pass when candidates are several tokens long
@@ -248,17 +317,23 @@ def predict(
     items: list[Encoded],
     verbalizers: dict[int, Verbalizer],
     lower: LowerLayerCaches | None = None,
+    priors: dict[int, torch.Tensor] | None = None,
 ) -> list[str | float]:
     """One prediction per example: a label (classification), a choice index as a string (multiple
     choice), a score (regression: the bins' values weighted by the softmax of their scores) or
-    generated text (extraction)."""
+    generated text (extraction). Candidates are compared as each verbalizer's ``scoring`` says;
+    ``priors`` (``label_priors``) are computed here when a calibrated task needs them and none are given."""
     preds: list[str | float] = [""] * len(items)
     ranked = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind != "extraction"]
     if ranked:
         chunk = [items[i] for i in ranked]
-        scores = score_candidates(backbone, method, chunk, [verbalizers[e.task_id].candidates(e) for e in chunk], lower)
-        for i, e, s in zip(ranked, chunk, scores):
-            preds[i] = verbalizers[e.task_id].decide(s)
+        if priors is None:
+            priors = label_priors(backbone, method, verbalizers, [e.task_id for e in chunk])
+        cands = [verbalizers[e.task_id].candidates(e) for e in chunk]
+        scores = score_candidates(backbone, method, chunk, cands, lower)
+        for i, e, s, c in zip(ranked, chunk, scores, cands):
+            verb = verbalizers[e.task_id]
+            preds[i] = verb.decide(verb.adjust(s, c, priors.get(e.task_id)))
     generated = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind == "extraction"]
     if generated:
         chunk = [items[i] for i in generated]
@@ -345,17 +420,16 @@ def generate(backbone: Backbone, method: Method, items: list[Encoded], max_new_t
 
 
 @torch.no_grad()
-def evaluate(
+def predictions(
     backbone: Backbone,
     method: Method,
     items: list[Encoded],
     verbalizers: dict[int, Verbalizer],
     batch_size: int = 32,
     lower: LowerLayerCaches | None = None,
-) -> dict[str, dict[str, float]]:
-    """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
-    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py).
-    Under a data-parallel launch each rank predicts its share and every rank gets every prediction."""
+) -> list[str | float]:
+    """``predict`` over many examples in batches, in the order of ``items``. Under a data-parallel
+    launch each rank predicts its share and every rank gets every prediction."""
     if not items:
         raise DataError("nothing to evaluate: the evaluation split is empty")
     w = world()
@@ -367,22 +441,47 @@ def evaluate(
     order = w.shard(order)
     preds: dict[int, str | float] = {}
     with method.applied(backbone), progress(total=len(order), desc="evaluate") as bar:
+        # Calibration's label priors depend on the method, not on the batch: computed once.
+        priors = label_priors(backbone, method, verbalizers, [e.task_id for e in items])
         for start in range(0, len(order), batch_size):
             bar.update(min(batch_size, len(order) - start))
             chunk = [items[i] for i in order[start : start + batch_size]]
-            for i, p in zip(order[start : start + batch_size], predict(backbone, method, chunk, verbalizers, lower)):
+            batch_preds = predict(backbone, method, chunk, verbalizers, lower, priors)
+            for i, p in zip(order[start : start + batch_size], batch_preds):
                 preds[i] = p
     preds = dict(w.gather(list(preds.items()))) if w.parallel else preds
+    return [preds[i] for i in range(len(items))]
+
+
+def task_metrics(
+    items: list[Encoded], preds: list[str | float], verbalizers: dict[int, Verbalizer], names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per-task metrics of predictions (one per item, in order); ``names[task_id]`` names each task."""
     results = {}
     for task_id in sorted({e.task_id for e in items}):
         idx = [i for i, e in enumerate(items) if e.task_id == task_id]
-        results[method.task_names[task_id]] = compute_metrics(
+        results[names[task_id]] = compute_metrics(
             verbalizers[task_id],
             [preds[i] for i in idx],
             [items[i].golds or (items[i].label,) for i in idx],
             [question_of(items[i].uid) for i in idx],
         )
     return results
+
+
+@torch.no_grad()
+def evaluate(
+    backbone: Backbone,
+    method: Method,
+    items: list[Encoded],
+    verbalizers: dict[int, Verbalizer],
+    batch_size: int = 32,
+    lower: LowerLayerCaches | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per-task metrics over ``items`` (tasks and kinds may be mixed); each task's dict holds its
+    headline metric under the metric's name, beside the related scores (talora/tasks/metrics.py)."""
+    preds = predictions(backbone, method, items, verbalizers, batch_size, lower)
+    return task_metrics(items, preds, verbalizers, method.task_names)
 
 
 def headline(results: dict[str, dict[str, float]], metrics: dict[str, str]) -> float:

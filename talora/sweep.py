@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +32,18 @@ from .methods import method_class
 from .methods.base import NoPrompt
 from .overrides import merge
 from .pipeline import (
-    encode_split,
     lower_caches,
     protocol_splits,
     run_train,
     run_transfer,
+    score_examples,
     source_examples,
     source_task_names,
     verbalizers_for,
 )
-from .predict import evaluate
 from .progress import progress
 from .runs import RunManifest
+from .scorecard import CONSTANT_SHARE, scored_examples
 from .suites import load_suite
 
 
@@ -68,6 +69,8 @@ ZERO_SHOT_KEYS = (
     "heldout_examples",
     "validation_examples",
     "test_examples",
+    "sample_seed",
+    "label_scoring",
 )
 OVERRIDABLE = ("method", "method_args", "stage1", "train", "transfer")
 FLAGS = ("from_scratch",)  # true: no source training, the method starts fresh on each target's shots
@@ -152,17 +155,23 @@ def run_sweep(
         scores: dict[str, dict[str, float]] = {"source": {}, "target": {}}
         for role, names in (("source", sources), ("target", sweep.targets)):
             for task in names:
+                folder = output / "zero_shot" / f"{role}-{task}"
 
-                def frozen_model(task=task, role=role) -> dict:
+                def frozen_model(task=task, role=role, folder=folder) -> dict:
                     backbone = _backbone(loader, first)
-                    return {"score": zero_shot(first, [task], backbone, sources=role == "source")[task]}
+                    return zero_shot(first, task, backbone, folder, sources=role == "source")
 
                 unit = f"{tag} zero-shot {role} {task}"
-                scores[role][task] = manifest.run(unit, output / "zero_shot" / f"{role}-{task}", frozen_model)["score"]
+                record = manifest.run(unit, folder, frozen_model)
+                scores[role][task] = record["score"]
+                results.setdefault("scored", {}).setdefault("zero_shot", {})[f"{role} {task}"] = _brief(record)
         if sources:
             results["source"]["zero_shot"] = scores["source"]
-        results["target"]["zero_shot"] = {f"{t} (k={k})": [s] for t, s in scores["target"].items() for k in sweep.ks}
+        # One score per task, never one per k and seed: a deterministic row is not replicated.
+        results["target"]["zero_shot"] = dict(scores["target"])
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
+    warned: set[str] = set()
+    _warn(results, warned)  # the zero-shot units scored every task's lines: cut prompts show already
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
     with progress(total=units, desc="sweep", leave=True) as bar:
         for label, (cfg, scratch) in runs.items():
@@ -176,6 +185,11 @@ def run_sweep(
             else:
                 summary = manifest.run(f"{train_tag} train {label}", folder, _unit(loader, cfg, run_train, cfg, folder))
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
+                results.setdefault("scored", {})[label] = {
+                    f"source {t}": _brief({"scored": c, "metric": summary["headline"][t]})
+                    for t, c in summary.get("scored", {}).items()
+                }
+                results.setdefault("units", {}).setdefault(label, {})["source"] = str(folder.relative_to(output))
             results["parameters"][label] = dict(summary["trainable_parameters"])
             bar.update()
             write_results(results, output, config, t0)
@@ -199,11 +213,15 @@ def run_sweep(
                             shots=cfg.shots,
                         )
                         res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out, unit)
-                        results["target"].setdefault(label, {}).setdefault(f"{task} (k={k})", []).append(res["score"])
+                        row = f"{task} (k={k})"
+                        results["target"].setdefault(label, {}).setdefault(row, []).append(res["score"])
+                        for key, value in (("units", str(out.relative_to(output))), ("scored", _brief(res))):
+                            results.setdefault(key, {}).setdefault(label, {}).setdefault(row, []).append(value)
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
                         bar.update()
                         write_results(results, output, config, t0)
     write_results(results, output, config, t0)
+    _warn(results, warned)
     return results
 
 
@@ -233,8 +251,30 @@ def _backbone(loader: BackboneLoader, cfg: RunConfig) -> Backbone:
 
 def _unit(loader: BackboneLoader, cfg: RunConfig, recipe, *args, **kwargs):
     """A recipe call for the manifest to run, or to skip when its unit is finished: the model is
-    loaded only when a unit actually runs."""
-    return lambda: recipe(*args, **kwargs, backbone=_backbone(loader, cfg))
+    loaded only when a unit actually runs. Its summary gains the unit's wall time, beside the
+    compute (training steps + scoring) the recipe reports, so the overhead between them shows."""
+
+    def run() -> dict:
+        backbone = _backbone(loader, cfg)  # loading, once per sweep, is not the unit's time
+        t0 = time.perf_counter()
+        summary = recipe(*args, **kwargs, backbone=backbone)
+        summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        return summary
+
+    return run
+
+
+def _brief(summary: dict) -> dict | None:
+    """What a table needs of a unit's scorecard (the full one is in its metrics.json)."""
+    card = summary.get("scored")
+    if not card:
+        return None
+    brief = {k: card[k] for k in ("lines", "sample", "truncated", "top_share") if k in card}
+    if "majority" in card:
+        brief["majority"] = card["majority"]["metrics"].get(summary["metric"])
+    compute = summary.get("seconds", 0) + summary.get("scoring_seconds", 0)
+    brief["seconds"] = {"wall": summary.get("wall_seconds"), "compute": round(compute, 1)}
+    return brief
 
 
 def write_results(results: dict, output: Path, config: str | Path, t0: float) -> None:
@@ -246,24 +286,49 @@ def write_results(results: dict, output: Path, config: str | Path, t0: float) ->
     atomic_write(output / f"results-{stem}.md", format_table(results).encode())
 
 
-def zero_shot(cfg: RunConfig, names: list[str], backbone: Backbone, sources: bool = False) -> dict[str, float]:
-    """Headline score of the frozen model with each task's template and no prompt, on the examples
-    the trained methods are scored on: a source's report split (``source_examples``, capped at
-    ``validation_examples``) or a target's evaluation split (capped at ``test_examples``)."""
-    tasks = T.load_tasks(cfg.data_dir, names)
+def _warn(results: dict, warned: set[str]) -> None:
+    for note in truncation_notes(results):
+        if note not in warned:
+            warned.add(note)
+            print(f"talora: {note}", file=sys.stderr)
+
+
+def zero_shot(cfg: RunConfig, name: str, backbone: Backbone, output: Path, sources: bool = False) -> dict:
+    """The frozen model with the task's template and no prompt, scored on the lines the trained methods
+    are scored on: a source's report split (``source_examples``, sampled to ``validation_examples``)
+    or a target's evaluation split (sampled to ``test_examples``). Its summary: headline score and
+    scorecard; every line's prediction goes to ``output``."""
+    tasks = T.load_tasks(cfg.data_dir, [name])
+    spec = tasks[name].spec
     lower = lower_caches(cfg, backbone)
-    scores = {}
-    for name in progress(names, desc="zero-shot"):
-        if sources:
-            examples, cap = source_examples(tasks[name], cfg)["report"], cfg.validation_examples
-        else:
-            examples, cap = tasks[name].splits[T.evaluation_split(tasks[name])], cfg.test_examples
-        items = encode_split(backbone, tasks, [name], "test", cfg.max_length, cap, {name: examples})
-        result = evaluate(
-            backbone, NoPrompt(backbone, [name]), items, verbalizers_for(backbone, [tasks[name].spec]), lower=lower
+    if sources:
+        split = protocol_splits(tasks[name], cfg.select_on)[1]
+        index, examples = scored_examples(
+            spec, source_examples(tasks[name], cfg)["report"], cfg.validation_examples, cfg.sample_seed
         )
-        scores[name] = result[name][tasks[name].spec.metric]
-    return scores
+    else:
+        split = T.evaluation_split(tasks[name])
+        index, examples = scored_examples(spec, tasks[name].splits[split], cfg.test_examples, cfg.sample_seed)
+    t0 = time.perf_counter()
+    metrics, cards = score_examples(
+        backbone,
+        NoPrompt(backbone, [name]),
+        tasks,
+        [name],
+        {name: (split, index, examples)},
+        verbalizers_for(backbone, [spec], cfg),
+        cfg,
+        cfg.transfer.eval_batch_size,
+        lower,
+        output,
+    )
+    seconds = round(time.perf_counter() - t0, 1)
+    return {
+        "score": metrics[name][spec.metric],
+        "metric": spec.metric,
+        "scored": cards[name],
+        "scoring_seconds": seconds,
+    }
 
 
 def _cell(values, scale: float = 100.0) -> str:
@@ -305,27 +370,72 @@ def _split_notes(splits: dict) -> list[str]:
     return notes
 
 
+# A sweep warns when more than this share of a task's scored prompts are cut.
+TRUNCATION_WARNING = 0.1
+
+
+def _task_of(row: str) -> str:
+    return row.rsplit(" (k=", 1)[0]
+
+
+def _lookup(block: dict, method: str, row: str):
+    """A method's cell of a row; a deterministic row (one score per task, e.g. zero-shot) serves every k."""
+    cells = block.get(method, {})
+    return cells.get(row, cells.get(_task_of(row)))
+
+
+def _flagged(results: dict, method: str, setting: str, row: str) -> bool:
+    """Whether any unit of the cell gave one answer to >= CONSTANT_SHARE of its lines."""
+    scored = results.get("scored", {}).get(method, {})
+    cards = scored.get(row) if setting == "unseen task" else scored.get(f"source {row}")
+    if method == "zero_shot":
+        cards = scored.get(f"{'target' if setting == 'unseen task' else 'source'} {_task_of(row)}")
+    cards = cards if isinstance(cards, list) else [cards]
+    return any(c and c.get("top_share", 0) >= CONSTANT_SHARE for c in cards)
+
+
+def _majority(results: dict, setting: str, row: str) -> float | None:
+    """The best constant answer's score on the row's lines (the same lines for every method)."""
+    for method, scored in results.get("scored", {}).items():
+        key = row if setting == "unseen task" else f"source {row}"
+        if method == "zero_shot":
+            key = f"{'target' if setting == 'unseen task' else 'source'} {_task_of(row)}"
+        cards = scored.get(key)
+        for card in cards if isinstance(cards, list) else [cards]:
+            if card and card.get("majority") is not None:
+                value = card["majority"]
+                return value if isinstance(value, (int, float)) else None
+    return None
+
+
 def format_table(results: dict) -> str:
     methods = list(dict.fromkeys([*results["source"], *results["target"]]))
-    lines = ["| setting | task | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 2)]
+    lines = ["| setting | task | majority | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 3)]
+    flagged = False
     for setting, block in (("unseen data", results["source"]), ("unseen task", results["target"])):
         if not block:
             continue
-        rows = list(dict.fromkeys(row for scores in block.values() for row in scores))
+        rows = list(dict.fromkeys(row for m, scores in block.items() if m != "zero_shot" for row in scores))
+        rows = rows or list(dict.fromkeys(row for scores in block.values() for row in scores))
         for row in rows:
-            lines.append(
-                f"| {setting} | {row} | "
-                + " | ".join(_cell(block[m][row]) if row in block.get(m, {}) else "-" for m in methods)
-                + " |"
-            )
+            cells = []
+            for m in methods:
+                cell = _lookup(block, m, row)
+                mark = "†" if cell is not None and _flagged(results, m, setting, row) else ""
+                flagged |= bool(mark)
+                cells.append("-" if cell is None else _cell(cell) + mark)
+            base = _majority(results, setting, row)
+            lines.append(f"| {setting} | {row} | {'-' if base is None else _cell(base)} | " + " | ".join(cells) + " |")
         # An average only over complete rows: an interrupted sweep shows "-" rather than a biased mean.
         averages = [
-            f"**{100 * statistics.mean(_mean(block[m][r]) for r in rows):.1f}**"
-            if all(r in block.get(m, {}) for r in rows)
+            f"**{100 * statistics.mean(_mean(_lookup(block, m, r)) for r in rows):.1f}**"
+            if all(_lookup(block, m, r) is not None for r in rows)
             else "-"
             for m in methods
         ]
-        lines.append(f"| {setting} | **average** | " + " | ".join(averages) + " |")
+        bases = [_majority(results, setting, r) for r in rows]
+        base_avg = f"{100 * statistics.mean(bases):.1f}" if bases and None not in bases else "-"
+        lines.append(f"| {setting} | **average** | {base_avg} | " + " | ".join(averages) + " |")
     params = results.get("parameters", {})
     if params:
         cells = []
@@ -335,7 +445,31 @@ def format_table(results: dict) -> str:
                 f"{_count(p.get('shared', 0))} / {_count(p.get('per_task', 0))}"
                 + (f" / {_count(p['target'])}" if "target" in p else "")
             )
-        lines.append("| parameters | shared / per source task / per target | " + " | ".join(cells) + " |")
+        lines.append("| parameters | shared / per source task / per target | - | " + " | ".join(cells) + " |")
     lines.append(f"\nscores × 100; ± is the standard deviation over seeds; wall time {results['seconds']:.0f} s")
+    lines.append(
+        "- majority: the best constant answer on the same scored lines; zero_shot: the frozen model, "
+        "one deterministic score per task (never repeated per seed)"
+    )
+    if flagged:
+        lines.append(
+            f"- †: {CONSTANT_SHARE:.0%} or more of a unit's predictions are one answer (a near-constant output)"
+        )
     lines += [f"- {note}" for note in _split_notes(results.get("splits", {}))]
+    lines += [f"- {note}" for note in truncation_notes(results)]
     return "\n".join(lines)
+
+
+def truncation_notes(results: dict) -> list[str]:
+    """A warning per task where more than TRUNCATION_WARNING of the scored prompts lost text."""
+    worst: dict[str, float] = {}
+    for scored in results.get("scored", {}).values():
+        for key, cards in scored.items():
+            for card in cards if isinstance(cards, list) else [cards]:
+                if card and card.get("truncated", 0) > TRUNCATION_WARNING:
+                    task = _task_of(key.removeprefix("source ").removeprefix("target "))
+                    worst[task] = max(worst.get(task, 0.0), card["truncated"])
+    return [
+        f"warning: {share:.0%} of {task}'s scored prompts were cut to max_length (talora tasks --model shows lengths)"
+        for task, share in sorted(worst.items())
+    ]

@@ -42,13 +42,13 @@ def full_logit_accuracy(backbone, method, items, words=None, labels=None) -> flo
     return right / len(items)
 
 
-def adapter_accuracy(backbone, adapter: Path, task: str, split: str, max_length: int, first: int = 0) -> float:
-    """The accuracy of the adapter in folder ``adapter`` on the first ``first`` examples (0: all) of
-    ``split`` of the synthetic task ``task``."""
+def adapter_accuracy(backbone, adapter: Path, task: str, split: str, max_length: int, lines: int = 0) -> float:
+    """The accuracy of the adapter in folder ``adapter`` on the ``lines`` scored lines (0: all) of
+    ``split`` of the synthetic task ``task``: the seeded, stratified sample of ``T.scored_sample``."""
     method, specs = load_adapter(adapter, backbone)
     spec = specs[task]
     examples = T.load_tasks(None, [task])[task].splits[split]
-    examples = examples[:first] if first else examples
+    examples = [examples[i] for i in T.scored_sample(examples, lines, 0, spec.labels)]
     task_id = method.task_names.index(task)
     items = [encode(spec, ex, backbone.tokenizer, max_length, task_id) for ex in examples]
     words = [

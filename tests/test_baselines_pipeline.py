@@ -47,7 +47,7 @@ def test_baseline_trains_transfers_and_reloads(tmp_path, tiny, method):
     assert ("stage1" in summary) == (method in WITH_STAGE1) == (src / "stage1" / "adapter.json").is_file()
     res = pipeline.run_transfer(src, "tweet_emotion", 4, 0, tgt)
     assert res["method"] == method and res["examples"] == 30
-    by_hand = adapter_accuracy(tiny, tgt, "tweet_emotion", res["split"], 48, first=30)
+    by_hand = adapter_accuracy(tiny, tgt, "tweet_emotion", res["split"], 48, lines=30)
     assert res["score"] == pytest.approx(by_hand, abs=1e-9)  # the saved target adapter reproduces it
     after = tiny.model.state_dict()
     assert after.keys() == frozen.keys() and all(torch.equal(after[k], v) for k, v in frozen.items())

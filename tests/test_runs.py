@@ -76,12 +76,29 @@ def test_a_partial_table_marks_missing_cells_and_withholds_their_average():
         "source": {},
         "parameters": {},
         "seconds": 1.0,
-        "target": {"zero_shot": {"a (k=2)": [0.5], "b (k=2)": [0.25]}, "m": {"a (k=2)": [1.0, 0.5]}},
+        # zero-shot is deterministic: one score per task serves every k of that task's rows
+        "target": {"zero_shot": {"a": 0.5, "b": 0.25}, "m": {"a (k=2)": [1.0, 0.5]}},
+        "scored": {"m": {"a (k=2)": [{"majority": 0.6, "top_share": 0.95}, {"majority": 0.6, "top_share": 0.5}]}},
     }
     table = sweep.format_table(results)
-    assert "| unseen task | a (k=2) | 50.0 | 75.0 ± 35.4 |" in table
-    assert "| unseen task | b (k=2) | 25.0 | - |" in table
-    assert "| unseen task | **average** | **37.5** | - |" in table
+    # the majority column, and a dagger where one seed gave one answer to 95 % of its lines
+    assert "| unseen task | a (k=2) | 60.0 | 50.0 | 75.0 ± 35.4† |" in table
+    assert "90% or more of a unit's predictions are one answer" in table
+    # zero-shot's task b has no row: no trained method reached it, and its score is not a k
+    assert "| b" not in table
+    assert "| unseen task | **average** | 60.0 | **50.0** | **75.0** |" in table
+
+
+def test_a_missing_cell_withholds_the_average():
+    results = {
+        "source": {},
+        "parameters": {},
+        "seconds": 1.0,
+        "target": {"zero_shot": {"a": 0.5, "b": 0.25}, "m": {"a (k=2)": [1.0]}, "n": {"b (k=2)": [0.5]}},
+    }
+    table = sweep.format_table(results)
+    assert "| unseen task | b (k=2) | - | 25.0 | - | 50.0 |" in table
+    assert "| unseen task | **average** | - | **37.5** | - | - |" in table
 
 
 def test_unit_names_ignore_fields_left_at_their_defaults():

@@ -90,7 +90,7 @@ def test_dtvg_train_transfer_and_grouping_plot(tmp_path, tiny_model):
 
     res = pipeline.run_transfer(tmp_path / "src", "product_sentiment", 2, 0, tmp_path / "tgt")
     assert res["method"] == "dtvg"
-    by_hand = adapter_accuracy(tiny_model, tmp_path / "tgt", "product_sentiment", "test", 48, first=res["examples"])
+    by_hand = adapter_accuracy(tiny_model, tmp_path / "tgt", "product_sentiment", "test", 48, lines=res["examples"])
     assert res["score"] == pytest.approx(by_hand, abs=1e-9)
     target, _ = load_adapter(tmp_path / "tgt", tiny_model, expect_method="dtvg")
     assert target.source_names == SOURCES and torch.equal(target.source_tpvs, src.source_tpvs)

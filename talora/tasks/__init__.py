@@ -17,7 +17,7 @@ from pathlib import Path
 from . import jsonl, synthetic
 from .base import Example, Task, TaskSpec
 from .metrics import compute_metrics, majority_baseline, question_of
-from .sampling import K_ALL, KS, SHOT_MODES, evaluation_split, few_shot, is_k, parse_k, sample_k_shot
+from .sampling import K_ALL, KS, SHOT_MODES, evaluation_split, few_shot, is_k, parse_k, sample_k_shot, scored_sample
 from .synthetic import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
 
 
@@ -51,6 +51,7 @@ __all__ = [
     "describe_tasks",
     "check_tasks",
     "sample_k_shot",
+    "scored_sample",
     "few_shot",
     "parse_k",
     "is_k",

@@ -100,3 +100,40 @@ def parse_k(value: str | int) -> int | str:
     if isinstance(value, str) and value.isdigit() and int(value) > 0:
         return int(value)
     raise DataError(f"k must be a positive number of shots or {K_ALL!r}, got {value!r}")
+
+
+def scored_sample(examples: Sequence[Example], n: int, seed: int, labels: Sequence[str] = ()) -> list[int]:
+    """The positions (ascending) of the ``n`` lines of a split that are scored: all of them when
+    ``n`` is 0 or covers the split, else a seeded random sample, stratified by label when ``labels``
+    (a classification task's) are given. Never the first ``n`` lines: a file grouped by label would
+    then score one class.
+
+    The draw depends on (task, seed, n) and the split alone, so every method, k and transfer seed
+    of a sweep is scored on the same lines. Strata get ``n`` in proportion to their size (largest
+    remainders round up; every class present keeps at least one line when ``n`` allows)."""
+    if n < 0:
+        raise DataError(f"the number of scored lines must be >= 0, got {n}")
+    if not n or n >= len(examples):
+        return list(range(len(examples)))
+    rng = random.Random(f"scored:{examples[0].task}:{seed}:{n}")
+    if not labels:
+        return sorted(rng.sample(range(len(examples)), n))
+    strata: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        strata.setdefault(ex.label, []).append(i)
+    keys = sorted(strata)
+    quota = {lab: n * len(strata[lab]) / len(examples) for lab in keys}
+    take = {lab: max(1, int(quota[lab])) if n >= len(keys) else int(quota[lab]) for lab in keys}
+    left = n - sum(take.values())
+    # Largest remainders first (ties by label name: no dependence on dict or hash order).
+    for lab in sorted(keys, key=lambda lab: (-(quota[lab] - int(quota[lab])), lab)):
+        if left <= 0:
+            break
+        if take[lab] < len(strata[lab]):
+            take[lab] += 1
+            left -= 1
+    while left < 0:  # the one-line floor overshot: take back from the largest strata
+        lab = max(keys, key=lambda lab: (take[lab], lab))
+        take[lab] -= 1
+        left += 1
+    return sorted(i for lab in keys for i in rng.sample(strata[lab], take[lab]))
