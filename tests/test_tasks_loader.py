@@ -403,3 +403,49 @@ def test_real_finre_keeps_one_example_per_triple():
     triples = {(ex.fields["text"], ex.fields["head"], ex.fields["tail"]) for ex in val}
     assert len(triples) == len(val) == 1353  # of 1489 lines
     assert sum(len(ex.answers) > 1 for ex in val) == 134  # triples listed with two relations
+
+
+def test_tasks_counts_lines_where_the_manifest_has_no_counts_and_flags_an_empty_split(tmp_path, capsys):
+    from talora.cli import main
+    from talora.tasks import check_tasks
+
+    folder = write_folder(tmp_path)
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    for entry in manifest["tasks"]:
+        for info in entry["splits"].values():
+            del info["kept"]
+    del manifest["tasks"][1]["splits"]  # dupes: the files are found, and counted
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest))
+    train = folder / "en" / "reviews" / "train.jsonl"
+    train.write_text(train.read_text() + "\n  \n" + train.read_text())  # blank lines are no records
+    rows = {r["name"]: r for r in describe_tasks(folder)}
+    assert rows["reviews"]["splits"] == {"train": 4, "validation": 1}
+    assert rows["dupes"]["splits"] == {"train": 2, "validation": 1}
+    assert all(r["supported"] for r in rows.values())
+    assert main(["tasks", "--data-dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out and "train=4, validation=1" in out
+
+    empty = folder / "en" / "dupes" / "validation.jsonl"
+    empty.write_text("\n")
+    row = {r["name"]: r for r in describe_tasks(folder)}["dupes"]
+    checked = {r["name"]: r for r in check_tasks(folder)}["dupes"]
+    assert row["splits"] == {"train": 2, "validation": 0}
+    assert not row["supported"] and not checked["supported"]
+    assert (
+        row["problem"]
+        == checked["problem"]
+        == (
+            f"{empty}, line 1: split file is empty (the inputs ['text_a', 'text_b'] and a label expected on every line)"
+        )
+    )
+    assert main(["tasks", "--data-dir", str(folder)]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("dupes")]
+    assert "validation=0" in listed[0] and f"UNSUPPORTED: {empty}, line 1: split file is empty" in listed[0]
+    assert main(["data", "check", str(folder)]) == 2
+    assert f"dupes: {empty}, line 1: split file is empty" in capsys.readouterr().err
+
+    gone = folder / "en" / "reviews" / "validation.jsonl"  # a split the manifest names
+    gone.unlink()
+    row = {r["name"]: r for r in describe_tasks(folder)}["reviews"]
+    assert row["problem"] == f"{gone}: split file of task 'reviews' does not exist" and not row["supported"]

@@ -204,9 +204,30 @@ def _declared(entry: dict) -> bool:
     return not entry.get("_discovered") and kind_and_form(entry)[1] is not None
 
 
+def _split_size(path: Path, recorded) -> int | None:
+    """Records in a split file: the manifest's count when it has one (then only the first record is
+    looked for, to tell an empty file), else the non-blank lines counted (one record per JSONL line,
+    without parsing any). None when the file does not exist."""
+    if not path.is_file():
+        return None
+    if path.suffix.lower() != ".jsonl":
+        return len(read_records(path))
+    with path.open("rb") as lines:
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+            return recorded if any(line.strip() for line in lines) else 0
+        return sum(1 for line in lines if line.strip())
+
+
+def empty_split(path: Path, form: str | None) -> str:
+    expected = f"the inputs {list(FORMS[form])} and a label" if form in FORMS else "a record"
+    return f"{path}, line 1: split file is empty ({expected} expected on every line)"
+
+
 def describe(data_dir: Path) -> list[dict]:
-    """One row per task. A task the manifest describes is listed from the manifest alone; any other is
-    read in full to infer what it is (its row's ``inferred`` says what was inferred)."""
+    """One row per task. A task the manifest describes is listed from the manifest and its split files'
+    line counts (where the manifest records no count), without parsing a record; a missing or empty
+    split file makes it unsupported, as it makes loading it fail. Any other task is read in full to
+    infer what it is (its row's ``inferred`` says what was inferred)."""
     rows = []
     for name, entry in catalogue(Path(data_dir)).items():
         if not _declared(entry):
@@ -214,6 +235,11 @@ def describe(data_dir: Path) -> list[dict]:
             continue
         kind, form = kind_and_form(entry)
         splits = entry.get("splits") if isinstance(entry.get("splits"), dict) else {}
+        files = split_files(Path(data_dir), entry)
+        sizes = {
+            s: _split_size(f, splits[s].get("kept") if isinstance(splits.get(s), dict) else None)
+            for s, f in files.items()
+        }
         row = {
             "name": name,
             "language": entry["language"],
@@ -223,7 +249,7 @@ def describe(data_dir: Path) -> list[dict]:
             "role_detail": str(entry.get("role", "")),
             "metric": normalise_metric(str(entry.get("metric", "")), kind, form),
             "labels": list(entry.get("label_list") or []),
-            "splits": {s: info.get("kept") if isinstance(info, dict) else None for s, info in splits.items()},
+            "splits": {s: n or 0 for s, n in sizes.items()},
             "path": entry["path"],
             "type": entry.get("type", ""),
             "supported": True,
@@ -234,6 +260,13 @@ def describe(data_dir: Path) -> list[dict]:
             row["labels"] = list(spec.labels)
         except DataError as err:
             row.update(supported=False, problem=str(err))
+        unreadable = [
+            f"{files[s]}: split file of task {name!r} does not exist" if n is None else empty_split(files[s], form)
+            for s, n in sizes.items()
+            if not n
+        ]
+        if row["supported"] and unreadable:  # what loading the task would say first
+            row.update(supported=False, problem=unreadable[0])
         rows.append(row)
     return rows
 
@@ -496,9 +529,7 @@ def read_split(
         for suffix, fields, label, golds in parsed:
             examples.append(Example(f"{uid_prefix}/{number}{suffix}", spec.name, fields, label, golds))
     if not examples:
-        raise DataError(
-            f"{path}, line 1: split file is empty (the inputs {list(FORMS[form])} and a label expected on every line)"
-        )
+        raise DataError(empty_split(path, form))
     return merge_repeated_triples(examples) if form == "relation" else examples
 
 
