@@ -125,14 +125,43 @@ def cmd_transfer(args) -> None:
         print(f"{args.task} k={args.k} seed={args.seed} ({summary['split']}): {_metrics_line(summary['metrics'])}")
 
 
+def _reported_split(adapter: Path, task: str, data_dir: str | None) -> str | None:
+    """The split ``talora train`` (or ``transfer``) reports ``task`` on, which ``eval`` scores unless
+    told otherwise: test where the task has a labelled test split, else validation, as
+    ``pipeline.protocol_splits`` decides (a run with ``select_on: validation`` reports validation;
+    a transfer reports test, else validation, whatever its source selected on). None when the
+    adapter does not hold the task: ``run_eval`` says so."""
+    from .adapter_files import read_sidecar
+    from .config import load_config
+    from .pipeline import protocol_splits
+    from .tasks import evaluation_split, load_tasks
+
+    sidecar = read_sidecar(adapter)
+    if task not in [d["name"] for d in sidecar["tasks"]]:
+        return None
+    config = adapter / "config.yaml"
+    cfg = load_config(config if config.is_file() else None)
+    loaded = load_tasks(data_dir if data_dir is not None else cfg.data_dir, [task])[task]
+    if "source_adapter" in sidecar:  # written by transfer
+        return evaluation_split(loaded)
+    return protocol_splits(loaded, cfg.select_on)[1]
+
+
 def cmd_eval(args) -> None:
+    from .adapter_files import resolve_adapter
     from .pipeline import run_eval
 
-    result = run_eval(Path(args.adapter), args.task, args.split, args.data_dir, placement=_placement(args))
+    adapter = resolve_adapter(args.adapter)
+    split = args.split or _reported_split(adapter, args.task, args.data_dir)
+    if args.split is None and split is not None:
+        print(f"scoring the {split} split of {args.task}, the one train reports (--split to choose)", file=sys.stderr)
+    result = run_eval(adapter, args.task, split or "validation", args.data_dir, placement=_placement(args))
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return
-    print(f"{result['task']} ({result['split']}, {result['examples']} examples): {_metrics_line(result['metrics'])}")
+    print(
+        f"{result['task']} ({result['split']} split, {result['examples']} examples): {_metrics_line(result['metrics'])}"
+    )
     if result["majority_baseline"]:
         print(f"majority-class baseline: {_metrics_line(result['majority_baseline'])}")
 
@@ -596,7 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="score an adapter on one task")
     e.add_argument("--adapter", required=True, help="adapter folder, or a hub model repo owner/name[@revision]")
     e.add_argument("--task", required=True)
-    e.add_argument("--split", default="validation", help="train | validation | test")
+    e.add_argument(
+        "--split",
+        help="train | validation | test (default: the split train reports: test where the task has a labelled "
+        "test split, else validation)",
+    )
     e.add_argument("--data-dir")
     e.add_argument("--json", action="store_true")
     _add_placement(e)

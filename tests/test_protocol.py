@@ -184,3 +184,36 @@ def test_suites_count_shots_as_their_papers_do(tmp_path):
     assert runs["prompt_tuning"][0].shots == "total"
     path.write_text("suite: en-dtvg\nrun: {shots: per_class}\nmethods: {prompt_tuning: {}}\n")
     assert load_sweep(path)[1]["prompt_tuning"][0].shots == "per_class"  # the sweep's own setting wins
+
+
+def test_eval_scores_by_default_the_split_train_reports(tmp_path, tiny_models, capsys):
+    from test_tasks_loader import write_folder
+
+    from talora.adapter_files import save_adapter
+    from talora.cli import main
+    from talora.config import dump_config
+    from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
+
+    backbone = tiny_models["tiny"]
+    data = str(write_folder(tmp_path / "data"))  # train and validation only
+    cases = [
+        ("has-test", None, "movie_sentiment", "auto", None, "test"),
+        ("no-test", data, "reviews", "auto", None, "validation"),
+        ("selects-on-validation", None, "movie_sentiment", "validation", None, "validation"),
+        ("transfer", None, "movie_sentiment", "validation", {"source_adapter": "runs/src"}, "test"),
+    ]
+    for name, data_dir, task, select_on, extra, want in cases:
+        spec = load_tasks(data_dir, [task])[task].spec
+        folder = tmp_path / name
+        method = PromptTuning(PromptTuningConfig(length=2), backbone, [task])
+        save_adapter(folder, method, backbone, {task: spec}, extra=extra)
+        cfg = RunConfig(method="prompt_tuning", model="tiny", data_dir=data_dir, tasks=[task], select_on=select_on)
+        (folder / "config.yaml").write_text(dump_config(cfg))
+        assert pipeline.protocol_splits(load_tasks(data_dir, [task])[task], select_on)[1] == want or extra
+        assert main(["eval", "--adapter", str(folder), "--task", task]) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith(f"{task} ({want} split, "), (name, out)
+        assert f"scoring the {want} split of {task}, the one train reports" in err, name
+    assert main(["eval", "--adapter", str(folder), "--task", task, "--split", "train", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["split"] == "train" and "scoring" not in err
