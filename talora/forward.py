@@ -151,6 +151,22 @@ def _layers_only(
         decoder.layers, decoder.norm = layers, norm
 
 
+def prefix_left_padded(
+    prefix: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A soft prompt (B, m, d) put before left-padded input embeddings, each row's padding moved in front
+    of the prompt: [pad][prompt][text], and the mask to match.
+
+    Sliding-window layers (Gemma 3) measure distance in sequence slots, padding included, and a
+    sliding key/value cache keeps the last slots: padding between the prompt and the text would
+    push the prompt out of a window that, without the padding, holds it.
+    """
+    embeds = torch.cat([prefix.to(embeds.dtype), embeds], dim=1)
+    mask = torch.cat([mask.new_ones(mask.shape[0], prefix.shape[1]), mask], dim=1)
+    order = torch.sort(mask, dim=1, stable=True).indices  # zeros first; the rest keep their order
+    return embeds.gather(1, order[..., None].expand_as(embeds)), mask.gather(1, order)
+
+
 @torch.no_grad()
 def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int) -> torch.Tensor:
     """Hidden states entering layer ``first`` of the frozen model (no autograd: nothing there learns)."""

@@ -20,7 +20,7 @@ from .batching import Encoded, answer_batch, encode, prompt_batch
 from .config import LABEL_SCORING
 from .distributed import world
 from .errors import ConfigError, DataError
-from .forward import compute_precision, hidden_at, output_head
+from .forward import compute_precision, hidden_at, output_head, prefix_left_padded
 from .progress import progress
 from .tasks import compute_metrics, question_of
 from .tasks.base import STOP, Example, template_fields
@@ -226,8 +226,7 @@ def _score_after_prompt(
     embeds = model.get_input_embeddings()(ids)
     if prompts.input_prefix is not None:
         prefix = prompts.input_prefix.to(embeds.dtype)
-        embeds = torch.cat([prefix, embeds], dim=1)
-        mask = torch.cat([mask.new_ones(len(items), prefix.shape[1]), mask], dim=1)
+        embeds, mask = prefix_left_padded(prefix, embeds, mask)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     with compute_precision(backbone):
@@ -368,8 +367,7 @@ class GreedyDecoder:
         embeds = self.model.get_input_embeddings()(ids)
         if self.prompts.input_prefix is not None:
             prefix = self.prompts.input_prefix.to(embeds.dtype)
-            embeds = torch.cat([prefix, embeds], dim=1)
-            mask = torch.cat([mask.new_ones(len(rows), prefix.shape[1]), mask], dim=1)
+            embeds, mask = prefix_left_padded(prefix, embeds, mask)
         self.mask, self.positions = mask, (mask.cumsum(1) - 1).clamp(min=0)
         self.inputs = {"inputs_embeds": embeds}
         self.cache = DynamicCache(config=self.model.config)

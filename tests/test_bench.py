@@ -86,8 +86,9 @@ def _indexed_for_layer(self, layer_idx):
     return self.prompts[i], (None if self.gates is None else self.gates[i])
 
 
-def _written_out_gated_term(module, query, prompt, gate, scaling):
+def _written_out_gated_term(module, query, prompt, gate, scaling, softcap=None):
     """tanh(g) * softmax(Q K_p^T * scaling) V_p with per-example K_p, V_p and every head's copy of them."""
+    assert softcap is None  # no architecture here caps its attention scores
     b, h, _, dh = query.shape
     pk = module.k_proj(prompt).view(b, prompt.shape[1], -1, dh)
     if getattr(module, "k_norm", None) is not None:
