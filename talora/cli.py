@@ -315,10 +315,53 @@ def cmd_config(args) -> None:
     print(reference_yaml(), end="")
 
 
+def _is_sweep(path: str) -> bool:
+    """A sweep config (``talora sweep``'s), told from a run config by its ``methods`` or ``run`` block."""
+    from .config import read_yaml
+
+    return bool({"methods", "run"} & set(read_yaml(path)))
+
+
+def _plan_sweep(args) -> None:
+    """One plan per method label of a sweep, each on that label's own run config. A method trained
+    from scratch on each target is planned as the sweep runs it: one target, the transfer budget."""
+    import dataclasses
+
+    from .plan import format_plan, make_plan
+    from .sweep import load_sweep
+
+    sweep, runs = load_sweep(args.config, overrides=args.overrides)
+    plans, texts = {}, []
+    for label, (cfg, from_scratch) in runs.items():
+        if from_scratch:
+            cfg = dataclasses.replace(cfg, tasks=list(sweep.targets[:1]) or cfg.tasks, train=cfg.transfer)
+        plan = make_plan(
+            cfg,
+            model=args.model,
+            dtype=args.dtype,
+            checkpointing=args.gradient_checkpointing,
+            all_methods=args.all_methods,
+            answer_tokens=args.answer_tokens,
+        )
+        plans[label] = plan.to_json()
+        how = (
+            f"trained from scratch on each target ({', '.join(cfg.tasks)} planned, transfer budget)"
+            if from_scratch
+            else "trained on the sources"
+        )
+        texts.append(f"## {label}: method {cfg.method}, {how}\n\n{format_plan(plan, cfg)}")
+    if args.json:
+        print(json.dumps(plans, indent=1, ensure_ascii=False))
+    else:
+        print(f"sweep {args.config}: {len(runs)} method(s), one plan each\n\n" + "\n\n".join(texts))
+
+
 def cmd_plan(args) -> None:
     from .config import load_config
     from .plan import make_plan
 
+    if _is_sweep(args.config):
+        return _plan_sweep(args)
     cfg = load_config(args.config, args.overrides)
     plan = make_plan(
         cfg,
@@ -714,7 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="trainable parameters and estimated GPU memory of a config, no weights read (docs/paper-scale.md)",
         **overridable,
     )
-    pl.add_argument("--config", required=True, help="run config YAML (e.g. configs/paper/talora-zh-qwen2.5-7b.yaml)")
+    pl.add_argument(
+        "--config",
+        required=True,
+        help="run config YAML (e.g. configs/paper/talora-zh-qwen2.5-7b.yaml), or a sweep config: one plan per method",
+    )
     pl.add_argument(
         "--model",
         help="instead of the config's model: a shipped name (qwen2.5-7b-instruct, ...), a model folder, "

@@ -260,3 +260,61 @@ def test_paper_table_sweeps_load_and_plan_with_the_shipped_model(path):
     # The header's "about N GiB" per GPU is the planned stage 2 in bfloat16 with gradient checkpointing.
     quoted = float(re.search(r"about ([\d.]+) GiB", path.read_text())[1])
     assert abs(quoted - stage2.memory.total / GIB) < 1.0
+
+
+def test_plan_of_a_sweep_plans_each_method_of_it(tmp_path, capsys):
+    import yaml
+
+    short = {"steps": 2, "batch_size": 4}
+    sweep = {
+        "run": {
+            "model": "qwen2.5-0.5b-instruct",
+            "tasks": ["movie_sentiment", "news_topic", "emotion"],
+            "max_length": 64,
+            "train": short,
+            "transfer": {"steps": 2, "batch_size": 2},
+        },
+        "methods": {
+            "talora": {"method_args": {"layers": 4}},
+            "pt": {"method": "prompt_tuning"},
+            "lora": {"from_scratch": True},
+        },
+        "targets": ["product_sentiment"],
+        "ks": [16],
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    assert main(["plan", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    headers = re.findall(r"^## (.+)$", out, re.M)
+    assert headers == [
+        "talora: method talora, trained on the sources",
+        "pt: method prompt_tuning, trained on the sources",
+        "lora: method lora, trained from scratch on each target (product_sentiment planned, transfer budget)",
+    ]
+    assert "| talora | stage 2 |" in out and "| prompt_tuning | train |" in out and "| lora | train |" in out
+    assert "setting: 1 tasks, max_length 64, batch 8 (stage 1) / 2 (train)" in out  # lora: the transfer batch
+
+    assert main(["plan", "--config", str(path), "--json", "--run.max_length", "32"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert list(plans) == ["talora", "pt", "lora"] and all(p["max_length"] == 32 for p in plans.values())
+    own = make_plan(load_config(None, {**sweep["run"], "method": "prompt_tuning", "max_length": 32}))
+    assert plans["pt"]["rows"] == own.to_json()["rows"]
+    assert plans["talora"]["rows"][0]["stage"] == "stage 1" and plans["lora"]["tasks"] == ["product_sentiment"]
+
+
+@needs_real_data
+def test_plan_of_a_paper_table_sweep(capsys):
+    assert main(["plan", "--config", str(PAPER_SWEEPS[0])]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^## (\w+):", out, re.M) == [
+        "talora",
+        "prompt_tuning",
+        "spot",
+        "attempt",
+        "mpt",
+        "lora",
+        "adapter",
+        "bitfit",
+        "full_finetune",
+    ]
