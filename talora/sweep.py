@@ -26,6 +26,7 @@ from . import tasks as T
 from .atomic import atomic_write
 from .backbone import Backbone, BackboneLoader
 from .config import RunConfig, from_dict, read_yaml
+from .data_paths import shared_data_dir
 from .distributed import local_device, world
 from .errors import ConfigError
 from .methods import method_class
@@ -44,7 +45,7 @@ from .pipeline import (
 from .progress import progress
 from .runs import RunManifest
 from .scorecard import CONSTANT_SHARE, scored_examples
-from .suites import load_suite
+from .suites import SHARED, load_suite
 
 
 @dataclass
@@ -100,6 +101,11 @@ def load_sweep(
             raise ConfigError(f"{path}: ks: {k!r} is neither a positive number of shots nor {T.K_ALL!r}")
     if data_dir is not None:
         base["data_dir"] = data_dir
+    elif base.get("data_dir") == SHARED:  # as in suites: the shared data folder wherever it is found
+        try:
+            base["data_dir"] = str(shared_data_dir())
+        except ConfigError as err:
+            raise ConfigError(f"{path}: run.data_dir {SHARED}: {err}") from None
     runs = {}
     for label, spec in sweep.methods.items():
         spec = spec or {}
@@ -142,6 +148,7 @@ def run_sweep(
     t0 = time.perf_counter()
     results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
     # Which split each number comes from (and, for sources, which one chose the best state), for the table.
+    results["metrics"] = {t: loaded[t].spec.metric for t in sources + sweep.targets}
     results["splits"] = {
         "source": {t: dict(zip(("selection", "report"), protocol_splits(loaded[t], first.select_on))) for t in sources},
         "target": {t: T.evaluation_split(loaded[t]) for t in sweep.targets},

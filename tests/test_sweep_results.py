@@ -1,8 +1,9 @@
-"""Reading sweep results: the paired sign-flip test and the few-shot curves."""
+"""Reading sweep results: the task-level sign-flip test, the hierarchical bootstrap and the few-shot curves."""
 
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 from talora.analysis import sweep_results as R
@@ -12,9 +13,9 @@ from talora.errors import ConfigError
 RESULTS = {
     "source": {"a": {"s1": 0.8}, "b": {"s1": 0.7}},
     "target": {
-        "zero_shot": {"t (k=16)": [0.5], "t (k=32)": [0.5]},
-        "a": {"t (k=16)": [0.6, 0.7, 0.8], "t (k=32)": [0.7, 0.8, 0.9]},
-        "b": {"t (k=16)": [0.5, 0.7, 0.6], "t (k=32)": [0.6, 0.7, 0.6]},
+        "zero_shot": {"t": 0.5, "u": 0.4},  # deterministic: one score per task
+        "a": {"t (k=16)": [0.6, 0.7, 0.8], "t (k=32)": [0.7, 0.8, 0.9], "u (k=16)": [0.5, 0.5, 0.5]},
+        "b": {"t (k=16)": [0.5, 0.7, 0.6], "t (k=32)": [0.6, 0.7, 0.6], "u (k=16)": [0.6, 0.6, 0.6]},
     },
 }
 
@@ -25,21 +26,25 @@ def _brute_force_p(diffs):
     return sum(f >= observed - 1e-12 for f in flips) / len(flips)
 
 
-def test_compare_pairs_cells_and_tests_by_sign_flips():
+def test_compare_pairs_methods_at_the_task_level():
     c = R.compare(RESULTS, "a", "b")
-    diffs = [0.1, 0.0, 0.2, 0.1, 0.1, 0.3]
-    assert (c["pairs"], c["wins"], c["losses"], c["ties"]) == (6, 5, 0, 1)
-    assert c["mean_difference"] == pytest.approx(sum(diffs) / 6)
-    assert c["p"] == pytest.approx(_brute_force_p(diffs)) == pytest.approx(2 / 32)  # only all-plus and all-minus
-    zero = R.compare(RESULTS, "a", "zero_shot")  # one zero-shot score per row, paired with every seed
-    assert zero["pairs"] == 6 and zero["mean_b"] == pytest.approx(0.5)
-    assert R.compare(RESULTS, "a", "b", "source")["pairs"] == 1
+    # t: a's mean over k and seeds 0.75, b's 0.6167; u: 0.5 against 0.6
+    assert c["tasks"] == 2 and c["per_task"] == {"t": pytest.approx(0.75 - 0.6166667), "u": pytest.approx(-0.1)}
+    assert (c["wins"], c["losses"]) == (1, 1)
+    assert c["min_p"] == pytest.approx(0.5)  # 2 tasks: no outcome can go below 2 / 2^2
+    assert c["p"] == pytest.approx(_brute_force_p(list(c["per_task"].values())))
+    zero = R.compare(RESULTS, "a", "zero_shot")  # the zero-shot row is one number per task, never per seed
+    assert zero["tasks"] == 2 and zero["mean_b"] == pytest.approx(0.45)
 
 
-def test_sign_flip_is_symmetric_and_large_samples_draw():
-    assert R.sign_flip_p([0.1, -0.1]) == 1.0
-    many = [0.05] * 30
-    assert R.sign_flip_p(many) < 0.001 and R.sign_flip_p([-d for d in many]) < 0.001
+def test_sign_flip_is_exact_with_a_known_p():
+    # six positive differences: only the all-plus and all-minus patterns are as extreme, p = 2 / 64
+    p, floor = R.sign_flip([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+    assert p == pytest.approx(2 / 64) and floor == pytest.approx(2 / 64)
+    diffs = [0.3, -0.1, 0.2, 0.05, -0.02]
+    assert R.sign_flip(diffs)[0] == pytest.approx(_brute_force_p(diffs))
+    assert R.sign_flip([0.1, -0.1])[0] == pytest.approx(1.0)
+    assert R.sign_flip([0.0, 0.0])[0] == 1.0
 
 
 def test_compare_refuses_unknown_methods():
@@ -47,9 +52,85 @@ def test_compare_refuses_unknown_methods():
         R.compare(RESULTS, "a", "c")
 
 
+def test_metrics_from_confusion_match_the_task_metrics():
+    from talora.tasks.metrics import classification_metrics, matthews
+
+    rng = np.random.default_rng(1)
+    golds, preds = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    confusion = np.zeros((3, 3))
+    np.add.at(confusion, (golds, preds), 1)
+    labels = ["x", "y", "z"]
+    g, p = [labels[i] for i in golds], [labels[i] for i in preds]
+    assert R.metric_from_confusion(confusion, "accuracy") == pytest.approx(
+        classification_metrics(p, g, labels)["accuracy"]
+    )
+    assert R.metric_from_confusion(confusion, "macro_f1") == pytest.approx(
+        classification_metrics(p, g, labels)["macro_f1"]
+    )
+    assert R.metric_from_confusion(confusion, "matthews") == pytest.approx(matthews(p, g, labels))
+
+
+def _unit(folder, task, golds, preds):
+    folder.mkdir(parents=True, exist_ok=True)
+    uids = [f"{task}/{i}" for i in range(len(golds))]
+    record = {
+        task: {"index": list(range(len(golds))), "golds": [[g] for g in golds], "predictions": preds, "uids": uids}
+    }
+    (folder / "predictions.json").write_text(json.dumps(record))
+
+
+def _constructed(tmp_path, gap_lines: int, n: int = 400, tasks=("t1", "t2", "t3", "t4")):
+    """Two methods on each task, 2 seeds: b right on half the lines, a right on ``gap_lines`` more."""
+    results = {"source": {}, "target": {"a": {}, "b": {}}, "units": {"a": {}, "b": {}}, "metrics": {}}
+    golds = ["x", "y"] * (n // 2)
+    for task in tasks:
+        results["metrics"][task] = "accuracy"
+        for m, right in (("a", n // 2 + gap_lines), ("b", n // 2)):
+            row = f"{task} (k=16)"
+            results["target"][m][row], results["units"][m][row] = [], []
+            for seed in range(2):
+                preds = [g if i < right else ("y" if g == "x" else "x") for i, g in enumerate(golds)]
+                folder = f"{m}-{task}-s{seed}"
+                _unit(tmp_path / folder, task, golds, preds)
+                results["target"][m][row].append(right / n)
+                results["units"][m][row].append(folder)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return R.load_results(path)
+
+
+def test_bootstrap_interval_on_a_constructed_case(tmp_path):
+    # a is right on 40 more of 400 lines on every task and seed: the difference is 0.10 everywhere.
+    # Targets and seeds do not vary, so the interval comes from the lines alone: a and b differ on exactly
+    # 40 lines (a right, b wrong) and agree on the rest, so a resample's difference is Binomial(400, 0.1) / 400,
+    # with standard error sqrt(0.1 * 0.9 / 400) / sqrt(4 tasks) = 0.0075.
+    c = R.compare(_constructed(tmp_path, 40), "a", "b", draws=4000)
+    assert c["mean_difference"] == pytest.approx(0.10)
+    low, high = c["interval"]
+    assert low < 0.10 < high
+    assert c["se"] == pytest.approx(0.0075, rel=0.1)
+    assert c["detectable"] == pytest.approx(2.8 * c["se"])
+    assert high - low == pytest.approx(2 * 1.96 * 0.0075, rel=0.15)
+    assert c["p"] == pytest.approx(2 / 16) and c["min_p"] == pytest.approx(2 / 16)
+
+
+def test_bootstrap_of_equal_methods_is_zero(tmp_path):
+    c = R.compare(_constructed(tmp_path, 0), "a", "b", draws=200)
+    assert c["interval"] == [0.0, 0.0] and c["p"] == 1.0
+
+
+def test_bootstrap_refuses_units_scored_on_other_lines(tmp_path):
+    results = _constructed(tmp_path, 10, tasks=("t1",))
+    record = json.loads((tmp_path / "a-t1-s0" / "predictions.json").read_text())
+    record["t1"]["uids"][0] = "t1/other"
+    (tmp_path / "a-t1-s0" / "predictions.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="scored other lines"):
+        R.compare(results, "a", "b", draws=10)
+
+
 def test_curves_average_tasks_and_seeds_per_k(tmp_path):
     curves = R.few_shot_curves(RESULTS)
-    assert curves["a"] == {"16": pytest.approx(0.7), "32": pytest.approx(0.8)}
+    assert curves["a"] == {"16": pytest.approx(0.6), "32": pytest.approx(0.8)}
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
     out = tmp_path / "curves.png"

@@ -1,26 +1,36 @@
-"""Reading a sweep's results: a paired test between two methods, and few-shot curves.
+"""Reading a sweep's results: does one method beat another on the target tasks, and by how much?
 
-``compare`` pairs the two methods' scores cell by cell (same task, same k, same seed) and tests
-whether their mean difference is zero with an exact sign-flip test (every one of the 2^n sign
-patterns when n <= 16 pairs, else 20,000 seeded random ones). The test assumes only that, were
-the methods equal, each pair's difference would be as likely positive as negative: no normal
-distribution, fit for the handful of cells a table has. A method with one score per row (the
-frozen model's zero-shot) is paired with every seed of the other.
+The unit a reader generalises over is the task, so the headline test pairs the two methods at the
+task level: each target task gives one difference (the first method's mean over k and seeds minus
+the second's; a deterministic row such as zero-shot has one score per task, never repeated per
+seed), and an exact sign-flip test asks whether the mean of those differences could be zero
+(every one of the 2^T sign patterns enumerated, through ``scipy.stats.permutation_test``). With T
+targets no outcome can give a two-sided p below 2 / 2^T: with 4 targets nothing can reach 0.05,
+and the result says so (``min_p``).
+
+The 95 % interval of the mean difference comes from a hierarchical bootstrap that resamples what
+varies in a replication: the targets, the seeds within a target (the same seeds for both methods:
+seed s draws the same shots for every method) and the scored lines within a task (the same lines
+for both methods: a sweep scores every method on one sample). Each resample recomputes every
+unit's metric from its saved predictions (``predictions.json``), so Matthews correlation and
+macro-F1 are resampled as the metrics they are, not as per-line averages. The smallest difference
+the design can detect (two-sided 5 %, power 80 %) is 2.8 bootstrap standard errors.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 import re
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError
 
-EXACT_UP_TO = 16
-DRAWS = 20_000
+DRAWS = 2000
+MDE_FACTOR = 2.8  # z(0.975) + z(0.80): two-sided 5 % test, 80 % power
+_K_ROW = re.compile(r"^(?P<task>.+) \(k=(?P<k>\w+)\)$")
 
 
 def _load(path: Path) -> dict:
@@ -32,73 +42,245 @@ def _load(path: Path) -> dict:
         raise ConfigError(f"{path}: not a sweep's results JSON ({err})") from None
 
 
+def load_results(path: str | Path) -> dict:
+    results = _load(Path(path))
+    results["_folder"] = str(Path(path).parent)
+    return results
+
+
 def _values(cell) -> list[float]:
     return [float(cell)] if isinstance(cell, (int, float)) else [float(v) for v in cell]
 
 
-def paired_cells(results: dict, a: str, b: str, setting: str = "target") -> list[tuple[str, float, float]]:
+def _row_task(row: str) -> tuple[str, str | None]:
+    match = _K_ROW.match(row)
+    return (match["task"], match["k"]) if match else (row, None)
+
+
+def task_means(results: dict, method: str, setting: str = "target") -> dict[str, float]:
+    """A method's mean score per task: over its rows' k values and seeds (target), or its one score."""
     block = results.get(setting, {})
-    for name in (a, b):
-        if name not in block:
-            raise ConfigError(f"no method {name!r} in the {setting} scores; there are: {', '.join(block) or 'none'}")
-    pairs = []
-    for row, cell in block[a].items():
-        if row not in block[b]:
-            continue
-        xs, ys = _values(cell), _values(block[b][row])
-        if len(xs) == 1:
-            xs = xs * len(ys)
-        if len(ys) == 1:
-            ys = ys * len(xs)
-        pairs += [(f"{row} #{i}", x, y) for i, (x, y) in enumerate(zip(xs, ys, strict=False))]
-    return pairs
+    if method not in block:
+        raise ConfigError(f"no method {method!r} in the {setting} scores; there are: {', '.join(block) or 'none'}")
+    by_task: dict[str, list[float]] = {}
+    for row, cell in block[method].items():
+        task, _ = _row_task(row)
+        by_task.setdefault(task, []).append(statistics.mean(_values(cell)))
+    return {t: statistics.mean(v) for t, v in by_task.items()}
 
 
-def sign_flip_p(diffs: list[float]) -> float:
-    """Two-sided p of a zero mean difference under random signs."""
+def sign_flip(diffs: list[float]) -> tuple[float, float]:
+    """(two-sided p of a zero mean under random signs, enumerated exactly; the smallest p attainable)."""
+    from scipy.stats import permutation_test
+
     n = len(diffs)
-    observed = abs(sum(diffs)) - 1e-12
-    if n <= EXACT_UP_TO:
-        patterns = itertools.product((1, -1), repeat=n)
-        hits = total = 0
-        for signs in patterns:
-            total += 1
-            hits += abs(sum(s * d for s, d in zip(signs, diffs, strict=True))) >= observed
-        return hits / total
-    rng = random.Random(0)
-    hits = sum(abs(sum(d if rng.random() < 0.5 else -d for d in diffs)) >= observed for _ in range(DRAWS))
-    return (hits + 1) / (DRAWS + 1)
+    if n == 0:
+        raise ConfigError("no paired task to test")
+    if not any(diffs) or n == 1:  # one task: +d and -d are equally extreme
+        return 1.0, min(1.0, 2.0 / 2**n)
+    test = permutation_test(
+        (np.asarray(diffs, dtype=float),),
+        np.mean,
+        permutation_type="samples",
+        n_resamples=np.inf,  # enumerate all 2^n sign patterns: exact, not Monte Carlo
+        alternative="two-sided",
+    )
+    return float(test.pvalue), min(1.0, 2.0 / 2**n)
 
 
-def compare(results: dict, a: str, b: str, setting: str = "target") -> dict:
-    pairs = paired_cells(results, a, b, setting)
-    if not pairs:
-        raise ConfigError(f"{a!r} and {b!r} share no {setting} cell to compare")
-    diffs = [x - y for _, x, y in pairs]
-    return {
+def compare(results: dict, a: str, b: str, setting: str = "target", draws: int = DRAWS, seed: int = 0) -> dict:
+    """Method ``a`` against ``b`` on the tasks both have: the task-level test, the per-task differences,
+    and (when the units' predictions are at hand) the bootstrap interval and smallest detectable difference."""
+    ma, mb = task_means(results, a, setting), task_means(results, b, setting)
+    tasks = [t for t in ma if t in mb]
+    if not tasks:
+        raise ConfigError(f"{a!r} and {b!r} share no {setting} task to compare")
+    diffs = [ma[t] - mb[t] for t in tasks]
+    p, min_p = sign_flip(diffs)
+    out = {
         "a": a,
         "b": b,
         "setting": setting,
-        "pairs": len(pairs),
-        "mean_a": statistics.mean(x for _, x, _ in pairs),
-        "mean_b": statistics.mean(y for _, _, y in pairs),
+        "tasks": len(tasks),
+        "per_task": {t: d for t, d in zip(tasks, diffs, strict=True)},
+        "mean_a": statistics.mean(ma[t] for t in tasks),
+        "mean_b": statistics.mean(mb[t] for t in tasks),
         "mean_difference": statistics.mean(diffs),
         "wins": sum(d > 0 for d in diffs),
         "losses": sum(d < 0 for d in diffs),
         "ties": sum(d == 0 for d in diffs),
-        "p": sign_flip_p(diffs),
+        "p": p,
+        "min_p": min_p,
     }
+    lines = _line_records(results, [a, b], tasks, setting)
+    if lines is not None:
+        boot = hierarchical_bootstrap(lines, a, b, draws, seed)
+        out.update(boot)
+    return out
+
+
+# --- the hierarchical bootstrap ----------------------------------------------------------------
+
+
+def _units(results: dict, method: str, setting: str) -> dict[str, dict[str, list[str]]]:
+    """task -> k -> unit folders of a method (one per seed, in seed order); zero-shot: one folder."""
+    if method == "zero_shot":
+        role = "target" if setting == "target" else "source"
+        return {t: {"-": [f"zero_shot/{role}-{t}"]} for t in results.get(setting, {}).get(method, {})}
+    units = results.get("units", {}).get(method, {})
+    out: dict[str, dict[str, list[str]]] = {}
+    if setting == "source":
+        source = units.get("source")
+        return {t: {"-": [source]} for t in results.get("source", {}).get(method, {})} if source else {}
+    for row, folders in units.items():
+        task, k = _row_task(row)
+        if k is not None:
+            out.setdefault(task, {})[k] = folders
+    return out
+
+
+def _line_records(results: dict, methods: list[str], tasks: list[str], setting: str) -> dict | None:
+    """Per task: the scored lines' gold/prediction codes of every unit of each method, or None when a
+    unit's predictions.json is missing (a sweep run before they were saved): no interval then."""
+    folder = Path(results.get("_folder", "."))
+    metrics = results.get("metrics", {})
+    out: dict = {}
+    for task in tasks:
+        per_method = {}
+        uids = None
+        for m in methods:
+            by_k = _units(results, m, setting).get(task)
+            if not by_k:
+                return None
+            units = {}
+            for k, folders in by_k.items():
+                runs = []
+                for f in folders:
+                    path = folder / f / "predictions.json"
+                    if not path.is_file():
+                        return None
+                    record = json.loads(path.read_text()).get(task)
+                    if record is None:
+                        return None
+                    if uids is None:
+                        uids = record["uids"]
+                    elif record["uids"] != uids:
+                        raise ConfigError(f"{task}: {m}'s unit {f} scored other lines than the rest: not paired")
+                    runs.append((record["golds"], record["predictions"]))
+                units[k] = runs
+            per_method[m] = units
+        out[task] = {"metric": metrics.get(task, "accuracy"), "methods": per_method}
+    return out
+
+
+def _encode_task(record: dict) -> tuple[dict, int]:
+    """Every unit's lines as (gold, prediction) class indices over one label set for the task."""
+    labels: dict[str, int] = {}
+    encoded: dict = {}
+    for m, units in record["methods"].items():
+        encoded[m] = {}
+        for k, runs in units.items():
+            encoded[m][k] = []
+            for golds, preds in runs:
+                pairs = []
+                for gold, pred in zip(golds, preds, strict=True):
+                    pred = str(pred)
+                    g = pred if pred in gold else str(gold[0])
+                    pairs.append((labels.setdefault(g, len(labels)), labels.setdefault(pred, len(labels))))
+                encoded[m][k].append(np.asarray(pairs, dtype=np.int64))
+    return encoded, len(labels)
+
+
+def metric_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
+    """A metric from confusion matrices (..., gold, prediction), vectorised over leading axes."""
+    n = confusion.sum(axis=(-1, -2))
+    correct = np.trace(confusion, axis1=-2, axis2=-1)
+    if metric == "matthews":
+        p_tot, g_tot = confusion.sum(-2), confusion.sum(-1)
+        cov_pg = correct * n - (g_tot * p_tot).sum(-1)
+        cov_pp = n * n - (p_tot * p_tot).sum(-1)
+        cov_gg = n * n - (g_tot * g_tot).sum(-1)
+        denom = np.sqrt(cov_pp * cov_gg)
+        return np.where(denom > 0, cov_pg / np.where(denom > 0, denom, 1), 0.0)
+    if metric in ("macro_f1", "f1a"):
+        tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+        predicted, gold = confusion.sum(-2), confusion.sum(-1)
+        present = (predicted + gold) > 0
+        f1 = np.where(present, 2 * tp / np.where(present, predicted + gold, 1), 0.0)
+        return f1.sum(-1) / np.maximum(present.sum(-1), 1)
+    return correct / np.maximum(n, 1)
+
+
+def _unit_metric(pairs: np.ndarray, weights: np.ndarray, size: int, metric: str) -> np.ndarray:
+    """The metric of one unit for each row of line ``weights`` (draws x lines)."""
+    onehot = np.zeros((len(pairs), size * size))
+    onehot[np.arange(len(pairs)), pairs[:, 0] * size + pairs[:, 1]] = 1
+    return metric_from_confusion((weights @ onehot).reshape(-1, size, size), metric)
+
+
+def hierarchical_bootstrap(lines: dict, a: str, b: str, draws: int = DRAWS, seed: int = 0) -> dict:
+    """The 95 % interval and standard error of the mean task-level difference a - b, resampling
+    targets, then seeds within a target (paired across methods), then scored lines within a task
+    (paired across methods and units), ``draws`` times."""
+    rng = np.random.default_rng(seed)
+    tasks = list(lines)
+    encoded = {t: _encode_task(lines[t]) for t in tasks}
+    n_lines = {t: len(lines[t]["methods"][a][next(iter(lines[t]["methods"][a]))][0][0]) for t in tasks}
+    stats = np.zeros(draws)
+    # Per task, the draws in which it is picked, how often: each pick gets its own seeds and lines.
+    picks = rng.integers(0, len(tasks), size=(draws, len(tasks)))
+    for t_index, task in enumerate(tasks):
+        units, size = encoded[task]
+        metric = lines[task]["metric"]
+        count = (picks == t_index).sum(1)  # times this task is picked in each draw
+        total = int(count.sum())
+        if total == 0:
+            continue
+        weights = rng.multinomial(n_lines[task], np.full(n_lines[task], 1 / n_lines[task]), size=total)
+        diff = np.zeros(total)
+        ks = _paired_ks(set(units[a]), set(units[b]))
+        for k in ks:
+            ua, ub = units[a].get(k) or units[a]["-"], units[b].get(k) or units[b]["-"]
+            seeds = max(len(ua), len(ub))
+            # Seeds resampled once per pick, shared by both methods (a deterministic row has one "seed").
+            chosen = rng.integers(0, seeds, size=(total, seeds))
+            sa = np.stack([_unit_metric(u, weights, size, metric) for u in ua], 1)  # picks x seeds
+            sb = np.stack([_unit_metric(u, weights, size, metric) for u in ub], 1)
+            ga = np.take_along_axis(sa, np.minimum(chosen, len(ua) - 1), 1).mean(1)
+            gb = np.take_along_axis(sb, np.minimum(chosen, len(ub) - 1), 1).mean(1)
+            diff += (ga - gb) / len(ks)
+        owner = np.repeat(np.arange(draws), count)
+        np.add.at(stats, owner, diff)
+    stats /= len(tasks)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    se = float(stats.std(ddof=1))
+    return {"interval": [float(low), float(high)], "se": se, "detectable": MDE_FACTOR * se, "draws": draws}
+
+
+def _paired_ks(ka: set[str], kb: set[str]) -> list[str]:
+    """The k values two methods are paired on; a deterministic row ("-": one score per task) pairs with every k."""
+    if ka == {"-"}:
+        return sorted(kb)
+    if kb == {"-"}:
+        return sorted(ka)
+    return sorted(ka & kb)
 
 
 def compare_line(c: dict) -> str:
-    return (
-        f"{c['a']} vs {c['b']} ({c['setting']}, {c['pairs']} paired cells): "
-        f"{100 * c['mean_a']:.1f} vs {100 * c['mean_b']:.1f}, difference {100 * c['mean_difference']:+.1f}; "
-        f"{c['wins']} wins, {c['losses']} losses, {c['ties']} ties; sign-flip p = {c['p']:.3f}"
+    text = (
+        f"{c['a']} vs {c['b']} ({c['setting']}, {c['tasks']} tasks): {100 * c['mean_a']:.1f} vs "
+        f"{100 * c['mean_b']:.1f}, difference {100 * c['mean_difference']:+.1f}"
     )
-
-
-_K_ROW = re.compile(r"^(?P<task>.+) \(k=(?P<k>\w+)\)$")
+    if "interval" in c:
+        low, high = c["interval"]
+        text += f" (95 % interval {100 * low:+.1f} to {100 * high:+.1f}; detectable: {100 * c['detectable']:.1f})"
+    text += (
+        f"; {c['wins']} tasks better, {c['losses']} worse, {c['ties']} tied; exact sign-flip p = {c['p']:.3f} "
+        f"(smallest attainable with {c['tasks']} tasks: {c['min_p']:.3f})"
+    )
+    if c["min_p"] > 0.05:
+        text += "; too few tasks for any outcome to reach p < 0.05"
+    return text
 
 
 def few_shot_curves(results: dict) -> dict[str, dict[str, float]]:
@@ -136,7 +318,3 @@ def plot_curves(results: dict, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def load_results(path: str | Path) -> dict:
-    return _load(Path(path))

@@ -1,0 +1,75 @@
+"""Which label-scoring mode the English protocol uses, chosen on the development target (trec) only.
+
+    .venv/bin/python benchmarks/label_scoring_dev.py [--task trec] [--k 32] [--steps 100] [--seeds 0 1]
+
+For each mode of ``label_scoring`` it scores (1) the frozen model on the task's sampled evaluation
+lines and (2) prompt tuning trained from scratch on one half of a k-shot draw and scored on the other
+half (the training does not depend on the mode: each seed trains once, every mode scores it). It prints
+accuracy, macro-F1, the best constant answer's score and the share of the commonest prediction.
+The protocol's choice and its reason are in docs/protocol.md.
+"""
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from talora import tasks as T
+from talora.backbone import load_backbone
+from talora.config import LABEL_SCORING, RunConfig, TrainConfig
+from talora.methods import method_class
+from talora.methods.base import NoPrompt
+from talora.pipeline import encode_split, score_examples, verbalizers_for
+from talora.scorecard import scored_examples
+from talora.train import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="trec")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--lines", type=int, default=500)
+    args = ap.parse_args()
+    backbone = load_backbone("embedded")
+    tasks = T.load_tasks(args.data_dir, [args.task])
+    task = tasks[args.task]
+    base = RunConfig(method="prompt_tuning", max_length=128, test_examples=args.lines)
+    rows = []
+    split = T.evaluation_split(task)
+    index, lines = scored_examples(task.spec, task.splits[split], args.lines, base.sample_seed)
+    methods = [("frozen model", split, None, lines, index)]
+    for seed in args.seeds:
+        shots = T.few_shot(task, args.k, seed)
+        fit, held = shots[::2], shots[1::2]
+        method = method_class("prompt_tuning")(base.method_config(), backbone, [args.task]).placed(backbone)
+        cfg = TrainConfig(steps=args.steps, batch_size=8, warmup_steps=10, eval_every=0)
+        items = encode_split(backbone, tasks, [args.task], "train", base.max_length, examples={args.task: fit})
+        verbs = verbalizers_for(backbone, [task.spec], base)
+        with tempfile.TemporaryDirectory() as scratch:
+            train(backbone, method, items, [], verbs, {args.task: task.spec.metric}, cfg, Path(scratch), seed)
+        methods.append(
+            (f"prompt tuning, seed {seed}", "held-out half of the shots", method, held, list(range(len(held))))
+        )
+    for name, where, method, examples, positions in methods:
+        for mode in LABEL_SCORING:
+            cfg = dataclasses.replace(base, label_scoring=mode)
+            m = method or NoPrompt(backbone, [args.task])
+            scored = {args.task: (where, positions, examples)}
+            verbs = verbalizers_for(backbone, [task.spec], cfg)
+            metrics, cards = score_examples(backbone, m, tasks, [args.task], scored, verbs, cfg, 32, None, None)
+            card = cards[args.task]
+            rows.append((name, where, mode, len(examples), metrics[args.task], card))
+    print("| scored | lines | mode | accuracy | macro-F1 | best constant (accuracy) | commonest prediction |")
+    print("|---|---|---|---|---|---|---|")
+    for name, where, mode, n, metrics, card in rows:
+        print(
+            f"| {name} ({where}) | {n} | {mode} | {100 * metrics['accuracy']:.1f} | {100 * metrics['macro_f1']:.1f} | "
+            f"{100 * card['majority']['metrics']['accuracy']:.1f} | {100 * card['top_share']:.0f} % |"
+        )
+
+
+if __name__ == "__main__":
+    main()
