@@ -97,7 +97,11 @@ def assert_untouched(backbone, before):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_training_moves_the_method_and_never_the_backbone(tmp_path, backbone, name):
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_training_moves_the_method_and_never_the_backbone(tmp_path, family, name):
+    from conftest import make_backbone
+
+    backbone = make_backbone(family)
     before, frozen_logits = snapshot(backbone), logits(backbone)
     method = build(name, backbone)
     start = {k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
@@ -328,7 +332,7 @@ def test_adapter_starts_as_the_frozen_model_and_hooks_every_block(backbone):
     assert m.trainable_parameters()["per_task"] == layers * 2 * (2 * d * b + b + d)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma3"])
 def test_bitfit_trains_only_norms_and_biases_and_starts_as_the_frozen_model(tmp_path, family):
     from conftest import make_backbone
 
@@ -337,9 +341,12 @@ def test_bitfit_trains_only_norms_and_biases_and_starts_as_the_frozen_model(tmp_
     m = build("bitfit", backbone)
     assert torch.equal(logits(backbone, m), frozen)
     cfg = backbone.model.config
-    L, d, inter, hd = cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, 16
+    L, d, inter = cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size
+    hd = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
     q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
-    norms = L * 2 * d + d + (L * 2 * hd if family == "qwen3" else 0)  # Qwen3 also normalises q and k per head
+    per_layer = 4 if family == "gemma3" else 2  # Gemma 3 also normalises after attention and after the MLP
+    qk_norms = L * 2 * hd if family in ("qwen3", "gemma3") else 0  # and q and k per head, as Qwen3 does
+    norms = L * per_layer * d + d + qk_norms
     biases = L * (q + 2 * kv + d + 2 * inter + d)
     assert sum(p.numel() for p in m.norms.values()) == norms
     assert sum(p.numel() for p in m.biases.values()) == biases

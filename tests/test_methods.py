@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FAMILIES, make_backbone
 
 from talora.batching import Encoded, answer_batch
 from talora.forward import answer_loss, hidden_at
@@ -256,3 +257,32 @@ def test_ranking_in_a_batch_mixing_tasks_with_different_label_counts(backbone):
     alone = [predict(backbone, m, [e], verbs)[0] for e in items]
     assert mixed == alone
     assert all(p in verbs[e.task_id].labels for p, e in zip(mixed, items))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_soft_prompts_start_on_the_scale_the_model_sees(family):
+    """A vocabulary-initialised prompt is embed_tokens(ids), scale included (Gemma multiplies by
+    sqrt(hidden_size) inside embed_tokens): as an input prefix it IS those tokens to the model, and a
+    deep prompt starts as their normalised embeddings."""
+    backbone = make_backbone(family)
+    embed = backbone.model.get_input_embeddings()
+    m = PromptTuning(PromptTuningConfig(length=4, init_vocab=50, init_seed=7), backbone, TASKS)
+    ids = torch.randint(0, 50, (len(TASKS), 4), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert torch.equal(m.prompt, embed(ids))
+        if family == "gemma3":
+            scale = torch.tensor(backbone.hidden_size**0.5)
+            assert torch.equal(m.prompt, embed.weight[ids] * scale) and not torch.allclose(m.prompt, embed.weight[ids])
+        for e in _items(3):
+            got = hidden_at(backbone, m, answer_batch([e], backbone.tokenizer.pad_token_id))
+            tokens = torch.tensor([ids[e.task_id].tolist() + list(e.prompt) + list(e.answer)])
+            full = backbone.model.get_decoder()(input_ids=tokens).last_hidden_state[0]
+            start = ids.shape[1] + len(e.prompt) - 1  # the positions that predict the answer tokens
+            torch.testing.assert_close(got, full[start : start + len(e.answer)], atol=1e-5, rtol=1e-5)
+    deep = DeepPromptTuning(DeepPromptTuningConfig(length=4, layers=2, init_vocab=50, init_seed=7), backbone, TASKS)
+    deep_ids = torch.randint(0, 50, (2, len(TASKS), 4), generator=torch.Generator().manual_seed(7))
+    layers = backbone.model.get_decoder().layers
+    with torch.no_grad():
+        for i in range(2):
+            want = layers[deep.first_layer + i].input_layernorm(embed(deep_ids[i]))
+            assert torch.equal(deep.prompts[i], want)
