@@ -173,7 +173,20 @@ def load_backbone(spec: str = EMBEDDED, dtype: str | torch.dtype = "auto", devic
     else:
         source, model_id = spec, spec
         _check_model_source(spec)
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="sdpa").to(where)
+    # A pickle checkpoint (.bin) can run code when it is loaded: safetensors only, unless the user opts in.
+    allow_pickle = os.environ.get("TALORA_ALLOW_PICKLE") == "1"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source), dtype=dtype, attn_implementation="sdpa", use_safetensors=None if allow_pickle else True
+        ).to(where)
+    except OSError as err:
+        if allow_pickle or "safetensors" not in str(err):
+            raise
+        raise ConfigError(
+            f"model {spec}: no safetensors weights ({' '.join(str(err).split())}); talora loads only safetensors, "
+            "as a pickle checkpoint (.bin) can run code when loaded: convert it to safetensors, or set "
+            "TALORA_ALLOW_PICKLE=1 to load it anyway"
+        ) from None
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     return freeze(Backbone(model, tokenizer, model_id))
 
