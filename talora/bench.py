@@ -98,6 +98,18 @@ def _talora(backbone: Backbone, shape: Shape) -> TALoRA:
     return method
 
 
+def unsupported(backbone: Backbone, name: str) -> str | None:
+    """Why row ``name`` cannot run on this backbone's architecture, or None when it can."""
+    if name == "peft_adaption_prompt":
+        from peft.tuners.adaption_prompt.config import TRANSFORMERS_MODEL_CONFIG
+
+        model_type = backbone.model.config.model_type
+        if model_type not in TRANSFORMERS_MODEL_CONFIG:
+            known = ", ".join(sorted(TRANSFORMERS_MODEL_CONFIG))
+            return f"PEFT's AdaptionPrompt supports {known}, not {model_type}"
+    return None
+
+
 def _peft_model(backbone: Backbone, name: str, shape: Shape, layers: int):
     import peft
 
@@ -235,7 +247,12 @@ def run_speed(
     memory: bool = True,
     progress: Callable[[str], None] = print,
 ) -> list[Row]:
-    """The benchmark table: interleaved timing in this process, memory in one subprocess per row."""
+    """The benchmark table: interleaved timing in this process, memory in one subprocess per row.
+    A row the architecture cannot run (``unsupported``) is left out, and ``progress`` says why."""
+    for name in rows:
+        if (why := unsupported(backbone, name)) is not None:
+            progress(f"skipping {name}: {why}")
+    rows = tuple(name for name in rows if unsupported(backbone, name) is None)
     steps = {}
     for name in rows:
         progress(f"preparing {name}")

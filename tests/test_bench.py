@@ -38,6 +38,16 @@ def test_every_row_steps_and_the_json_has_the_documented_fields(tmp_path, monkey
     assert all(torch.equal(v, backbone.model.state_dict()[k]) for k, v in frozen.items())
 
 
+def test_gemma3_runs_every_row_its_architecture_allows(tmp_path, monkeypatch):
+    monkeypatch.setenv("TALORA_CACHE", str(tmp_path / "cache"))
+    said = []
+    shape = Shape(batch_size=2, seq_len=12, prompt_length=3, layers=2)
+    rows = run_speed(make_backbone("gemma3"), None, shape, repeats=1, progress=said.append)
+    assert [r.name for r in rows] == [n for n in ROWS if n != "peft_adaption_prompt"]
+    assert all(r.median_step_s > 0 and r.ratio_to_floor is not None for r in rows)
+    assert "skipping peft_adaption_prompt: PEFT's AdaptionPrompt supports" in said[0] and "gemma3_text" in said[0]
+
+
 def test_peft_rows_train_only_their_own_parameters():
     backbone = make_backbone("llama")
     shape = Shape(batch_size=2, seq_len=8, prompt_length=2, layers=2)
