@@ -84,6 +84,16 @@ def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int
     return Encoded(ex.uid, task_id, tuple(prompt), tuple(answer), ex.label, truncated, tuple(ex.golds), candidates)
 
 
+def full_length(spec: TaskSpec, ex: Example, tokenizer) -> int:
+    """Tokens of an example's whole prompt and the room its answer needs, before any truncation."""
+    answer = len(tokenize(tokenizer, spec.answer_text(ex), special=False))
+    if spec.kind == "multiple_choice":
+        answer = max(len(tokenize(tokenizer, c, special=False)) for c in spec.candidates(ex))
+    elif spec.kind == "extraction":
+        answer = spec.max_new_tokens
+    return len(tokenize(tokenizer, spec.prompt(ex), special=True)) + answer
+
+
 def _cut_end(tokenizer, text: str, excess: int) -> str:
     """``text`` less about ``excess`` tokens at its end, cut before the first dropped token's character
     (a byte-level token can hold part of a character; decoding such a prefix would leave a U+FFFD that

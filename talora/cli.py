@@ -251,6 +251,32 @@ def cmd_tasks(args) -> None:
         )
         if r.get("inferred"):
             print(f"{'':18s} inferred: {r['inferred']}")
+    if args.model:
+        _print_lengths(args, [r["name"] for r in rows if r.get("supported", True)], suite)
+
+
+def _print_lengths(args, names: list[str], suite) -> None:
+    """Token-length percentiles of prompt + answer on each task's scored lines (its evaluation split's
+    sample, as a sweep draws it), so max_length can be chosen to keep most prompts whole."""
+    from .backbone import load_backbone
+    from .batching import full_length
+    from .scorecard import scored_examples
+    from .tasks import evaluation_split, load_tasks
+
+    tokenizer = load_backbone(args.model).tokenizer
+    tasks = load_tasks(suite.data_dir if suite else args.data_dir, names)
+    print(f"\ntokens of prompt + answer on {args.lines or 'all'} sampled lines of each task's evaluation split")
+    cut = f"  > {args.max_length}" if args.max_length else ""
+    print(f"{'task':18s} {'split':10s} {'p50':>5s} {'p90':>5s} {'p95':>5s} {'max':>5s}{cut}")
+    for name, task in tasks.items():
+        split = evaluation_split(task)
+        if not task.splits.get(split):
+            continue
+        _, examples = scored_examples(task.spec, task.splits[split], args.lines, 0)
+        lengths = sorted(full_length(task.spec, ex, tokenizer) for ex in examples)
+        pct = [lengths[min(len(lengths) - 1, int(q * len(lengths)))] for q in (0.5, 0.9, 0.95)]
+        over = f"  {sum(n > args.max_length for n in lengths) / len(lengths):5.1%}" if args.max_length else ""
+        print(f"{name:18s} {split:10s} {pct[0]:5d} {pct[1]:5d} {pct[2]:5d} {lengths[-1]:5d}{over}")
 
 
 def cmd_data(args) -> None:
@@ -415,7 +441,7 @@ def cmd_analyze(args) -> None:
 
         results = R.load_results(args.results)
         if args.analysis == "compare":
-            comparison = R.compare(results, args.a, args.b, args.setting)
+            comparison = R.compare(results, args.a, args.b, args.setting, draws=args.draws)
             print(json.dumps(comparison, indent=1) if args.json else R.compare_line(comparison))
         else:
             print(f"wrote {R.plot_curves(results, Path(args.output), Path(args.results).stem)}", file=sys.stderr)
@@ -692,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic) or a suite YAML file",
     )
     k.add_argument("--json", action="store_true")
+    k.add_argument("--model", help="also print token-length percentiles per task on this model's tokenizer")
+    k.add_argument("--max-length", type=_positive_int, help="with --model: the share of lines longer than this")
+    k.add_argument("--lines", type=int, default=500, help="with --model: sampled lines per task (0 = all)")
     k.set_defaults(func=cmd_tasks)
 
     dt = sub.add_parser("data", help="fetch tasks from the Hugging Face hub, or check a data folder (docs/data.md)")
@@ -812,11 +841,15 @@ def build_parser() -> argparse.ArgumentParser:
     il.add_argument("dir", help="a TA-LoRA run folder (reads stage1/log.jsonl) or a deep_prompt_tuning run")
     il.add_argument("--output", help="folder for interlayer.md/.png/.json (default: DIR)")
     il.set_defaults(func=cmd_analyze)
-    co = analyses.add_parser("compare", help="two methods of a sweep, cell by cell, with a paired sign-flip test")
+    co = analyses.add_parser(
+        "compare",
+        help="two methods of a sweep: a task-level exact sign-flip test and a hierarchical bootstrap interval",
+    )
     co.add_argument("results", help="a sweep's results-<name>.json")
     co.add_argument("a", help="method label")
     co.add_argument("b", help="method label")
     co.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
+    co.add_argument("--draws", type=_positive_int, default=2000, help="bootstrap resamples")
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_analyze)
     cu = analyses.add_parser("curves", help="mean target score against k, one line per method (a PNG)")

@@ -123,3 +123,26 @@ def test_every_method_and_seed_of_a_sweep_scores_the_same_recorded_lines(tiny_mo
     brief = results["scored"]["talora"]["tweet_emotion (k=2)"][0]
     assert brief["seconds"]["wall"] >= brief["seconds"]["compute"] > 0  # the unit's overhead is visible
     assert isinstance(results["target"]["zero_shot"]["tweet_emotion"], float)  # one score, not one per seed
+
+
+def test_tasks_prints_token_length_percentiles_on_a_model(tiny_models, capsys):
+    from talora.cli import main
+
+    assert main(["tasks", "--suite", "synthetic", "--model", "tiny", "--max-length", "20", "--lines", "50"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("product_sentiment") and "%" in line)
+    p50, p90, p95, longest = (int(v) for v in row.split()[2:6])
+    assert 0 < p50 <= p90 <= p95 <= longest
+    share = float(row.split()[-1].rstrip("%")) / 100
+    assert (share > 0) == (longest > 20)
+
+
+def test_truncation_keeps_the_whole_template_and_answer(backbone):
+    tok = backbone.tokenizer
+    ex = Example("t/validation/1", "t", {"text": "the film was long and the plot was thin " * 20}, "pos")
+    full = encode(SPEC, ex, tok, 10_000, 0)
+    cut = encode(SPEC, ex, tok, 40, 0)
+    assert cut.truncated and not full.truncated
+    assert len(cut.prompt) + len(cut.answer) <= 40 and cut.answer == full.answer
+    text = tok.decode(cut.prompt)
+    assert text.startswith("Text: the film") and text.endswith("\nIs it:")  # the text field lost its end
