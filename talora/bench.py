@@ -340,3 +340,78 @@ def write_json(rows: list[Row], path: Path) -> None:
         for r in rows
     ]
     Path(path).write_text(json.dumps(records, indent=1))
+
+
+@dataclass
+class ScoringRow:
+    name: str
+    median_s: float
+    examples_per_s: float
+    ratio_to_forward: float | None = None
+
+
+SCORING_GOAL = 0.9  # ranking a task's labels, against a plain forward over the same lines
+
+
+def run_scoring(
+    backbone: Backbone, task: str = "product_sentiment", lines: int = 500, batch_size: int = 32, repeats: int = 3
+) -> list[ScoringRow]:
+    """Examples per second of scoring ``lines`` of a synthetic task (ranking its label words with the
+    frozen model, as zero-shot scoring does, through ``predict.predictions``) against a plain forward
+    of the frozen model over the same prompts, batched and sorted by length alike, with the output
+    head at each prompt's last position only: the limit for single-token labels. Interleaved,
+    ``repeats`` times, median."""
+    from . import tasks as T
+    from .batching import encode, prompt_batch
+    from .methods.base import NoPrompt
+    from .predict import Verbalizer, predictions
+
+    spec_task = T.load_tasks(None, [task])[task]
+    examples = spec_task.splits[T.evaluation_split(spec_task)]
+    examples = [examples[i % len(examples)] for i in range(lines)]
+    items = [encode(spec_task.spec, ex, backbone.tokenizer, 256, 0) for ex in examples]
+    verbs = {0: Verbalizer.of(spec_task.spec, backbone.tokenizer)}
+    method = NoPrompt(backbone, [task])
+    order = sorted(items, key=lambda e: len(e.prompt))
+    weight, bias = output_head(backbone)
+    pad = backbone.tokenizer.pad_token_id
+
+    @torch.no_grad()
+    def forward() -> None:
+        for start in range(0, len(order), batch_size):
+            batch = prompt_batch(order[start : start + batch_size], pad).to(backbone.device)
+            with compute_precision(backbone):
+                hidden = backbone.model.get_decoder()(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                ).last_hidden_state
+            last = hidden[torch.arange(len(hidden)), batch.attention_mask.sum(1) - 1]
+            F.linear(last, weight, bias)
+
+    def score() -> None:
+        predictions(backbone, method, items, verbs, batch_size)
+
+    times: dict[str, list[float]] = {"forward_only": [], "scoring": []}
+    for _ in range(repeats):
+        for name, fn in (("forward_only", forward), ("scoring", score)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    fwd = statistics.median(times["forward_only"])
+    out = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out.append(ScoringRow(name, med, lines / med, fwd / med))
+    return out
+
+
+def format_scoring(rows: list[ScoringRow], lines: int, task: str) -> str:
+    out = [
+        f"scoring {lines} lines of {task} (label ranking) against a plain forward over the same lines",
+        "",
+        "| configuration | median (s) | examples/s | × forward |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {r.name} | {r.median_s:.2f} | {r.examples_per_s:.1f} | {r.ratio_to_forward:.2f} |" for r in rows]
+    scoring = next(r for r in rows if r.name == "scoring")
+    out += ["", f"scoring / forward_only throughput: {scoring.ratio_to_forward:.3f} (goal >= {SCORING_GOAL})"]
+    return "\n".join(out)

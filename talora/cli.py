@@ -409,7 +409,7 @@ def cmd_bench(args) -> None:
     import torch
 
     from .backbone import load_backbone
-    from .bench import ROWS, Shape, format_rows, run_speed, write_json
+    from .bench import ROWS, Shape, format_rows, format_scoring, run_scoring, run_speed, write_json
 
     rows = tuple(args.rows.split(",")) if args.rows else ROWS
     unknown = sorted(set(rows) - set(ROWS))
@@ -431,6 +431,9 @@ def cmd_bench(args) -> None:
     )
     if args.json:
         write_json(table, Path(args.json))
+    if args.scoring_lines:
+        scoring = run_scoring(backbone, lines=args.scoring_lines, repeats=args.repeats)
+        print("\n" + format_scoring(scoring, args.scoring_lines, "product_sentiment"))
 
 
 def cmd_analyze(args) -> None:
@@ -869,6 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", help="comma-separated subset of configurations")
     s.add_argument("--no-memory", action="store_true", help="skip the per-row memory subprocesses")
     s.add_argument("--json", help="also write the table as JSON to this path")
+    s.add_argument(
+        "--scoring-lines",
+        type=int,
+        default=500,
+        help="also time scoring this many lines (label ranking) against a plain forward over them (0 = skip)",
+    )
     _add_placement(s)
     s.set_defaults(func=cmd_bench)
     bs = bench.add_parser(

@@ -157,3 +157,14 @@ def test_memory_is_measured_in_a_subprocess_placed_like_this_one(tiny_models, mo
     shape = Shape(batch_size=2, seq_len=10, prompt_length=2, layers=2)
     rows = run_speed(tiny_models["tiny"], "tiny", shape, 1, ("talora_cached", FLOOR_ROW), progress=lambda _: None)
     assert all(r.peak_mem_mb is not None and r.peak_mem_mb == r.peak_mem_mb for r in rows)
+
+
+def test_scoring_row_times_label_ranking_against_a_plain_forward(backbone):
+    from talora.bench import format_scoring, run_scoring
+
+    rows = run_scoring(backbone, lines=40, batch_size=8, repeats=1)
+    assert [r.name for r in rows] == ["forward_only", "scoring"]
+    forward, scoring = rows
+    assert forward.ratio_to_forward == 1.0 and scoring.examples_per_s == pytest.approx(40 / scoring.median_s)
+    assert scoring.ratio_to_forward == pytest.approx(forward.median_s / scoring.median_s)
+    assert "goal >= 0.9" in format_scoring(rows, 40, "product_sentiment")
