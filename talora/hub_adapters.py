@@ -26,10 +26,13 @@ from .errors import AdapterError, ConfigError, TaloraError
 # The adapter's own files, named as adapter_files writes them (it imports this module, so not the reverse).
 TENSORS, SIDECAR, CONFIG, METRICS = "adapter.safetensors", "adapter.json", "config.yaml", "metrics.json"
 CARD = "README.md"
+NOTICE = "NOTICE"  # pushed beside the adapter of a Gemma base model
 UPLOADED = (TENSORS, SIDECAR, CONFIG, METRICS)
 # owner/name, each part as the hub allows it, then an optional @revision (branch, tag or commit).
 REPO_ID = re.compile(r"(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<rev>[A-Za-z0-9._/-]+))?")
 HUB_URL = "https://huggingface.co"
+# The notice the Gemma Terms of Use (section 3.1) ask every distribution of Gemma or a model derivative to carry.
+GEMMA_NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
 
 
 class HubError(TaloraError):
@@ -161,9 +164,12 @@ def model_card(folder: Path, repo_id: str | None = None) -> str:
     base_id, method = str(base.get("id", "?")), str(sidecar["method"])
     tasks = [t for t in sidecar["tasks"] if isinstance(t, dict)]
     name = repo_id or folder.resolve().name
-    front = ["---", "library_name: talora"]
-    if is_repo_id(base_id) and not Path(base_id).exists():
-        front.append(f"base_model: {base_id}")
+    gemma = "gemma" in base_id.lower()
+    front = ["---", "library_name: talora"] + (["license: gemma"] if gemma else [])
+    # A named model's id is its hub id with the packaging in parentheses: "google/gemma-3-270m (GGUF ...)".
+    hub_base = base_id.split(" (", 1)[0]
+    if is_repo_id(hub_base) and not Path(hub_base).exists():
+        front.append(f"base_model: {hub_base}")
     tags = dict.fromkeys(["talora", "prompt-tuning", method.replace("_", "-")])
     front += ["tags:", *(f"- {tag}" for tag in tags), "---", ""]
     lines = [
@@ -174,6 +180,17 @@ def model_card(folder: Path, repo_id: str | None = None) -> str:
         f"`{base.get('fingerprint', '?')}`), made with talora. It holds {len(tasks)} task(s): "
         f"{', '.join(t.get('name', '?') for t in tasks)}.",
         "",
+    ]
+    if gemma:
+        lines += [
+            "## Licence",
+            "",
+            f"{GEMMA_NOTICE}. The base model is Gemma: using this adapter runs it, and those terms, including "
+            "the use restrictions of the Gemma Prohibited Use Policy (ai.google.dev/gemma/prohibited_use_policy), "
+            f"apply to Gemma and to its model derivatives, which may include this adapter (see `{NOTICE}`).",
+            "",
+        ]
+    lines += [
         "## Tasks and scores",
         "",
         *_metric_rows(sidecar, metrics),
@@ -239,6 +256,8 @@ def push_adapter(
     if api is None:
         api = _hub("pushing an adapter to the hub").HfApi()
     sidecar = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))
+    # The Gemma Terms of Use ask every distribution of Gemma or a derivative to carry the notice as a file.
+    gemma = "gemma" in str((sidecar.get("base_model") or {}).get("id", "")).lower()
     names = ", ".join(t.get("name", "?") for t in sidecar["tasks"] if isinstance(t, dict))
     message = message or f"talora push: {sidecar['method']} adapter ({names})"
     with tempfile.TemporaryDirectory(prefix="talora-push-") as staging:
@@ -248,6 +267,8 @@ def push_adapter(
             shutil.copy2(folder / CARD, Path(staging) / CARD)
         else:
             (Path(staging) / CARD).write_text(card, encoding="utf-8")
+        if gemma:
+            (Path(staging) / NOTICE).write_text(GEMMA_NOTICE + "\n", encoding="utf-8")
         try:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             info = api.upload_folder(repo_id=repo_id, folder_path=staging, repo_type="model", commit_message=message)
@@ -260,7 +281,7 @@ def push_adapter(
     return {
         "repo": repo_id,
         "url": getattr(info, "commit_url", None) or f"{HUB_URL}/{repo_id}",
-        "files": sorted([*files, CARD]),
+        "files": sorted([*files, CARD, *([NOTICE] if gemma else [])]),
         "card": f"the folder's {CARD}" if own_card else "generated",
         "private": private,
     }

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from .backbone import EMBEDDED, EMBEDDED_ID, Backbone, cache_dir, embedded_gguf_path
+from .backbone import EMBEDDED, EMBEDDED_ID, Backbone, cache_dir, embedded_gguf_path, loadable_spec
 from .config import RunConfig, TrainConfig, from_dict
 from .errors import ConfigError
 from .methods import METHODS, Method, method_class
@@ -64,8 +64,10 @@ def model_config(spec: str) -> tuple[PretrainedConfig, str]:
     "embedded", a .gguf file, or a hub id. A hub id is looked up in the local Hugging Face
     cache first, then matched by its name to a shipped config (``Qwen/Qwen2.5-7B-Instruct`` ->
     ``qwen2.5-7b-instruct.json``, which holds the published config.json fields), and only
-    then asked of the hub: planning the paper's setting works offline.
+    then asked of the hub: planning the paper's setting works offline. ``gemma3-270m`` is a shipped
+    config (the published one), so it plans without the packages that carry its weights.
     """
+    spec = loadable_spec(spec)  # a named model's recorded id plans as that model
     shipped = MODELS_DIR / f"{spec.lower()}.json"
     if "/" not in spec and shipped.is_file():
         return AutoConfig.from_pretrained(str(shipped)), f"{shipped} (shipped)"
@@ -140,11 +142,16 @@ class ModelShape:
     vocab: int
     parameters: int
     tied_embeddings: bool
+    norms: int = 2  # RMSNorms over the hidden size per decoder layer (Gemma 3: 4, before and after each block)
+    qk_norms: bool = False  # per-head RMSNorms of queries and keys (Qwen3, Gemma 3)
 
     @classmethod
     def of(cls, backbone: Backbone) -> ModelShape:
         cfg, model = backbone.model.config, backbone.model
         heads = cfg.num_attention_heads
+        # Counted on the first decoder layer, so an architecture is described by what it builds.
+        layer_norms = [m for m in model.get_decoder().layers[0].modules() if type(m).__name__.endswith("RMSNorm")]
+        width = lambda m: getattr(m, "weight", torch.empty(0)).shape[-1]  # noqa: E731
         return cls(
             architecture=type(model).__name__,
             layers=cfg.num_hidden_layers,
@@ -156,6 +163,8 @@ class ModelShape:
             vocab=cfg.vocab_size,
             parameters=sum(p.numel() for p in model.parameters()),
             tied_embeddings=model.get_output_embeddings().weight is model.get_input_embeddings().weight,
+            norms=sum(width(m) == cfg.hidden_size for m in layer_norms),
+            qk_norms=any(width(m) != cfg.hidden_size for m in layer_norms),
         )
 
 
@@ -185,11 +194,15 @@ def activation_bytes(
     tokens per example, L_g = layers that carry gradients (all layers above the method's
     ``frozen_below``; the frozen layers below run under no_grad and keep nothing).
 
-    What one Qwen2/Llama decoder layer saves, per token:
+    What one Qwen2/Llama decoder layer saves, per token (N = the layer's RMSNorms over d:
+    2, Gemma 3: 4; kv = key/value heads):
 
-        2 RMSNorms      2 * (4d + 4)   the float32 copy of the input and 1/rms (HF norms upcast)
-        attention       s * 4a + 4H    q, k, v (repeated to H heads: a padding mask rules out
-                                       SDPA's native GQA) and the output, + the log-sum-exp
+        N RMSNorms      N * (4d + 4)   the float32 copy of the input and 1/rms (HF norms upcast)
+        q/k norms       4(a + kv*hd) + 4(H + kv)   the same per head, where the model has them
+                                       (Qwen3, Gemma 3)
+        attention       s * (2a + 2c) + 4H   q, k, v (repeated to H heads, c = a: a padding mask
+                                       rules out SDPA's native GQA; one key/value head repeats as
+                                       a view, c = hd) and the output, + the log-sum-exp
         MLP             s * 3f         silu's input, its output and up_proj's output
         deep prompts    s * a + 4H     the gated prompt attention's output + its log-sum-exp
         trained weights s * w          w = ``weight_inputs``: the inputs that the trained
@@ -206,9 +219,9 @@ def activation_bytes(
 
     The lowest layer with gradients saves less when its input needs none (everything but
     input-level prompts and full fine-tuning): no first norm, T*(4d + 4); for deep prompts
-    not its own attention either (only q, for the prompt term): T*(s*3a + 4H) + b*S^2*s; and
-    when nothing before its attention output trains (``first_attention_saves`` false:
-    adapters) no attention at all: T*(s*4a + 4H) + b*S^2*s.
+    not its own attention either (only q, for the prompt term) nor its q/k norms:
+    T*(s*(a + 2c) + 4H) + b*S^2*s; and when nothing before its attention output trains
+    (``first_attention_saves`` false: adapters) no attention at all: T*(s*(2a + 2c) + 4H) + b*S^2*s.
 
         activations = L_g * (T * per_token + per_layer) - first_layer_saving + once
         with gradient checkpointing (each layer keeps its input; the backward recomputes
@@ -224,8 +237,7 @@ def activation_bytes(
     frozen lower layers (no autograd, freed layer by layer), evaluation passes, extra forward
     passes of a method (MPT's teachers, ATTEMPT's instance attention), CUDA's context and the
     allocator's fragmentation. S is the padded maximum: length bucketing and short examples
-    only lower the real figure. Architectures with more per-layer tensors (Qwen3's q/k norms)
-    save a little more.
+    only lower the real figure.
     """
     if grad_layers == 0:
         return 0
@@ -233,7 +245,11 @@ def activation_bytes(
     a = shape.heads * shape.head_dim
     S = seq + (prompt_length if kind == "input" else 0)
     T = batch * S
-    per_token = 2 * (4 * d + 4) + s * 4 * a + 4 * H + s * 3 * f + s * weight_inputs
+    kv = shape.kv_heads
+    c = kv * hd if kv in (1, H) else a  # keys (and values) as saved: repeat_kv copies unless kv is 1
+    qk_norms = 4 * (a + kv * hd) + 4 * (H + kv) if shape.qk_norms else 0
+    attention = s * (2 * a + 2 * c) + 4 * H
+    per_token = shape.norms * (4 * d + 4) + qk_norms + attention + s * 3 * f + s * weight_inputs
     per_layer = batch * S * S * s
     if kind == "deep":
         per_token += s * a + 4 * H
@@ -243,9 +259,9 @@ def activation_bytes(
     if kind != "input" and not embeddings_train:
         first_layer_saving = T * (4 * d + 4)
         if kind == "deep":
-            first_layer_saving += T * (s * 3 * a + 4 * H) + batch * S * S * s
+            first_layer_saving += T * (attention - s * a + qk_norms) + batch * S * S * s
         elif not first_attention_saves:
-            first_layer_saving += T * (s * 4 * a + 4 * H) + batch * S * S * s
+            first_layer_saving += T * (attention + qk_norms) + batch * S * S * s
     # The last layer runs its MLP at the scored positions alone (talora.forward): about b*n of T.
     last_layer_saving = max(T - batch * answer_tokens, 0) * s * (3 * f + scored_weight_inputs)
     if checkpointing:
@@ -277,11 +293,13 @@ def weight_inputs_per_token(method: Method, shape: ModelShape, blocks: tuple[str
         return sum(dict(inputs[t] for t in targets).values()) + cfg.rank * len(targets)
     if blocks is not None:  # norms and added modules run at every position
         return sum(dict(inputs.values()).values()) if method.name == "full_finetune" else 0
+    # The norms' outputs, which their trained weights' gradients need (q/k norms: per head).
+    norm_outputs = shape.norms * d + (a + shape.kv_heads * shape.head_dim if shape.qk_norms else 0)
     if method.name == "bitfit":
-        return 2 * d if cfg.train_norms else 0  # the norms' outputs; an added bias saves nothing
+        return norm_outputs if cfg.train_norms else 0  # an added bias saves nothing
     if method.name == "adapter":
         return 2 * (d + 2 * cfg.bottleneck)  # per bottleneck: its input, the activation's input and output
-    return 2 * d + d + a + d + f  # full fine-tuning: both norms' outputs and every projection's input
+    return norm_outputs + d + a + d + f  # full fine-tuning: the norms' outputs and every projection's input
 
 
 def method_kind(method: Method) -> str:

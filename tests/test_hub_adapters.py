@@ -172,6 +172,22 @@ def test_push_keeps_the_folders_own_readme(tmp_path, fake_api):
     assert fake_api[1][3]["README.md"] == b"# my words\n" and fake_api[1][2]["commit_message"] == "first"
 
 
+def test_an_adapter_of_gemma3_270m_carries_the_gemma_terms(tmp_path, fake_api):
+    from talora.backbone import GEMMA3_270M_ID
+
+    sidecar = {**SIDECAR, "base_model": {"id": GEMMA3_270M_ID, "fingerprint": "x"}}
+    folder = adapter_folder(tmp_path / "g", sidecar)
+    card = model_card(folder, "me/gemma-adapter")
+    front = card.split("---\n")[1]
+    assert "license: gemma" in front and "base_model: google/gemma-3-270m\n" in front
+    assert "## Licence" in card and "Gemma is provided under and subject to the Gemma Terms of Use" in card
+    assert "ai.google.dev/gemma/prohibited_use_policy" in card
+    result = push_adapter(folder, "me/gemma-adapter")
+    staged = fake_api[1][3]
+    assert "NOTICE" in result["files"] and staged["NOTICE"].decode().startswith("Gemma is provided under")
+    assert "license:" not in model_card(adapter_folder(tmp_path / "q"))  # other base models: no such section
+
+
 def test_push_refuses_before_reaching_the_hub(tmp_path, capsys, fake_api):
     assert main(["push", "--adapter", str(tmp_path), "--repo", "me/x"]) == 2
     assert "no adapter sidecar here" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_wheel_installs_beside_an_existing_torch(tmp_path):
     core = [r for r in requires if "extra ==" not in r]
     assert any(r.startswith("torch") for r in core) and any(r.startswith("transformers") for r in core)
     assert not [r for r in core if "==" in r], f"exact pins belong in constraints.txt: {core}"
-    for extra in ("hub", "serve", "tensorboard"):
+    for extra in ("hub", "serve", "tensorboard", "gemma"):
         assert any(f'extra == "{extra}"' in r for r in requires), extra
 
     venv = tmp_path / "user-env"

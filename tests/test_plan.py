@@ -4,6 +4,7 @@ Qwen2.5 shapes and the paper configs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
-from transformers import AutoModelForCausalLM, Qwen2Config
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config
 
 from talora import attention
 from talora.backbone import Backbone
@@ -125,6 +126,40 @@ def test_shipped_configs_are_the_published_shapes(name):
     assert all(p.is_meta for p in backbone.model.parameters())
 
 
+def test_gemma3_270m_is_planned_from_its_shipped_config_without_the_packages(tmp_path, capsys, monkeypatch):
+    """The named model plans offline and without its weights' packages: its published shapes (head_dim 256
+    apart from d/H = 160, one key/value head, a 262,144-token tied vocabulary, four norms per layer)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "gemma3_270m" in name else real(name, *a))
+    config, source = model_config("gemma3-270m")
+    assert "shipped" in source and config.model_type == "gemma3_text"
+    shape = ModelShape.of(meta_backbone(config, "gemma3-270m"))
+    assert (shape.architecture, shape.layers, shape.hidden, shape.heads, shape.kv_heads) == (
+        "Gemma3ForCausalLM",
+        18,
+        640,
+        4,
+        1,
+    )
+    assert (shape.head_dim, shape.intermediate, shape.vocab, shape.tied_embeddings) == (256, 2048, 262_144, True)
+    assert (shape.parameters, shape.norms, shape.qk_norms) == (268_098_176, 4, True)
+    assert config.query_pre_attn_scalar == 256 and config.sliding_window == 512
+    assert config.layer_types.count("full_attention") == 3
+    cfg = _run_config(tmp_path, "tasks: [a, b]\nmethod_args: {layers: 9, length: 20, rank: 4}\n")
+    assert main(["plan", "--config", str(cfg), "--model", "gemma3-270m", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    stage2 = next(row for row in out["rows"] if row["stage"] == "stage 2")
+    L, m, d, r, H, T = 9, 20, 640, 4, 4, 2
+    assert {g["name"]: g["params"] for g in stage2["groups"]} == {
+        "theta0": L * m * d,
+        "B": L * m * r,
+        "uv": T * L * (r + d),
+        "gate": L * H,
+    }
+    # The answer logits of a batch: 16 answer tokens per example over the 262,144-token vocabulary.
+    assert stage2["memory_bytes"]["activations"] > 8 * 16 * 262_144 * 8
+
+
 def test_a_known_hub_id_resolves_to_its_shipped_config_offline():
     config, source = model_config("Qwen/Qwen2.5-7B-Instruct")
     assert config.hidden_size == 3584
@@ -190,17 +225,21 @@ def test_plan_prints_a_table(capsys):
 # --- the activation estimate against the tensors autograd keeps --------------------------------
 
 
-def _saved_bytes(method_name: str, args: dict) -> tuple[int, int]:
-    """(bytes autograd saves for one loss, the plan's estimate) on a tiny float32 Qwen2."""
-    config = Qwen2Config(
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=352,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
+def _saved_bytes(method_name: str, args: dict, family: str = "qwen2") -> tuple[int, int]:
+    """(bytes autograd saves for one loss, the plan's estimate) on a tiny float32 Qwen2, or a tiny
+    Gemma 3 shaped like the 270M (four norms per layer, q/k norms, one key/value head, hd > d/H)."""
+    fields = dict(vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, tie_word_embeddings=True)
+    if family == "gemma3":
+        config = Gemma3TextConfig(
+            **fields,
+            intermediate_size=416,
+            num_key_value_heads=1,
+            head_dim=64,
+            query_pre_attn_scalar=64,
+            sliding_window=32,
+        )
+    else:
+        config = Qwen2Config(**fields, intermediate_size=352, num_key_value_heads=2)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     attention.install(model)
@@ -243,8 +282,9 @@ def _saved_bytes(method_name: str, args: dict) -> tuple[int, int]:
         ("full_finetune", {}),
     ],
 )
-def test_activation_estimate_matches_what_autograd_saves(method_name, args):
-    measured, estimate = _saved_bytes(method_name, args)
+@pytest.mark.parametrize("family", ["qwen2", "gemma3"])
+def test_activation_estimate_matches_what_autograd_saves(method_name, args, family):
+    measured, estimate = _saved_bytes(method_name, args, family)
     assert estimate == pytest.approx(measured, rel=0.06)
 
 
