@@ -248,16 +248,24 @@ def run_speed(
     progress: Callable[[str], None] = print,
 ) -> list[Row]:
     """The benchmark table: interleaved timing in this process, memory in one subprocess per row.
-    A row the architecture cannot run (``unsupported``) is left out, and ``progress`` says why."""
+    A row the architecture cannot run (``unsupported``), or a PEFT row that PEFT itself fails to
+    build or step on this model, is left out, and ``progress`` says why."""
+    steps = {}
     for name in rows:
         if (why := unsupported(backbone, name)) is not None:
             progress(f"skipping {name}: {why}")
-    rows = tuple(name for name in rows if unsupported(backbone, name) is None)
-    steps = {}
-    for name in rows:
+            continue
         progress(f"preparing {name}")
-        steps[name] = make_step(backbone, name, shape)
-        steps[name]()  # warm-up; fills the lower-layer cache for the cached rows
+        try:
+            steps[name] = make_step(backbone, name, shape)
+            steps[name]()  # warm-up; fills the lower-layer cache for the cached rows
+        except Exception as err:
+            if name not in PEFT_ROWS:
+                raise
+            # e.g. PEFT 0.18's prefix tuning on Gemma 3: its own bug, not a reason to lose the other rows.
+            steps.pop(name, None)
+            progress(f"skipping {name}: PEFT failed on this model ({type(err).__name__}: {err})")
+    rows = tuple(steps)
     times: dict[str, list[float]] = {name: [] for name in rows}
     # A GPU runs kernels after the call that queues them returns: wait for them, or a step's time
     # would be the next step's.

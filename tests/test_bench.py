@@ -11,7 +11,7 @@ from conftest import make_backbone
 
 from talora import attention
 from talora.batching import Encoded, answer_batch
-from talora.bench import FLOOR_ROW, ROWS, Shape, _peft_model, format_rows, run_speed, write_json
+from talora.bench import FLOOR_ROW, PEFT_ROWS, ROWS, Shape, _peft_model, format_rows, run_speed, write_json
 from talora.forward import answer_loss
 from talora.lower_cache import LowerLayerCaches
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
@@ -43,9 +43,14 @@ def test_gemma3_runs_every_row_its_architecture_allows(tmp_path, monkeypatch):
     said = []
     shape = Shape(batch_size=2, seq_len=12, prompt_length=3, layers=2)
     rows = run_speed(make_backbone("gemma3"), None, shape, repeats=1, progress=said.append)
-    assert [r.name for r in rows] == [n for n in ROWS if n != "peft_adaption_prompt"]
+    names = [r.name for r in rows]
+    # PEFT 0.18 (the lower bound) fails in its own prefix tuning on Gemma 3: such a row is skipped, saying so.
+    skipped = [n for n in ROWS if n not in names]
+    assert "peft_adaption_prompt" in skipped and set(skipped) <= set(PEFT_ROWS)
+    assert all(any(line.startswith(f"skipping {n}: ") for line in said) for n in skipped)
     assert all(r.median_step_s > 0 and r.ratio_to_floor is not None for r in rows)
-    assert "skipping peft_adaption_prompt: PEFT's AdaptionPrompt supports" in said[0] and "gemma3_text" in said[0]
+    (why,) = [line for line in said if line.startswith("skipping peft_adaption_prompt")]
+    assert "PEFT's AdaptionPrompt supports" in why and why.endswith("not gemma3_text")
 
 
 def test_peft_rows_train_only_their_own_parameters():
