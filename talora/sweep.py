@@ -227,6 +227,7 @@ def run_sweep(
                         results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
                         bar.update()
                         write_results(results, output, config, t0)
+    results["comparisons"] = comparisons(results, output)
     write_results(results, output, config, t0)
     _warn(results, warned)
     return results
@@ -282,6 +283,24 @@ def _brief(summary: dict) -> dict | None:
     compute = summary.get("seconds", 0) + summary.get("scoring_seconds", 0)
     brief["seconds"] = {"wall": summary.get("wall_seconds"), "compute": round(compute, 1)}
     return brief
+
+
+def comparisons(results: dict, output: Path) -> list[dict]:
+    """The first method against every other row of the table (zero-shot included), at the task level
+    (analysis.sweep_results.compare): what the finished table states under it."""
+    from .analysis.sweep_results import compare
+
+    methods = [m for m in results["target"] if m != "zero_shot"]
+    if not methods:
+        return []
+    first, others = methods[0], [m for m in results["target"] if m != methods[0]]
+    out = []
+    for other in others:
+        try:
+            out.append(compare({**results, "_folder": str(output)}, first, other))
+        except ConfigError as err:  # no shared task (a partial table): say so rather than stop
+            out.append({"a": first, "b": other, "error": str(err)})
+    return out
 
 
 def write_results(results: dict, output: Path, config: str | Path, t0: float) -> None:
@@ -464,6 +483,11 @@ def format_table(results: dict) -> str:
         )
     lines += [f"- {note}" for note in _split_notes(results.get("splits", {}))]
     lines += [f"- {note}" for note in truncation_notes(results)]
+    if results.get("comparisons"):
+        from .analysis.sweep_results import compare_line
+
+        lines += ["", "Task-level comparisons (talora analyze compare):"]
+        lines += [f"- {c.get('error') or compare_line(c)}" for c in results["comparisons"]]
     return "\n".join(lines)
 
 

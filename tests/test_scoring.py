@@ -146,3 +146,15 @@ def test_truncation_keeps_the_whole_template_and_answer(backbone):
     assert len(cut.prompt) + len(cut.answer) <= 40 and cut.answer == full.answer
     text = tok.decode(cut.prompt)
     assert text.startswith("Text: the film") and text.endswith("\nIs it:")  # the text field lost its end
+
+
+def test_a_finished_sweep_states_its_task_level_comparisons(tiny_models, tmp_path):
+    config = write_tiny_sweep(tmp_path / "sweep.yaml", {"talora": {}, "prompt_tuning": {"from_scratch": True}}, (0, 1))
+    results = run_sweep(config, tmp_path / "out")
+    first, other = [m for m in results["target"] if m != "zero_shot"]  # the sweep's methods, in its order
+    against = {c["b"]: c for c in results["comparisons"]}
+    assert set(against) == {"zero_shot", other} and all(c["a"] == first for c in against.values())
+    c = against[other]
+    assert c["tasks"] == 1 and c["min_p"] == 1.0 and c["interval"][0] <= c["mean_difference"] <= c["interval"][1]
+    table = (tmp_path / "out" / "results-sweep.md").read_text()
+    assert f"{first} vs {other} (target, 1 tasks)" in table and "too few tasks for any outcome" in table
