@@ -286,9 +286,14 @@ def run_transfer(
     placement: dict | None = None,
     shots: str | None = None,
     on_shots: bool = False,
+    loaded: dict[str, T.Task] | None = None,
+    on_step=None,
 ) -> dict:
     """Few-shot transfer to ``task``: k examples (per class or in all, as ``shots`` or the config's
     ``shots`` counts them; ``k="all"``: its whole train split) scored on test (or validation).
+
+    ``loaded``: the task already read from ``data_dir`` (a server adapting its template before
+    training); ``on_step``: called between training steps (``talora.train.train``).
 
     ``on_shots``: train on one half of the shots and score on the other half, for choosing a
     setting (a learning rate, a budget) without looking at evaluation data.
@@ -308,7 +313,7 @@ def run_transfer(
         source_method = read_sidecar(source)["method"]  # not an adapter folder: say so before loading a model
         cfg = load_config(source / "config.yaml", placement)
     data_dir = data_dir if data_dir is not None else cfg.data_dir
-    tasks = T.load_tasks(data_dir, [task])
+    tasks = loaded if loaded is not None else T.load_tasks(data_dir, [task])
     spec = tasks[task].spec
     shots = shots or cfg.shots
     examples = _shots(tasks[task], k, seed, shots, cfg)  # bad input fails here, before a model is loaded
@@ -368,6 +373,7 @@ def run_transfer(
         seed,
         desc=f"{task} k={k}",
         lower=lower,
+        on_step=on_step,
     )
     split = "shots (held-out half)" if on_shots else T.evaluation_split(tasks[task])
     if on_shots:

@@ -20,8 +20,8 @@ entries points at; its blobs are shared by those entries the same way.
 An entry holds the method, its config and state, the task's spec (template, labels, label
 words), the fields a request for it carries (``inputs``), its tensors (name -> blob, shape,
 dtype), parameter counts, the metrics and data recorded at training time (from the adapter's
-metrics.json and config.yaml when present: data_dir, seed, k, split, max_length), the source
-folder and the time it was added.
+metrics.json and config.yaml when present: data_dir, seed, k, split, max_length, and the whole
+run config), the source folder and the time it was added.
 
 Crash safety. Blobs and entries are written first, each through ``talora.atomic`` (a synced
 temporary file renamed into place); the index is replaced last, atomically. Entry files carry
@@ -478,6 +478,9 @@ class AdapterStore:
             "metrics": run["metrics"].get(task),
             "training": {**run["training"], "tasks": list(sidecar_task_names(sidecar))},
             "max_length": run["max_length"],
+            # The whole run config (its transfer budget, label scoring, ...): a server teaching a new task
+            # from this one transfers as `talora transfer --from` the run would, with no run folder at hand.
+            "run_config": run["run_config"],
             "base_model": {k: sidecar["base_model"].get(k) for k in ("id", "fingerprint")},
             "source": str(adapter.resolve()),
             "source_adapter": sidecar.get("source_adapter"),
@@ -582,4 +585,5 @@ def _run_record(adapter: Path) -> dict:
         },
         "transfer": transfer,
         "transfer_tasks": [summary["task"]] if transfer else [],
+        "run_config": cfg or None,
     }

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,9 +190,12 @@ def train(
     resume: bool = False,
     desc: str = "train",
     lower: LowerLayerCaches | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``train_items`` and leave it holding the best validated state.
     ``lower``: the run's lower-layer caches, if it keeps the frozen lower layers' output on disk.
+    ``on_step(step, loss)`` is called after every optimiser step, between steps: a server's job
+    reports progress there, lets queued requests use the model and stops by raising.
     Under a data-parallel launch each rank trains on its share of every global batch (talora.distributed)."""
     w = world()
     out_dir = Path(out_dir)
@@ -274,6 +278,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_step is not None:
+            on_step(done, loss.item())
         if done % cfg.log_every == 0 or done == cfg.steps:
             record = {
                 "step": done,
