@@ -490,6 +490,8 @@ def cmd_store(args) -> None:
     from .store import AdapterStore
 
     store = AdapterStore(Path(args.store))
+    if args.action == "adapt":
+        return _store_adapt(args, store)
     if args.action == "add":
         for r in store.add(Path(args.adapter), model=args.model):
             what = f"replaced {r['task']} (was from {r['replaced_source']})" if r["replaced"] else f"added {r['task']}"
@@ -520,6 +522,47 @@ def cmd_store(args) -> None:
     else:
         store.remove(args.task)
         print(f"removed {args.task} from {args.store}")
+
+
+def _store_adapt(args, store) -> None:
+    """``talora store adapt``: a POST /tasks job run here, in the foreground, with the training's
+    progress bar. Everything is checked before the model is loaded."""
+    from .backbone import load_backbone
+    from .jobs import JobManager
+    from .tasks.infer import read_records
+
+    path = Path(args.examples)
+    if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise ConfigError(f"--examples {path}: expected a .jsonl or .csv file (also .json or .tsv)")
+    if not path.is_file():
+        raise ConfigError(f"--examples {path}: file not found")
+    records = read_records(path)
+    body = {"name": args.task, "examples": [obj for _, _, obj in records], "k": args.k, "seed": args.seed}
+    for key, value in (("from", args.source), ("steps", args.steps), ("template", args.template)):
+        if value is not None:
+            body[key] = value
+    if args.labels is not None:
+        body["labels"] = [lab.strip() for lab in args.labels.split(",")]
+    manager = JobManager(store, None)  # the model is not needed to check the request
+    prepared = manager.prepare(body, [where for _, where, _ in records])
+    spec = args.model or store.base_model().get("load")
+    if spec is None:
+        raise ConfigError(f"store {store.folder} does not record how to load its base model; give --model")
+    placement = _placement(args)
+    manager.backbone = load_backbone(spec, placement.get("dtype", "auto"), placement.get("device", "auto"))
+    record = manager.run_here(prepared)
+    if args.json:
+        print(json.dumps(record, indent=1, ensure_ascii=False))
+    if record["state"] != "succeeded":
+        raise TaloraError(f"store adapt: {record['error']} (job record: {store.folder / 'jobs' / record['id']}.json)")
+    if not args.json:
+        r, base = record["result"], record["base"]
+        print(
+            f"added {args.task}: {r['metric']}={r['score']:.4f} on {r['held_out']} held-out example(s); trained on "
+            f"{r['train_examples']} for {record['progress']['steps']} steps ({r['seconds']} s) from the "
+            f"{base['method']} run of {', '.join(base['tasks'])}; {r['new_blobs']} new tensor file(s), "
+            f"{r['reused_blobs']} already stored; job {record['id']}"
+        )
 
 
 def _damaged_tasks(problems: list[dict]) -> dict[str, list[str]]:
@@ -564,6 +607,7 @@ def cmd_serve(args) -> None:
         model=args.model,
         max_records=args.max_records,
         placement=_placement(args),
+        max_jobs=args.max_jobs,
         log=lambda msg: print(msg, file=sys.stderr),
     )
 
@@ -910,7 +954,26 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--task", required=True)
     sk = actions.add_parser("verify", help="check every entry and blob against its sha256 (exit 2 if one is damaged)")
     sk.add_argument("--store", required=True)
-    for action in (sa, sl, ss, sr, sk):
+    sd = actions.add_parser(
+        "adapt", help="teach the store a new task from a few labelled examples (what POST /tasks does, here)"
+    )
+    sd.add_argument("--store", required=True)
+    sd.add_argument("--task", required=True, help="the new task's name (letters, digits, _ and -)")
+    sd.add_argument(
+        "--examples", required=True, help="JSONL or CSV file: text (or text_a and text_b) and label per line"
+    )
+    sd.add_argument(
+        "--from", dest="source", help="a stored task whose trained run to transfer from (default: its TA-LoRA run)"
+    )
+    sd.add_argument("--k", type=_k, default=K_ALL, help="examples per label to train on (default: all)")
+    sd.add_argument("--steps", type=_positive_int, help="training steps (default: the base run's transfer budget)")
+    sd.add_argument("--seed", type=int, default=0, help="seed of the training order (and of a k-shot draw)")
+    sd.add_argument("--labels", help="the label set, comma-separated: an example with another label is refused")
+    sd.add_argument("--template", help='the prompt with its fields in braces, e.g. "Review: {text} Sentiment:"')
+    sd.add_argument("--model", help="base model to load (default: the one the store was built for)")
+    sd.add_argument("--json", action="store_true", help="print the job's record as JSON")
+    _add_placement(sd)
+    for action in (sa, sl, ss, sr, sk, sd):
         action.set_defaults(func=cmd_store)
 
     pr = sub.add_parser("predict", help="JSONL records {task, fields...} in, one JSONL prediction per record out")
@@ -933,6 +996,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-records", type=_positive_int, default=256, help="records per request")
     sv.add_argument("--api-key", help="bearer token required on every route but /health (default: $TALORA_API_KEY)")
     sv.add_argument("--model", help="base model to load (default: the one the store was built for)")
+    sv.add_argument(
+        "--max-jobs", type=_positive_int, default=1, help="training jobs (POST /tasks) at once; more get 429"
+    )
     _add_placement(sv)
     sv.set_defaults(func=cmd_serve)
     return p

@@ -8,6 +8,8 @@ Routes (see docs/serving.md, "HTTP service"):
   name theirs) and ``prompt`` fills that task's one text field.
 * ``GET /tasks``, ``GET /v1/models``: the tasks served; ``GET /health`` (never needs the token).
 * ``POST /admin/reload``: a new engine built from the store as it is now, swapped in between batches.
+* ``POST /tasks``: teach the store a new task from a few labelled examples (a training job, answered 202);
+  ``GET /jobs``, ``GET /jobs/{id}`` its progress and result, ``DELETE /jobs/{id}`` cancels it (talora.jobs).
 
 Why one worker thread owns the engine. An ``Engine`` runs one call at a time anyway (weight-changing
 methods patch the shared model while they run), and a batch can only be gathered by whoever decides
@@ -17,6 +19,8 @@ bounded queue; the worker takes up to ``max_batch`` records, waiting at most ``m
 first for more, runs ``engine.predict`` once on all of them, and hands each job its slice. A batch that
 fails is rerun job by job, so a record that breaks the model fails its own request only. A reload is a
 job in the same queue: requests queued before it are answered by the old engine, later ones by the new.
+A training job shares the model with the worker one step at a time, and only while no request waits
+(``Batcher.training_turn``); once its task is stored it asks for a reload, so the task is served next.
 
 Shutdown: uvicorn's graceful shutdown (SIGTERM, SIGINT) stops accepting connections and waits for the
 requests in flight; their jobs are in the queue, which the worker keeps serving until the app's lifespan
@@ -36,11 +40,13 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import AdapterError, ConfigError, DataError, TaloraError
+from .jobs import JobManager, Refused, Stopped
 from .store import record_inputs
 
 try:  # at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
 
 OPEN_PATHS = ("/health",)  # answered without the token: load balancers and orchestrators probe it
 RETRY_AFTER_S = 1
+POLL_S = 0.05  # how often a training job waiting for the model checks whether it was cancelled
 
 
 class ApiError(Exception):
@@ -124,7 +131,13 @@ class Batcher:
         self.rows = task_rows(engine)
         self.max_batch, self.max_wait, self.capacity = max_batch, max_wait_ms / 1000, queue_size
         self._items: deque = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._idle = threading.Condition(lock)  # notified when the worker has nothing to do
+        self._busy = False  # the worker holds an item (gathering, predicting or reloading)
+        # The frozen model runs one thing at a time: a batch of requests, a reload or one step of a
+        # training job (talora.jobs). Jobs take it only while no request waits (``training_turn``).
+        self.model = threading.Lock()
         self._waiting = 0
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -187,6 +200,44 @@ class Batcher:
         if thread is not None:
             thread.join(timeout)
 
+    # ---------------------------------------------------------------- training jobs' side
+    @contextlib.contextmanager
+    def training_turn(self, stopped: Callable[[], bool]) -> Iterator[Callable[[], None]]:
+        """Hold the model for a training job, handing it to requests between steps.
+
+        Time slicing with requests first: the job takes the model only when no request waits and no
+        batch runs, and calls the function this yields between two training steps, which gives the
+        model up for as long as requests keep coming. A request that arrives during a step waits for
+        that step alone. ``stopped()`` is polled while waiting; when it turns true, ``Stopped`` is
+        raised in the job."""
+        self._take_model(stopped)
+        try:
+            yield lambda: self._between_steps(stopped)
+        finally:
+            self.model.release()
+
+    def _between_steps(self, stopped: Callable[[], bool]) -> None:
+        with self._cond:
+            wanted = self._wanted()
+        if wanted:
+            self.model.release()
+            self._take_model(stopped)
+
+    def _take_model(self, stopped: Callable[[], bool]) -> None:
+        while True:
+            with self._cond:
+                while self._wanted():
+                    if stopped():
+                        raise Stopped
+                    self._idle.wait(POLL_S)
+            if stopped():
+                raise Stopped
+            if self.model.acquire(timeout=POLL_S):
+                with self._cond:
+                    if not self._wanted():
+                        return
+                self.model.release()  # a request came in meanwhile: it goes first
+
     # ---------------------------------------------------------------- worker's side
     def _take(self, room: int | None, timeout: float | None):
         """The next item; with ``room``, only a job of at most that many records, else None at once
@@ -207,7 +258,21 @@ class Batcher:
             self._items.popleft()
             if isinstance(head, _Job):
                 self._waiting -= 1
+            if head is not _STOP:
+                self._busy = True
             return head
+
+    def _done(self) -> None:
+        with self._cond:
+            if not self._queued():
+                self._busy = False
+                self._idle.notify_all()
+
+    def _queued(self) -> bool:  # with the lock held
+        return bool(self._items) and self._items[0] is not _STOP
+
+    def _wanted(self) -> bool:  # with the lock held: the worker has or will have something to run
+        return self._busy or self._queued()
 
     def _work(self) -> None:
         while True:
@@ -216,6 +281,7 @@ class Batcher:
                 return
             if isinstance(item, _Reload):
                 self._reload(item)
+                self._done()
                 continue
             batch = [item] if self._claim(item) else []
             size = sum(len(job.records) for job in batch)
@@ -229,6 +295,7 @@ class Batcher:
                     size += len(job.records)
             if batch:
                 self._run(batch)
+            self._done()
 
     def _claim(self, job: _Job) -> bool:
         """False when the job's client has gone (its handler was cancelled): nothing to compute."""
@@ -242,14 +309,17 @@ class Batcher:
         records = [r for job in batch for r in job.records]
         self.batches += 1
         try:
-            results = engine.predict(records, batch_size=self.max_batch)
+            with self.model:
+                results = engine.predict(records, batch_size=self.max_batch)
         except Exception as err:  # whatever the model raised, the other requests must live
             if len(batch) == 1:
                 batch[0].future.set_exception(err)
             else:
                 for job in batch:
                     try:
-                        job.future.set_result(engine.predict(job.records, batch_size=self.max_batch))
+                        with self.model:
+                            own_results = engine.predict(job.records, batch_size=self.max_batch)
+                        job.future.set_result(own_results)
                     except Exception as own:
                         job.future.set_exception(own)
             self.answered += len(batch)
@@ -266,8 +336,9 @@ class Batcher:
         wanted = item.future.set_running_or_notify_cancel()  # a reload asked for is done even if nobody waits
         old = self.engine
         try:
-            new = Engine(old.store, old.backbone, old.batch_size)
-            new.preload()  # here, on the worker: a damaged file is reported now, and the old engine stays
+            with self.model:
+                new = Engine(old.store, old.backbone, old.batch_size)
+                new.preload()  # here, on the worker: a damaged file is reported now, and the old engine stays
             rows = task_rows(new)
         except Exception as err:
             if wanted:
@@ -384,11 +455,15 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 1_000_000,
     max_records: int = 256,
+    max_jobs: int = 1,
+    log=None,
 ) -> FastAPI:
     """The FastAPI app serving ``engine``'s tasks (routes and behaviour: the module docstring).
 
     The engine's worker thread starts with the app's lifespan (or on the first request) and, when the
-    lifespan ends, finishes every queued request before it stops. ``app.state.batcher`` is the worker."""
+    lifespan ends, stops the training jobs (nothing of them is stored) and finishes every queued request
+    before it stops. ``app.state.batcher`` is the worker, ``app.state.jobs`` the training jobs (at most
+    ``max_jobs`` at once: talora.jobs); jobs a killed process left running are marked failed here."""
     if FastAPI is None:
         raise ConfigError("talora serve needs fastapi and uvicorn: pip install fastapi uvicorn")
     from fastapi.responses import JSONResponse
@@ -407,6 +482,7 @@ def create_app(
     if api_key is not None and not api_key.strip():
         raise ConfigError("api_key is empty: give a token, or None to serve without one")
     batcher = Batcher(engine, max_batch, max_wait_ms, queue_size)
+    jobs = JobManager(engine.store, engine.backbone, batcher, max_jobs, lambda: batcher.engine.tasks, log)
     finish_reason = _FinishReason()  # used on the event loop's thread only
 
     @contextlib.asynccontextmanager
@@ -415,10 +491,12 @@ def create_app(
         try:
             yield
         finally:
+            await asyncio.to_thread(jobs.shutdown)  # jobs first: a job ending may still ask for a reload
             await asyncio.to_thread(batcher.close)
 
     app = FastAPI(title="talora", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
+    app.state.jobs = jobs
 
     def error(status: int, message: str, kind: str, headers=None, **extra) -> JSONResponse:
         body = {"error": {"message": message, "type": kind, "code": status, **extra}}
@@ -563,6 +641,39 @@ def create_app(
             "choices": choices,
         }
 
+    def refused(err: Refused) -> ApiError:
+        kinds = {404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error", 503: "overloaded_error"}
+        return ApiError(err.status, str(err), kinds.get(err.status, "invalid_request_error"), err.headers)
+
+    @app.post("/tasks")
+    async def teach(request: Request):
+        body = await _read_json(request, max_body_bytes)
+        try:
+            # The store is read and the examples written to a scratch folder: off the event loop.
+            record = await asyncio.to_thread(jobs.submit, body)
+        except Refused as err:
+            raise refused(err) from None
+        return JSONResponse(record, status_code=202, headers={"Location": f"/jobs/{record['id']}"})
+
+    @app.get("/jobs")
+    async def job_list():
+        return {"jobs": await asyncio.to_thread(jobs.list)}
+
+    @app.get("/jobs/{job_id}")
+    async def job(job_id: str):
+        try:
+            return jobs.get(job_id)
+        except Refused as err:
+            raise refused(err) from None
+
+    @app.delete("/jobs/{job_id}")
+    async def cancel(job_id: str):
+        try:
+            record = jobs.cancel(job_id)
+        except Refused as err:
+            raise refused(err) from None
+        return JSONResponse(record, status_code=200 if record["state"] == "cancelled" else 202)
+
     @app.post("/admin/reload")
     async def reload():
         try:
@@ -654,6 +765,7 @@ def run_server(
     model: str | None = None,
     max_records: int = 256,
     placement: dict | None = None,
+    max_jobs: int = 1,
     log=print,
 ) -> None:
     """``talora serve``: load the store's base model, preload every task, serve until SIGTERM/SIGINT."""
@@ -687,7 +799,11 @@ def run_server(
             queue_size=queue_size,
             api_key=api_key,
             max_records=max_records,
+            max_jobs=max_jobs,
+            log=log,
         )
+        for job_id in app.state.jobs.recovered:
+            log(f"talora serve: job {job_id} was left unfinished by a stopped process: marked as such")
         if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
             log(f"talora serve: warning: listening on {host} without a token (--api-key or TALORA_API_KEY)")
         port = sockets[0].getsockname()[1]
