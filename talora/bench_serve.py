@@ -18,6 +18,13 @@ length on the same model. PEFT's adapters carry the very same prompts, so both w
 thing; the share of equal predictions is reported as a check (PEFT pads on the left, so a row's
 positions shift by its padding, which can move a near tie).
 
+A fourth measurement, ``job_rows``, asks what teaching a task costs the requests being served (``POST /tasks``,
+talora.jobs): the same batches go one at a time through the server's batcher (its queue and worker, no HTTP),
+first with nothing else running, then while a training job transfers a randomly initialised TA-LoRA source run
+to a new task from 32 examples; the job also runs alone. Reported: request latency percentiles with and
+without the job, and the job's wall time alone and while requests keep coming (the job gives the model to
+every queued request between two of its steps, so it takes longer when requests keep coming).
+
 Timing: one warm-up batch each, then whole passes interleaved (A B C A B C ...) so drift in the machine's
 speed hits every configuration alike; examples/s is the median over the repetitions of the pass's
 records over its time, latencies the percentiles of single batches over all repetitions. Each PEFT
@@ -48,6 +55,8 @@ if TYPE_CHECKING:
     from .tasks.base import TaskSpec
 
 ROWS = ("mixed_tasks", "single_task", "peft_switching")
+JOB_ROWS = ("no_training_job", "during_training_job")
+JOB_EXAMPLES = 32
 
 
 @dataclass
@@ -58,6 +67,14 @@ class ServeRow:
     p50_ms: float
     p95_ms: float
     ratio_to_mixed: float | None = None
+
+
+@dataclass
+class JobRow:
+    name: str
+    requests: int
+    p50_ms: float
+    p95_ms: float
 
 
 def add_random_prompts(
@@ -250,6 +267,120 @@ def run_serve_bench(
     return rows, setup
 
 
+def run_job_bench(
+    backbone: Backbone,
+    tasks: list[str],
+    batch_size: int = 16,
+    requests: int = 16,
+    repeats: int = 3,
+    length: int = 20,
+    steps: int = 30,
+    progress: Callable[[str], None] = print,
+) -> tuple[list[JobRow], dict]:
+    """Request latency with and without a training job, and the job's wall time (module docstring)."""
+    from .adapter_files import save_adapter
+    from .atomic import atomic_write
+    from .config import RunConfig, TrainConfig, dump_config
+    from .jobs import JobManager
+    from .methods.talora import TALoRA, TALoRAConfig
+    from .serve import Batcher
+    from .serving import Engine
+    from .store import AdapterStore
+    from .tasks import SYNTHETIC_TARGET_TASKS, load_tasks
+
+    mixed, _, specs = bench_batches(tasks, batch_size, requests)
+    new_task = next((t for t in SYNTHETIC_TARGET_TASKS if t not in tasks), SYNTHETIC_TARGET_TASKS[0])
+    pool = load_tasks(None, [new_task])[new_task].splits["train"][:JOB_EXAMPLES]
+    examples = [{"text": ex.fields["text"], "label": ex.label} for ex in pool]
+    with tempfile.TemporaryDirectory(prefix="talora-bench-job-") as tmp:
+        root = Path(tmp)
+        progress(f"building a store of {len(tasks)} random TA-LoRA source tasks (prompt length {length})")
+        store = AdapterStore(root / "store")
+        source = TALoRA(TALoRAConfig(length=length), backbone, list(specs))
+        save_adapter(root / "src", source, backbone, specs)
+        transfer = TrainConfig(steps=steps, batch_size=8, warmup_steps=min(10, steps - 1), eval_every=0)
+        cfg = RunConfig(method="talora", tasks=list(tasks), method_args={"length": length}, transfer=transfer)
+        atomic_write(root / "src" / "config.yaml", dump_config(cfg).encode())
+        store.add(root / "src", backbone)
+        engine = Engine(store, backbone, batch_size)
+        engine.preload()
+        batcher = Batcher(engine, batch_size, 0, 10 * len(mixed))
+        jobs = JobManager(store, backbone, batcher, served=lambda: batcher.engine.tasks)
+        taught = 0
+
+        def job() -> str:
+            nonlocal taught
+            taught += 1
+            return jobs.submit({"name": f"bench-{taught}", "examples": examples, "seed": 0})["id"]
+
+        def finished(job_id: str) -> bool:
+            record = jobs.get(job_id)
+            if record["state"] in ("failed", "cancelled"):
+                raise RuntimeError(f"bench serve: the training job {record['state']}: {record['error']}")
+            return record["state"] == "succeeded"
+
+        def ask(batch: list[dict]) -> float:
+            start = time.perf_counter()
+            batcher.submit(batch).result()
+            return time.perf_counter() - start
+
+        latencies: dict[str, list[float]] = {name: [] for name in JOB_ROWS}
+        alone, busy = [], []
+        try:
+            ask(mixed[0])  # warm-up
+            for rep in range(repeats):
+                latencies["no_training_job"] += [ask(batch) for batch in mixed]
+                start = time.perf_counter()
+                job_id = job()
+                while not finished(job_id):
+                    time.sleep(0.01)
+                alone.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                job_id, i = job(), 0
+                while not finished(job_id) or i < len(mixed):  # at least one whole pass, until the job is done
+                    latencies["during_training_job"].append(ask(mixed[i % len(mixed)]))
+                    i += 1
+                busy.append(time.perf_counter() - start)
+                progress(
+                    f"repetition {rep + 1}/{repeats}: job alone {alone[-1]:.2f}s, "
+                    f"with requests {busy[-1]:.2f}s ({i} requests answered meanwhile)"
+                )
+        finally:
+            jobs.shutdown()
+            batcher.close()
+    rows = []
+    for name in JOB_ROWS:
+        pooled = sorted(latencies[name])
+        rows.append(JobRow(name, len(pooled), 1000 * _percentile(pooled, 50), 1000 * _percentile(pooled, 95)))
+    setup = {
+        "job_steps": steps,
+        "job_examples": len(examples),
+        "job_task": new_task,
+        "job_alone_s": statistics.median(alone),
+        "job_with_requests_s": statistics.median(busy),
+    }
+    return rows, setup
+
+
+def format_job_table(rows: list[JobRow], setup: dict, batch_size: int) -> str:
+    lines = [
+        f"One request of {batch_size} records at a time through the server's batcher (no HTTP), with and without "
+        f"a training job ({setup['job_examples']} examples of {setup['job_task']}, {setup['job_steps']} steps, "
+        "random TA-LoRA base)",
+        "",
+        "| requests | answered | p50 latency (ms) | p95 latency (ms) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.requests} | {r.p50_ms:.1f} | {r.p95_ms:.1f} |")
+    lines.append("")
+    lines.append(
+        f"Training job wall time: {setup['job_alone_s']:.2f} s alone, {setup['job_with_requests_s']:.2f} s while "
+        "answering requests (medians)."
+    )
+    return "\n".join(lines)
+
+
 def _agreement(ours: list[dict], theirs: list[dict]) -> float:
     return sum(a["prediction"] == b["prediction"] for a, b in zip(ours, theirs)) / len(ours)
 
@@ -281,5 +412,11 @@ def format_table(rows: list[ServeRow], setup: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(rows: list[ServeRow], setup: dict, path: Path) -> None:
-    Path(path).write_text(json.dumps({"setup": setup, "rows": [asdict(r) for r in rows]}, indent=1))
+def write_json(
+    rows: list[ServeRow], setup: dict, path: Path, job_rows: list[JobRow] | None = None, job: dict | None = None
+) -> None:
+    report = {"setup": setup, "rows": [asdict(r) for r in rows]}
+    if job_rows is not None:
+        report["job_rows"] = [asdict(r) for r in job_rows]
+        report["job"] = job
+    Path(path).write_text(json.dumps(report, indent=1))

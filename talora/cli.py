@@ -614,7 +614,7 @@ def cmd_serve(args) -> None:
 
 def cmd_bench_serve(args) -> None:
     from .backbone import load_backbone
-    from .bench_serve import format_table, run_serve_bench, write_json
+    from .bench_serve import format_job_table, format_table, run_job_bench, run_serve_bench, write_json
     from .tasks import describe_tasks
 
     known = [r["name"] for r in describe_tasks(None)]
@@ -631,8 +631,21 @@ def cmd_bench_serve(args) -> None:
         progress=lambda msg: print(msg, file=sys.stderr),
     )
     print(format_table(rows, setup))
+    job_rows = job = None
+    if args.job_steps:
+        job_rows, job = run_job_bench(
+            backbone,
+            known[: args.tasks],
+            args.batch_size,
+            args.requests,
+            args.repeats,
+            args.prompt_length,
+            args.job_steps,
+            progress=lambda msg: print(msg, file=sys.stderr),
+        )
+        print("\n" + format_job_table(job_rows, job, args.batch_size))
     if args.json:
-        write_json(rows, setup, Path(args.json))
+        write_json(rows, setup, Path(args.json), job_rows, job)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -655,6 +668,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
 
@@ -933,6 +956,12 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repetitions; the median is reported")
     bs.add_argument("--tasks", type=_positive_int, default=8, help="tasks of the synthetic suite in the store")
     bs.add_argument("--prompt-length", type=_positive_int, default=20, help="soft-prompt length m of every task")
+    bs.add_argument(
+        "--job-steps",
+        type=_count,
+        default=30,
+        help="steps of the training job whose cost to requests is measured (0: no job rows)",
+    )
     bs.add_argument("--json", help="also write the table as JSON to this path")
     _add_placement(bs)
     bs.set_defaults(func=cmd_bench_serve)

@@ -422,13 +422,19 @@ def test_talora_serve_drains_its_requests_on_sigterm(setup, tmp_path):
 def test_talora_bench_serve_on_a_tiny_model(tmp_path, tiny_models, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "serve", "--model", "tiny", "--tasks", "2", "--batch-size", "2", "--requests", "2"]
-    assert main(argv + ["--repeats", "1", "--prompt-length", "2", "--json", str(out)]) == 0
+    assert main(argv + ["--repeats", "1", "--prompt-length", "2", "--job-steps", "2", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| mixed_tasks | 1.0 |" in table and "| single_task | 1.0 |" in table
     assert "| peft_switching | 2.0 |" in table  # one adapter switch and forward per task in a mixed batch
+    assert "| no_training_job | 2 |" in table  # one pass of the two batches
+    assert "| during_training_job |" in table and "Training job wall time: " in table
     report = json.loads(out.read_text())
     assert [r["name"] for r in report["rows"]] == ["mixed_tasks", "single_task", "peft_switching"]
     assert report["setup"]["engine_units"] == 1 and report["setup"]["records_per_pass"] == 4
+    assert [r["name"] for r in report["job_rows"]] == ["no_training_job", "during_training_job"]
+    assert report["job_rows"][1]["requests"] >= 2  # at least one whole pass while the job ran
+    assert report["job"]["job_steps"] == 2 and report["job"]["job_examples"] == 32
+    assert report["job"]["job_alone_s"] > 0 and report["job"]["job_with_requests_s"] > 0
 
 
 def test_command_line_errors_are_one_line(tmp_path, tiny_models, capsys):
