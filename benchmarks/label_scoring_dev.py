@@ -1,6 +1,7 @@
 """Which label-scoring mode the English protocol uses, chosen on the development target (trec) only.
 
     .venv/bin/python benchmarks/label_scoring_dev.py [--task trec] [--k 32] [--steps 100] [--seeds 0 1]
+        [--model embedded] [--max-length 128] [--batch-size 8]
 
 For each mode of ``label_scoring`` it scores (1) the frozen model on the task's sampled evaluation
 lines and (2) prompt tuning trained from scratch on one half of a k-shot draw and scored on the other
@@ -15,13 +16,13 @@ import tempfile
 from pathlib import Path
 
 from talora import tasks as T
-from talora.backbone import load_backbone
+from talora.core.backbone import load_backbone
 from talora.config import LABEL_SCORING, RunConfig, TrainConfig
 from talora.methods import method_class
 from talora.methods.base import NoPrompt
-from talora.pipeline import encode_split, score_examples, verbalizers_for
-from talora.scorecard import scored_examples
-from talora.train import train
+from talora.recipes.pipeline import encode_split, score_examples, verbalizers_for
+from talora.recipes.scorecard import scored_examples
+from talora.training.trainer import train
 
 
 def main() -> None:
@@ -32,11 +33,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--lines", type=int, default=500)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
-    backbone = load_backbone("embedded")
+    backbone = load_backbone(args.model)
     tasks = T.load_tasks(args.data_dir, [args.task])
     task = tasks[args.task]
-    base = RunConfig(method="prompt_tuning", max_length=128, test_examples=args.lines)
+    base = RunConfig(method="prompt_tuning", model=args.model, max_length=args.max_length, test_examples=args.lines)
     rows = []
     split = T.evaluation_split(task)
     index, lines = scored_examples(task.spec, task.splits[split], args.lines, base.sample_seed)
@@ -45,7 +49,7 @@ def main() -> None:
         shots = T.few_shot(task, args.k, seed)
         fit, held = shots[::2], shots[1::2]
         method = method_class("prompt_tuning")(base.method_config(), backbone, [args.task]).placed(backbone)
-        cfg = TrainConfig(steps=args.steps, batch_size=8, warmup_steps=10, eval_every=0)
+        cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=10, eval_every=0)
         items = encode_split(backbone, tasks, [args.task], "train", base.max_length, examples={args.task: fit})
         verbs = verbalizers_for(backbone, [task.spec], base)
         with tempfile.TemporaryDirectory() as scratch:
