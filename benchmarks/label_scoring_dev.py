@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from talora import tasks as T
-from talora.core.backbone import load_backbone
 from talora.config import LABEL_SCORING, RunConfig, TrainConfig
+from talora.core.backbone import load_backbone
 from talora.methods import method_class
 from talora.methods.base import NoPrompt
 from talora.recipes.pipeline import encode_split, score_examples, verbalizers_for

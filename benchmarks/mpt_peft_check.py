@@ -27,13 +27,14 @@ from peft import MultitaskPromptTuningConfig
 from peft.tuners.multitask_prompt_tuning import MultitaskPromptEmbedding
 
 from talora import tasks as T
-from talora.backbone import Backbone, load_backbone
 from talora.config import TrainConfig
-from talora.methods.base import Method, NoPrompt, PromptInputs
+from talora.core.backbone import Backbone, load_backbone
+from talora.core.predict import evaluate
+from talora.core.prompts import PromptInputs
+from talora.methods.base import Method, NoPrompt
 from talora.methods.mpt import MPT, MPTConfig
-from talora.pipeline import encode_split, verbalizers_for
-from talora.predict import evaluate
-from talora.train import train
+from talora.recipes.pipeline import encode_split, verbalizers_for
+from talora.training.trainer import train
 
 
 class PeftMPT(Method):

@@ -9,8 +9,8 @@ import argparse
 
 import torch
 
-from talora.backbone import load_backbone
-from talora.bench import ROWS, Shape, make_step
+from talora.bench.speed import ROWS, Shape, make_step
+from talora.core.backbone import load_backbone
 
 
 def main() -> None:

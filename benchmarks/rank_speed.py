@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from talora.backbone import load_backbone
-from talora.batching import encode
+from talora.core.backbone import load_backbone
+from talora.core.batching import encode
+from talora.core.predict import Verbalizer, score_candidates, score_candidates_by_expansion
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.predict import Verbalizer, score_candidates, score_candidates_by_expansion
 from talora.tasks import Example, TaskSpec
 
 LABELS = (

@@ -33,14 +33,14 @@ from pathlib import Path
 import torch
 
 from talora import tasks as T
-from talora.backbone import load_backbone
-from talora.batching import answer_batch
 from talora.config import TrainConfig
-from talora.forward import answer_loss
+from talora.core.backbone import load_backbone
+from talora.core.batching import answer_batch
+from talora.core.forward import answer_loss
+from talora.core.predict import evaluate
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.pipeline import encode_split, verbalizers_for
-from talora.predict import evaluate
-from talora.train import LengthBuckets, MixtureSampler, lr_lambda, train
+from talora.recipes.pipeline import encode_split, verbalizers_for
+from talora.training.trainer import LengthBuckets, MixtureSampler, lr_lambda, train
 
 
 def one_task(method, t: int):

@@ -24,16 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
-from .adapter_files import load_adapter, save_adapter
+from .adapters.files import load_adapter, save_adapter
 from .atomic import atomic_write
-from .backbone import EMBEDDED, Backbone, load_backbone, loadable_spec
-from .batching import Batch, tokenize
 from .config import RunConfig, dump_config, from_dict, load_config
+from .core.backbone import EMBEDDED, Backbone, load_backbone, loadable_spec
+from .core.batching import Batch, tokenize
+from .core.forward import hidden_at, output_head
 from .errors import ConfigError, DataError
-from .forward import hidden_at, output_head
 from .methods import Method, method_class
 from .overrides import merge
-from .pipeline import run_eval, run_train, run_transfer
+from .recipes.pipeline import run_eval, run_train, run_transfer
 from .tasks import TaskSpec
 
 IGNORE_INDEX = -100  # Hugging Face's "no loss here" label

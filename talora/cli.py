@@ -52,7 +52,7 @@ def _metrics_line(metrics: dict) -> str:
 
 def cmd_train(args) -> None:
     from .config import load_config
-    from .pipeline import run_train
+    from .recipes.pipeline import run_train
 
     _check_output(args.output)
     cfg = load_config(
@@ -72,7 +72,7 @@ def cmd_train(args) -> None:
 
 def cmd_transfer(args) -> None:
     from .config import load_config
-    from .pipeline import run_joint_transfer, run_transfer
+    from .recipes.pipeline import run_joint_transfer, run_transfer
 
     _check_output(args.output)
     if bool(args.source) == bool(args.config):
@@ -131,9 +131,9 @@ def _reported_split(adapter: Path, task: str, data_dir: str | None) -> str | Non
     ``pipeline.protocol_splits`` decides (a run with ``select_on: validation`` reports validation;
     a transfer reports test, else validation, whatever its source selected on). None when the
     adapter does not hold the task: ``run_eval`` says so."""
-    from .adapter_files import read_sidecar
+    from .adapters.files import read_sidecar
     from .config import load_config
-    from .pipeline import protocol_splits
+    from .recipes.pipeline import protocol_splits
     from .tasks import evaluation_split, load_tasks
 
     sidecar = read_sidecar(adapter)
@@ -148,8 +148,8 @@ def _reported_split(adapter: Path, task: str, data_dir: str | None) -> str | Non
 
 
 def cmd_eval(args) -> None:
-    from .adapter_files import resolve_adapter
-    from .pipeline import run_eval
+    from .adapters.files import resolve_adapter
+    from .recipes.pipeline import run_eval
 
     adapter = resolve_adapter(args.adapter)
     split = args.split or _reported_split(adapter, args.task, args.data_dir)
@@ -167,14 +167,14 @@ def cmd_eval(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .demo import DEMO_CONFIG, run_demo
+    from .recipes.demo import DEMO_CONFIG, run_demo
 
     _check_output(args.output)
     run_demo(Path(args.output), Path(args.config) if args.config else DEMO_CONFIG, placement=_placement(args))
 
 
 def cmd_sweep(args) -> None:
-    from .sweep import format_table, run_sweep
+    from .recipes.sweep import format_table, run_sweep
 
     _check_output(args.output)
     placement = _placement(args)
@@ -186,7 +186,7 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_budget(args) -> None:
-    from .budget import LR_SCALES, STEPS, format_budget, run_budget
+    from .recipes.budget import LR_SCALES, STEPS, format_budget, run_budget
 
     _check_output(args.output)
     overrides = {**args.overrides, "run": {**args.overrides.get("run", {}), **_placement(args)}}
@@ -217,7 +217,7 @@ def _numbers(kind):
 def cmd_tasks(args) -> None:
     import dataclasses
 
-    from .suites import load_suite
+    from .recipes.suites import load_suite
     from .tasks import describe_tasks
 
     suite = load_suite(args.suite, args.data_dir) if args.suite else None
@@ -258,9 +258,9 @@ def cmd_tasks(args) -> None:
 def _print_lengths(args, names: list[str], suite) -> None:
     """Token-length percentiles of prompt + answer on each task's scored lines (its evaluation split's
     sample, as a sweep draws it), so max_length can be chosen to keep most prompts whole."""
-    from .backbone import load_backbone
-    from .batching import full_length
-    from .scorecard import scored_examples
+    from .core.backbone import load_backbone
+    from .core.batching import full_length
+    from .recipes.scorecard import scored_examples
     from .tasks import evaluation_split, load_tasks
 
     tokenizer = load_backbone(args.model).tokenizer
@@ -318,7 +318,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_push(args) -> None:
-    from .hub_adapters import model_card, push_adapter
+    from .adapters.hub import model_card, push_adapter
 
     if args.dry_run:
         print(model_card(Path(args.adapter), args.repo), end="")
@@ -353,8 +353,8 @@ def _plan_sweep(args) -> None:
     from scratch on each target is planned as the sweep runs it: one target, the transfer budget."""
     import dataclasses
 
-    from .plan import format_plan, make_plan
-    from .sweep import load_sweep
+    from .recipes.plan import format_plan, make_plan
+    from .recipes.sweep import load_sweep
 
     sweep, runs = load_sweep(args.config, overrides=args.overrides)
     plans, texts = {}, []
@@ -384,7 +384,7 @@ def _plan_sweep(args) -> None:
 
 def cmd_plan(args) -> None:
     from .config import load_config
-    from .plan import make_plan
+    from .recipes.plan import make_plan
 
     if _is_sweep(args.config):
         return _plan_sweep(args)
@@ -400,7 +400,7 @@ def cmd_plan(args) -> None:
     if args.json:
         print(json.dumps(plan.to_json(), indent=1, ensure_ascii=False))
     else:
-        from .plan import format_plan
+        from .recipes.plan import format_plan
 
         print(format_plan(plan, cfg))
 
@@ -408,8 +408,8 @@ def cmd_plan(args) -> None:
 def cmd_bench(args) -> None:
     import torch
 
-    from .backbone import load_backbone
-    from .bench import ROWS, Shape, format_rows, format_scoring, run_scoring, run_speed, write_json
+    from .bench.speed import ROWS, Shape, format_rows, format_scoring, run_scoring, run_speed, write_json
+    from .core.backbone import load_backbone
 
     rows = tuple(args.rows.split(",")) if args.rows else ROWS
     unknown = sorted(set(rows) - set(ROWS))
@@ -487,7 +487,7 @@ def cmd_analyze_run(args) -> None:
 
 
 def cmd_store(args) -> None:
-    from .store import AdapterStore
+    from .adapters.store import AdapterStore
 
     store = AdapterStore(Path(args.store))
     if args.action == "adapt":
@@ -527,8 +527,8 @@ def cmd_store(args) -> None:
 def _store_adapt(args, store) -> None:
     """``talora store adapt``: a POST /tasks job run here, in the foreground, with the training's
     progress bar. Everything is checked before the model is loaded."""
-    from .backbone import load_backbone
-    from .jobs import JobManager
+    from .core.backbone import load_backbone
+    from .serving.jobs import JobManager
     from .tasks.infer import read_records
 
     path = Path(args.examples)
@@ -586,7 +586,7 @@ def _refuse_damage(store, damaged: dict[str, list[str]]) -> None:
 
 
 def cmd_predict(args) -> None:
-    from .serving import run_predict
+    from .serving.engine import run_predict
 
     count = run_predict(args.store, args.input, args.output, args.batch_size, args.model)
     if args.output != "-":
@@ -594,7 +594,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from .serve import run_server
+    from .serving.http import run_server
 
     run_server(
         args.store,
@@ -613,8 +613,8 @@ def cmd_serve(args) -> None:
 
 
 def cmd_bench_serve(args) -> None:
-    from .backbone import load_backbone
-    from .bench_serve import format_job_table, format_table, run_job_bench, run_serve_bench, write_json
+    from .bench.serve import format_job_table, format_table, run_job_bench, run_serve_bench, write_json
+    from .core.backbone import load_backbone
     from .tasks import describe_tasks
 
     known = [r["name"] for r in describe_tasks(None)]

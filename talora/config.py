@@ -32,7 +32,7 @@ from .tasks.sampling import SHOT_MODES
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SELECT_ON = ("auto", "validation")
-LABEL_SCORING = ("sum", "mean", "calibrated")  # talora.predict (which imports torch) checks it is the same
+LABEL_SCORING = ("sum", "mean", "calibrated")  # talora.core.predict (which imports torch) checks it is the same
 
 
 @dataclass

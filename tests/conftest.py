@@ -17,7 +17,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from talora.backbone import Backbone, freeze, load_backbone
+from talora.core.backbone import Backbone, freeze, load_backbone
 
 CORPUS = [
     "the movie was wonderful and the acting was superb",

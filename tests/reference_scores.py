@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from talora import tasks as T
-from talora.adapter_files import load_adapter
-from talora.batching import encode, prompt_batch
+from talora.adapters.files import load_adapter
+from talora.core.batching import encode, prompt_batch
 
 
 def full_logit_accuracy(backbone, method, items, words=None, labels=None) -> float:

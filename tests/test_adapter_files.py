@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make_backbone
 
-from talora.adapter_files import SIDECAR, load_adapter, save_adapter
+from talora.adapters.files import SIDECAR, load_adapter, save_adapter
 from talora.errors import AdapterError
 from talora.methods.base import TargetContext
 from talora.methods.talora import TALoRA, TALoRAConfig

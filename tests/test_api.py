@@ -11,12 +11,12 @@ from transformers import Trainer, TrainingArguments
 
 import talora
 from talora import tasks as T
-from talora.adapter_files import read_sidecar
-from talora.batching import answer_batch, encode
+from talora.adapters.files import read_sidecar
 from talora.cli import main
+from talora.core.batching import answer_batch, encode
+from talora.core.forward import answer_loss
 from talora.errors import AdapterError, ConfigError, DataError
-from talora.forward import answer_loss
-from talora.pipeline import run_eval
+from talora.recipes.pipeline import run_eval
 
 TASKS = ["movie_sentiment", "news_topic"]
 
@@ -247,10 +247,9 @@ def test_recipes_return_their_metrics(tiny_models, tmp_path):
         talora.train({**config, "stpes": 3}, tmp_path / "bad")
 
 
-def test_talora_train_is_both_the_recipe_and_the_trainer_module():
-    import sys
+def test_talora_train_is_the_recipe_and_the_trainer_is_its_own_module():
+    from talora import train
+    from talora.training import trainer
 
-    from talora import train as module
-
-    assert module is talora.train is sys.modules["talora.train"] and callable(module)
-    assert module.MixtureSampler.__module__ == "talora.train"  # what the trainer's tests patch stays reachable
+    assert train is talora.api.train and callable(train)
+    assert trainer.MixtureSampler.__module__ == "talora.training.trainer"  # what the trainer's tests patch

@@ -5,7 +5,7 @@ import torch
 from conftest import make_backbone
 from transformers import AttentionInterface
 
-from talora.attention import ATTN_IMPLEMENTATION, LayerPrompts, talora_attention
+from talora.core.attention import ATTN_IMPLEMENTATION, LayerPrompts, talora_attention
 
 
 def _ids(backbone, batch=3, length=12, seed=1):

@@ -9,8 +9,9 @@ import pytest
 from conftest import make_backbone, tiny_config
 from transformers import AutoModelForCausalLM
 
-from talora import backbone as backbone_module
-from talora.backbone import (
+from talora.cli import main
+from talora.core import backbone as backbone_module
+from talora.core.backbone import (
     EMBEDDED_ID,
     GEMMA3_270M,
     GEMMA3_270M_ID,
@@ -22,7 +23,6 @@ from talora.backbone import (
     loadable_spec,
     model_fingerprint,
 )
-from talora.cli import main
 from talora.errors import ConfigError
 
 

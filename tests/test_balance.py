@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from talora import pipeline
 from talora.config import BalanceConfig, RunConfig, from_dict
 from talora.errors import ConfigError
+from talora.recipes import pipeline
 from talora.tasks import Example, Task, TaskSpec
 from talora.tasks.balance import balance, perturb, read_synonyms
 

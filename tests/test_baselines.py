@@ -4,13 +4,13 @@ backbone bit-identical, does what defines it, and round-trips through adapter fi
 import pytest
 import torch
 
-from talora.adapter_files import load_adapter, save_adapter
-from talora.batching import Encoded, answer_batch
+from talora.adapters.files import load_adapter, save_adapter
 from talora.config import TrainConfig
+from talora.core.batching import Encoded, answer_batch
 from talora.methods import METHODS
 from talora.methods.base import TargetContext
 from talora.tasks import load_tasks
-from talora.train import train
+from talora.training.trainer import train
 
 # Synthetic-suite names, so that adapter files can carry the tasks' specs.
 TASKS = ["movie_sentiment", "news_topic", "emotion"]
@@ -282,7 +282,7 @@ def test_mpt_distillation_is_the_scaled_kl_to_the_teacher_prompt(backbone):
 @pytest.mark.parametrize("transfer_shared", [True, False])
 def test_mpt_target_trains_the_shared_prompt_unless_told_not_to(backbone, transfer_shared):
     """MPT's target adaptation trains P* with u, v (the default); transfer_shared: false freezes P*."""
-    from talora.forward import answer_loss
+    from talora.core.forward import answer_loss
 
     source = build("mpt", backbone, transfer_shared=transfer_shared)
     target = source.for_target(_context("product_sentiment", backbone))
@@ -362,7 +362,7 @@ def test_full_finetune_swaps_every_weight_in_and_keeps_tied_weights_tied(tmp_pat
     from conftest import tiny_config, tiny_tokenizer
     from transformers import AutoModelForCausalLM
 
-    from talora.backbone import Backbone, freeze
+    from talora.core.backbone import Backbone, freeze
 
     cfg = tiny_config("llama")
     cfg.tie_word_embeddings = True
@@ -397,7 +397,7 @@ def test_adapter_files_round_trip(tmp_path, backbone, name):
     mine, theirs = method.state_dict(), loaded.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     batch = answer_batch(items(6, seed=2), backbone.tokenizer.pad_token_id)
-    from talora.forward import hidden_at
+    from talora.core.forward import hidden_at
 
     with torch.no_grad(), method.applied(backbone):
         want = hidden_at(backbone, method, batch)

@@ -7,9 +7,9 @@ import torch
 from reference_scores import adapter_accuracy
 from test_baselines import SMALL
 
-from talora import pipeline
-from talora.adapter_files import read_sidecar
+from talora.adapters.files import read_sidecar
 from talora.config import RunConfig, TrainConfig
+from talora.recipes import pipeline
 
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 BASELINES = ["spot", "spot_retrieval", "attempt", "mpt", "lora", "adapter", "bitfit", "full_finetune"]

@@ -3,7 +3,7 @@
 import pytest
 from conftest import make_backbone
 
-from talora.batching import answer_batch, encode
+from talora.core.batching import answer_batch, encode
 from talora.errors import DataError
 from talora.tasks import Example, TaskSpec
 

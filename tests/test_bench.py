@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from conftest import make_backbone
 
-from talora import attention
-from talora.batching import Encoded, answer_batch
-from talora.bench import FLOOR_ROW, PEFT_ROWS, ROWS, Shape, _peft_model, format_rows, run_speed, write_json
-from talora.forward import answer_loss
-from talora.lower_cache import LowerLayerCaches
+from talora.bench.speed import FLOOR_ROW, PEFT_ROWS, ROWS, Shape, _peft_model, format_rows, run_speed, write_json
+from talora.core import attention
+from talora.core.batching import Encoded, answer_batch
+from talora.core.forward import answer_loss
+from talora.core.lower_cache import LowerLayerCaches
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 from talora.methods.houlsby_adapter import Adapter, AdapterConfig
 from talora.methods.talora import TALoRA, TALoRAConfig
@@ -165,7 +165,7 @@ def test_memory_is_measured_in_a_subprocess_placed_like_this_one(tiny_models, mo
 
 
 def test_scoring_row_times_label_ranking_against_a_plain_forward(backbone):
-    from talora.bench import format_scoring, run_scoring
+    from talora.bench.speed import format_scoring, run_scoring
 
     rows = run_scoring(backbone, lines=40, batch_size=8, repeats=1)
     assert [r.name for r in rows] == ["forward_only", "scoring"]

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from conftest import write_tiny_sweep
 
-from talora import budget
 from talora.cli import main
+from talora.recipes import budget
 from talora.tasks import load_tasks
 
 

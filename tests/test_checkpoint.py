@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from talora import atomic
-from talora import checkpoint as ck
 from talora.errors import CheckpointError
+from talora.training import checkpoint as ck
 
 
 def test_checkpoint_round_trip_and_pointer(tmp_path):

@@ -23,9 +23,9 @@ def no_model_loads(monkeypatch):
 
     for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
         monkeypatch.setattr(cls, "from_pretrained", refuse)
-    import talora.backbone
+    import talora.core.backbone
 
-    monkeypatch.setattr(talora.backbone, "_cached_gguf_dir", refuse, raising=False)  # the embedded model
+    monkeypatch.setattr(talora.core.backbone, "_cached_gguf_dir", refuse, raising=False)  # the embedded model
 
 
 def _file(d: Path, name: str, text: str | bytes) -> str:

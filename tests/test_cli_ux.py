@@ -13,11 +13,12 @@ import sys
 import pytest
 import torch
 
-from talora import __version__, pipeline
+from talora import __version__
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig, dump_config
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 from talora.progress import progress
+from talora.recipes import pipeline
 
 SOURCES = ["movie_sentiment", "emotion"]
 # What a tqdm bar looks like in any of its forms: "12%|##  |", "3/8 [00:01<...", a redraw's carriage return.

@@ -73,7 +73,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 # the new checkpoint folder is complete but the pointer to it is not yet replaced.
 KILL_DURING_WRITE = """
 import os, signal, sys
-import talora.checkpoint as ck
+import talora.training.checkpoint as ck
 real = ck.atomic_write  # checkpoint.py's own reference, the one it calls
 def dying_write(path, data):
     if path.name == ck.POINTER and b"ckpt-10" in data:

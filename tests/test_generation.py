@@ -9,12 +9,12 @@ import pytest
 import torch
 from reference_scores import full_logit_accuracy
 
-from talora import predict as predict_mod
-from talora.batching import Encoded, encode
+from talora.core import predict as predict_mod
+from talora.core.batching import Encoded, encode
+from talora.core.predict import Verbalizer, evaluate, generate, predict
 from talora.methods.base import NoPrompt
 from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.predict import Verbalizer, evaluate, generate, predict
 from talora.tasks import Example, TaskSpec
 
 TASKS = ["a", "b", "c"]

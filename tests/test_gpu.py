@@ -14,14 +14,14 @@ import torch
 from reference_scores import adapter_accuracy
 from test_precision import SOURCES, _items
 
-from talora import pipeline
-from talora.adapter_files import load_adapter
-from talora.backbone import load_backbone
-from talora.batching import answer_batch
-from talora.bench import FLOOR_ROW
+from talora.adapters.files import load_adapter
+from talora.bench.speed import FLOOR_ROW
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig
-from talora.forward import answer_loss
+from talora.core.backbone import load_backbone
+from talora.core.batching import answer_batch
+from talora.core.forward import answer_loss
+from talora.recipes import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

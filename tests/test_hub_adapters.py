@@ -14,12 +14,12 @@ import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
-from talora import pipeline
-from talora.adapter_files import resolve_adapter
+from talora.adapters.files import resolve_adapter
+from talora.adapters.hub import HubError, is_repo_id, made_by, model_card, push_adapter
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig
 from talora.errors import AdapterError, ConfigError
-from talora.hub_adapters import HubError, is_repo_id, made_by, model_card, push_adapter
+from talora.recipes import pipeline
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 SIDECAR = {
@@ -173,7 +173,7 @@ def test_push_keeps_the_folders_own_readme(tmp_path, fake_api):
 
 
 def test_an_adapter_of_gemma3_270m_carries_the_gemma_terms(tmp_path, fake_api):
-    from talora.backbone import GEMMA3_270M_ID
+    from talora.core.backbone import GEMMA3_270M_ID
 
     sidecar = {**SIDECAR, "base_model": {"id": GEMMA3_270M_ID, "fingerprint": "x"}}
     folder = adapter_folder(tmp_path / "g", sidecar)
@@ -286,7 +286,7 @@ def test_hub_ids_honour_the_offline_environment(tmp_path):
     snapshot = hub_cache(cache, "owner/name", adapter_folder(tmp_path / "src"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
     # the hub half of resolve_adapter, without the torch import adapter_files brings
-    code = "from talora.hub_adapters import download_adapter; print(download_adapter('owner/name'))"
+    code = "from talora.adapters.hub import download_adapter; print(download_adapter('owner/name'))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(snapshot)

@@ -7,13 +7,13 @@ import torch
 from conftest import make_backbone
 from reference_scores import adapter_accuracy
 
-from talora import pipeline
-from talora.adapter_files import load_adapter
+from talora.adapters.files import load_adapter
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig
 from talora.errors import ConfigError
 from talora.methods.base import TargetContext
 from talora.methods.talora import TALoRA, TALoRAConfig
+from talora.recipes import pipeline
 
 TARGETS = ["tweet_emotion", "headline_topic"]
 

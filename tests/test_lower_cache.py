@@ -11,10 +11,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from transformers import AutoModelForCausalLM
 
-from talora.backbone import Backbone, freeze
-from talora.batching import Encoded, answer_batch
-from talora.forward import answer_loss, lower_states
-from talora.lower_cache import LowerLayerCache, LowerLayerCaches, weights_digest
+from talora.core.backbone import Backbone, freeze
+from talora.core.batching import Encoded, answer_batch
+from talora.core.forward import answer_loss, lower_states
+from talora.core.lower_cache import LowerLayerCache, LowerLayerCaches, weights_digest
 from talora.methods.talora import TALoRA, TALoRAConfig
 
 TASKS = ["a", "b"]

@@ -5,13 +5,13 @@ import torch
 import torch.nn.functional as F
 from conftest import FAMILIES, make_backbone
 
-from talora.batching import Encoded, answer_batch
-from talora.forward import answer_loss, hidden_at
+from talora.core.batching import Encoded, answer_batch
+from talora.core.forward import answer_loss, hidden_at
+from talora.core.predict import Verbalizer, predict
 from talora.methods.base import TargetContext
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.predict import Verbalizer, predict
 
 TASKS = ["a", "b", "c"]
 

@@ -133,7 +133,7 @@ def test_override_errors_name_the_full_key_path(config_file, args, message):
 
 
 def test_sweep_overrides_apply_to_the_sweep_mapping(tmp_path):
-    from talora.sweep import load_sweep
+    from talora.recipes.sweep import load_sweep
 
     path = tmp_path / "s.yaml"
     path.write_text(
@@ -151,7 +151,7 @@ def test_sweep_overrides_apply_to_the_sweep_mapping(tmp_path):
 
 def _captured(monkeypatch, name: str) -> dict:
     """Replace pipeline.<name> by a recorder: the CLI's wiring is checked without training anything."""
-    import talora.pipeline
+    import talora.recipes.pipeline
 
     seen: dict = {}
 
@@ -159,7 +159,7 @@ def _captured(monkeypatch, name: str) -> dict:
         seen["args"], seen["kwargs"] = args, kwargs
         raise SystemExit(0)
 
-    monkeypatch.setattr(talora.pipeline, name, record)
+    monkeypatch.setattr(talora.recipes.pipeline, name, record)
     return seen
 
 

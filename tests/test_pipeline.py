@@ -7,11 +7,11 @@ import pytest
 import torch
 from reference_scores import adapter_accuracy
 
-from talora import pipeline
-from talora.adapter_files import load_adapter
+from talora.adapters.files import load_adapter
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig, load_config
 from talora.errors import AdapterError
+from talora.recipes import pipeline
 
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 
@@ -138,7 +138,7 @@ def test_resume_reruns_a_damaged_stage1(tmp_path):
     pipeline.run_train(_cfg(), out)
     (out / "stage1" / "adapter.safetensors").write_bytes(b"garbage")
     pipeline.run_train(_cfg(), out, resume=True)  # the stage-1 unit no longer verifies: trained again
-    from talora.runs import RunManifest
+    from talora.recipes.runs import RunManifest
 
     assert RunManifest(out).finished("stage1", out / "stage1") is not None
 

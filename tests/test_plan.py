@@ -14,15 +14,15 @@ import torch
 from real_data import REAL_DATA, needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config
 
-from talora import attention
-from talora.backbone import Backbone
-from talora.batching import Batch
 from talora.cli import main
 from talora.config import from_dict, load_config
+from talora.core import attention
+from talora.core.backbone import Backbone
+from talora.core.batching import Batch
+from talora.core.forward import answer_loss
 from talora.errors import ConfigError
-from talora.forward import answer_loss
 from talora.methods import METHODS
-from talora.plan import (
+from talora.recipes.plan import (
     GIB,
     ModelShape,
     activation_estimate,
@@ -291,7 +291,7 @@ def test_activation_estimate_matches_what_autograd_saves(method_name, args, fami
 @needs_real_data
 @pytest.mark.parametrize("path", PAPER_SWEEPS, ids=lambda p: p.name)
 def test_paper_table_sweeps_load_and_plan_with_the_shipped_model(path):
-    from talora.sweep import load_sweep
+    from talora.recipes.sweep import load_sweep
 
     assert len(PAPER_SWEEPS) == 3
     sweep, runs = load_sweep(path, data_dir=str(REAL_DATA))  # the suite's tasks are checked against the data

@@ -9,14 +9,14 @@ from conftest import make_backbone
 from reference_scores import adapter_accuracy
 from safetensors.torch import load_file
 
-from talora import pipeline
-from talora.backbone import load_backbone, resolve_dtype
-from talora.batching import Encoded, answer_batch
 from talora.config import RunConfig, TrainConfig
+from talora.core.backbone import load_backbone, resolve_dtype
+from talora.core.batching import Encoded, answer_batch
+from talora.core.forward import answer_loss
+from talora.core.lower_cache import LowerLayerCaches
 from talora.errors import ConfigError
-from talora.forward import answer_loss
-from talora.lower_cache import LowerLayerCaches
 from talora.methods.talora import TALoRA, TALoRAConfig
+from talora.recipes import pipeline
 
 SOURCES = ["movie_sentiment", "news_topic"]
 
@@ -125,7 +125,7 @@ def test_an_adapter_moves_between_bf16_and_fp32(tiny_models, tmp_path, train_dty
 
 
 def test_ranking_and_generation_run_on_a_bf16_model():
-    from talora.predict import generate, score_candidates, score_candidates_by_expansion
+    from talora.core.predict import generate, score_candidates, score_candidates_by_expansion
 
     backbone = make_backbone("qwen3")
     backbone.model.to(torch.bfloat16)

@@ -6,10 +6,10 @@ from collections import Counter
 import pytest
 from real_data import needs_real_data, real_data  # noqa: F401 (real_data: the fixture)
 
-from talora import pipeline
 from talora.config import RunConfig, TrainConfig
 from talora.errors import DataError
-from talora.sweep import format_table
+from talora.recipes import pipeline
+from talora.recipes.sweep import format_table
 from talora.tasks import Example, Task, TaskSpec, few_shot, load_tasks, parse_k
 
 
@@ -173,8 +173,8 @@ def test_the_table_says_where_each_number_comes_from():
 
 @needs_real_data
 def test_suites_count_shots_as_their_papers_do(tmp_path):
-    from talora.suites import load_suite
-    from talora.sweep import load_sweep
+    from talora.recipes.suites import load_suite
+    from talora.recipes.sweep import load_sweep
 
     assert (load_suite("en-dtvg").shots, load_suite("en-dtvg").ks) == ("total", (4, 16, 32, 64))
     assert load_suite("en-tpv").shots == "total" and load_suite("zh-talora").shots == "per_class"
@@ -189,7 +189,7 @@ def test_suites_count_shots_as_their_papers_do(tmp_path):
 def test_eval_scores_by_default_the_split_train_reports(tmp_path, tiny_models, capsys):
     from test_tasks_loader import write_folder
 
-    from talora.adapter_files import save_adapter
+    from talora.adapters.files import save_adapter
     from talora.cli import main
     from talora.config import dump_config
     from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig

@@ -11,15 +11,15 @@ import torch
 from conftest import FAMILIES, make_backbone
 from test_generation import _examples, _specs
 
-from talora import predict as predict_mod
-from talora.batching import Encoded, encode
+from talora.core import predict as predict_mod
+from talora.core.batching import Encoded, encode
+from talora.core.predict import Verbalizer, evaluate, predict, score_candidates, score_candidates_by_expansion
 from talora.methods.attempt import ATTEMPT, ATTEMPTConfig
 from talora.methods.base import NoPrompt
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 from talora.methods.lora import LoRA, LoRAConfig
 from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.predict import Verbalizer, evaluate, predict, score_candidates, score_candidates_by_expansion
 
 TASKS = ["a", "b", "c"]
 KINDS = ["talora", "talora_plain", "deep_prompt_tuning", "prompt_tuning", "attempt", "zero_shot", "lora"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import talora.api
-import talora.backbone
-import talora.pipeline
+import talora.core.backbone
+import talora.recipes.pipeline
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -34,12 +34,12 @@ def test_the_blocks_are_found():
 
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument")  # the Trainer's default, on a machine without GPU
 def test_readme_python_blocks_run(tiny_models, monkeypatch):
-    real = talora.backbone.load_backbone
+    real = talora.core.backbone.load_backbone
 
-    def tiny_for_embedded(spec: str = talora.backbone.EMBEDDED, *args, **kwargs):
-        return real("tiny" if spec == talora.backbone.EMBEDDED else spec, *args, **kwargs)
+    def tiny_for_embedded(spec: str = talora.core.backbone.EMBEDDED, *args, **kwargs):
+        return real("tiny" if spec == talora.core.backbone.EMBEDDED else spec, *args, **kwargs)
 
-    for module in (talora.backbone, talora.api, talora.pipeline):
+    for module in (talora.core.backbone, talora.api, talora.recipes.pipeline):
         monkeypatch.setattr(module, "load_backbone", tiny_for_embedded)
     text = README.read_text(encoding="utf-8")
     blocks = python_blocks(text)
@@ -111,7 +111,7 @@ def test_readme_shell_commands_parse_and_name_real_files():
     from talora.cli import OVERRIDE_COMMANDS, build_parser
     from talora.config import load_config
     from talora.overrides import parse_overrides
-    from talora.sweep import load_sweep
+    from talora.recipes.sweep import load_sweep
 
     commands = shell_commands(README.read_text(encoding="utf-8"))
     assert len(commands) > 20

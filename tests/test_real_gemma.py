@@ -6,9 +6,9 @@ import importlib.util
 import pytest
 import torch
 
-from talora.attention import LayerPrompts
-from talora.backbone import GEMMA3_270M_ID, GEMMA3_270M_PACKAGES, load_backbone
-from talora.plan import ModelShape, meta_backbone, model_config
+from talora.core.attention import LayerPrompts
+from talora.core.backbone import GEMMA3_270M_ID, GEMMA3_270M_PACKAGES, load_backbone
+from talora.recipes.plan import ModelShape, meta_backbone, model_config
 
 MISSING = [name for module, name, _ in GEMMA3_270M_PACKAGES if importlib.util.find_spec(module) is None]
 pytestmark = [

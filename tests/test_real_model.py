@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from talora.attention import LayerPrompts
-from talora.backbone import load_backbone
 from talora.cli import main
+from talora.core.attention import LayerPrompts
+from talora.core.backbone import load_backbone
 
 pytestmark = pytest.mark.slow
 

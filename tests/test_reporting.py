@@ -9,9 +9,10 @@ import types
 
 import pytest
 
-from talora import pipeline, reporting
+from talora import reporting
 from talora.config import RunConfig, TrainConfig, load_config
 from talora.errors import ConfigError
+from talora.recipes import pipeline
 
 SOURCES = ["movie_sentiment", "emotion"]
 

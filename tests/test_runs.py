@@ -6,8 +6,8 @@ import pytest
 import yaml
 from conftest import write_tiny_sweep
 
-from talora import sweep
-from talora.suites import load_suite
+from talora.recipes import sweep
+from talora.recipes.suites import load_suite
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_method_args_equal_to_the_defaults_do_not_change_a_unit_name():
 
 
 def test_two_manifests_on_one_folder_keep_each_others_units(tmp_path):
-    from talora.runs import RunManifest
+    from talora.recipes.runs import RunManifest
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

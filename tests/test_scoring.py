@@ -13,10 +13,10 @@ import torch
 from conftest import write_tiny_sweep
 
 from talora import tasks as T
-from talora.batching import encode
+from talora.core.batching import encode
+from talora.core.predict import CONTENT_FREE, Verbalizer, label_priors, predict
 from talora.methods.base import NoPrompt
-from talora.predict import CONTENT_FREE, Verbalizer, label_priors, predict
-from talora.sweep import run_sweep
+from talora.recipes.sweep import run_sweep
 from talora.tasks import Example, TaskSpec
 
 
@@ -91,7 +91,7 @@ def test_each_label_scoring_mode_against_a_hand_computed_value(backbone):
 
 
 def predict_scores(backbone, method, item, verb):
-    from talora.predict import score_candidates
+    from talora.core.predict import score_candidates
 
     return score_candidates(backbone, method, [item], [verb.candidates(item)])[0]
 

@@ -26,16 +26,16 @@ import uvicorn
 from fastapi.testclient import TestClient
 from test_tasks_end_to_end import folder as kinds_folder
 
-from talora import predict as predict_mod
-from talora.adapter_files import load_adapter
-from talora.batching import encode
-from talora.bench_serve import add_random_prompts
+from talora.adapters.files import load_adapter
+from talora.adapters.store import AdapterStore, record_inputs
+from talora.bench.serve import add_random_prompts
 from talora.cli import main
+from talora.core import predict as predict_mod
+from talora.core.batching import encode
+from talora.core.predict import Verbalizer
 from talora.errors import AdapterError
-from talora.predict import Verbalizer
-from talora.serve import create_app, uvicorn_config
-from talora.serving import Engine
-from talora.store import AdapterStore, record_inputs
+from talora.serving.engine import Engine
+from talora.serving.http import create_app, uvicorn_config
 from talora.tasks import load_tasks
 
 SYNTHETIC = ["movie_sentiment", "news_topic", "emotion", "question_match"]
@@ -64,7 +64,7 @@ def setup(tmp_path, tiny_models):
 
 
 def offline(backbone, adapter: Path, task: str, exs) -> list:
-    """The adapter's own predictions (talora.predict.predict, as `talora eval` makes them)."""
+    """The adapter's own predictions (talora.core.predict.predict, as `talora eval` makes them)."""
     method, specs = load_adapter(adapter, backbone)
     task_id = method.task_names.index(task)
     items = [encode(specs[task], ex, backbone.tokenizer, MAX_LENGTH, task_id) for ex in exs]

@@ -1,5 +1,5 @@
 """The serving engine and `talora predict` on a tiny model: a batch mixing tasks of several adapters gives the
-predictions of per-task batches and of the adapters themselves (talora.predict.predict), with one forward per
+predictions of per-task batches and of the adapters themselves (talora.core.predict.predict), with one forward per
 unit per batch; every task kind; bad records refused before anything runs; the CLI end to end."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import torch
 from test_store import SOURCES, TARGETS, short_config, train_runs
 from test_tasks_end_to_end import folder as kinds_folder
 
-from talora import pipeline
-from talora import predict as predict_mod
-from talora.adapter_files import load_adapter
-from talora.batching import encode
+from talora.adapters.files import load_adapter
+from talora.adapters.store import AdapterStore, record_inputs
 from talora.cli import main
 from talora.config import TrainConfig
+from talora.core import predict as predict_mod
+from talora.core.batching import encode
+from talora.core.predict import Verbalizer
 from talora.errors import DataError
-from talora.predict import Verbalizer
-from talora.serving import Engine
-from talora.store import AdapterStore, record_inputs
+from talora.recipes import pipeline
+from talora.serving.engine import Engine
 from talora.tasks import load_tasks
 
 # Which run folder holds each task: the TA-LoRA run and its targets, prompt tuning, and LoRA (its second task,
@@ -65,7 +65,7 @@ def record(spec, ex) -> dict:
 
 
 def reference(backbone, adapter: Path, exs: dict, max_length: int) -> dict[str, list]:
-    """The adapter's own predictions (talora.predict.predict, as `talora eval` makes them) per task."""
+    """The adapter's own predictions (talora.core.predict.predict, as `talora eval` makes them) per task."""
     method, specs = load_adapter(adapter, backbone)
     out = {}
     for task in set(exs) & set(specs):

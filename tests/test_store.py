@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from talora import pipeline
-from talora.backbone import load_backbone
+from talora.adapters.store import BLOBS, ENTRIES, INDEX, AdapterStore
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig
+from talora.core.backbone import load_backbone
 from talora.errors import AdapterError, ConfigError
-from talora.store import BLOBS, ENTRIES, INDEX, AdapterStore
+from talora.recipes import pipeline
 
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
 TARGETS = ["product_sentiment", "tweet_emotion"]
@@ -153,7 +153,7 @@ def test_shared_tensors_are_stored_once_and_a_later_target_rewrites_nothing(tmp_
         assert hashlib.sha256(p.read_bytes()).hexdigest() == p.stem
 
     # The slices reproduce the trained tensors.
-    from talora.adapter_files import load_adapter
+    from talora.adapters.files import load_adapter
 
     trained, _ = load_adapter(runs / "src", backbone)
     piece = store.load_unit(entries["news_topic"], backbone)
@@ -195,7 +195,7 @@ def test_an_adapter_for_another_base_model_is_refused(tmp_path, runs, tiny_model
     assert "adapter is for base model 'tiny-qwen3'" in err and "holds adapters for 'tiny'" in err
     assert (store / INDEX).read_bytes() == index and AdapterStore(store).tasks() == sorted(SOURCES)
 
-    from talora.serving import Engine
+    from talora.serving.engine import Engine
 
     with pytest.raises(AdapterError, match=r"holds adapters for base model 'tiny' .*not for 'tiny-qwen3'"):
         Engine(store, tiny_models["tiny-qwen3"])
@@ -213,7 +213,7 @@ def test_damaged_blob_or_entry_is_refused_naming_file_and_task(tmp_path, runs, t
         store.load_unit(entry, tiny_models["tiny"])
     assert blob.read_bytes() == bytes(data)  # reading never repairs nor deletes
 
-    from talora.serving import Engine
+    from talora.serving.engine import Engine
 
     engine = Engine(store, tiny_models["tiny"])
     with pytest.raises(AdapterError, match="blob of task 'emotion'"):
@@ -243,7 +243,7 @@ def test_not_an_adapter_or_not_a_store_is_refused_and_nothing_is_written(tmp_pat
 # as a real kill inside atomic_write would); WHICH picks the write: the first new blob or the index.
 KILL_DURING_ADD = """
 import os, signal, sys
-import talora.store as st
+import talora.adapters.store as st
 real = st.atomic_write  # store.py's own reference, the one it calls
 def dying_write(path, data):
     if (WHICH == "blob" and path.parent.name == "blobs") or (WHICH == "index" and path.name == "index.json"):

@@ -14,7 +14,7 @@ from talora import data_paths
 from talora.cli import main
 from talora.data_paths import shared_data_dir
 from talora.errors import ConfigError
-from talora.suites import SUITES, SUITES_DIR, load_suite
+from talora.recipes.suites import SUITES, SUITES_DIR, load_suite
 from talora.tasks import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
 
 

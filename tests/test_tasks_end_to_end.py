@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from talora import pipeline
 from talora.config import RunConfig, TrainConfig
+from talora.recipes import pipeline
 
 ROWS = {
     "cls": (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_backbone
 
-from talora.batching import encode
+from talora.core.batching import encode
 from talora.tasks import Example, TaskSpec
 
 QA = TaskSpec(

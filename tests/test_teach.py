@@ -1,4 +1,4 @@
-"""Teaching a running server a new task from a few examples (`POST /tasks`, talora.jobs) on a tiny model: the
+"""Teaching a running server a new task from a few examples (`POST /tasks`, talora.serving.jobs) on a tiny model: the
 taught task is served beside the others with the predictions `talora transfer` + `talora store add` give on the
 same examples and seed, and so is one taught by `talora store adapt`; bad requests get their status before
 anything is written; requests are answered while a job trains, a queued request before the job's next step; a
@@ -24,16 +24,16 @@ import torch
 from fastapi.testclient import TestClient
 from test_serve import in_thread, running, same, wait_until
 
-from talora import pipeline
+from talora.adapters.store import AdapterStore
 from talora.atomic import read_tensors
-from talora.backbone import load_backbone
-from talora.bench_serve import add_random_prompts
+from talora.bench.serve import add_random_prompts
 from talora.cli import main
 from talora.config import RunConfig, TrainConfig
-from talora.jobs import JobManager
-from talora.serve import Batcher, create_app
-from talora.serving import Engine
-from talora.store import AdapterStore
+from talora.core.backbone import load_backbone
+from talora.recipes import pipeline
+from talora.serving.engine import Engine
+from talora.serving.http import Batcher, create_app
+from talora.serving.jobs import JobManager
 from talora.tasks import load_tasks
 
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]
@@ -196,12 +196,12 @@ def test_a_task_taught_by_store_adapt_equals_transfer_and_store_add(world, store
 
 
 def test_store_adapt_refuses_bad_input_before_loading_a_model(world, store, tmp_path, capsys, monkeypatch):
-    import talora.backbone
+    import talora.core.backbone
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(talora.backbone, "load_backbone", no_model)
+    monkeypatch.setattr(talora.core.backbone, "load_backbone", no_model)
     good = world["examples"]
     files = {
         "good.jsonl": good[:6],

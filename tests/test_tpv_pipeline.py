@@ -10,13 +10,13 @@ import torch
 import yaml
 from reference_scores import adapter_accuracy
 
-from talora import pipeline
 from talora import tasks as T
-from talora.adapter_files import load_adapter, save_adapter
+from talora.adapters.files import load_adapter, save_adapter
 from talora.analysis.tpv import grouping_segments, init_transfer_rows, similarity
 from talora.cli import main
 from talora.config import RunConfig, dump_config, from_dict
 from talora.methods.tpv import TPV, TPVConfig
+from talora.recipes import pipeline
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SOURCES = ["movie_sentiment", "news_topic", "emotion"]

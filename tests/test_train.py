@@ -7,18 +7,18 @@ import pytest
 import torch
 from conftest import make_backbone
 
-from talora import forward as forward_mod
-from talora import train as train_mod
-from talora.batching import Encoded
 from talora.config import TrainConfig
+from talora.core import forward as forward_mod
+from talora.core.batching import Encoded
+from talora.core.predict import Verbalizer, evaluate
 from talora.errors import TrainingError
 from talora.methods.base import NoPrompt
 from talora.methods.prompt_tuning import PromptTuning, PromptTuningConfig
 from talora.methods.talora import TALoRA, TALoRAConfig
-from talora.pipeline import encode_split, verbalizers_for
-from talora.predict import Verbalizer, evaluate
+from talora.recipes.pipeline import encode_split, verbalizers_for
 from talora.tasks import load_tasks
-from talora.train import MixtureSampler, mixing_rates, train
+from talora.training import trainer as train_mod
+from talora.training.trainer import MixtureSampler, mixing_rates, train
 
 NAMES = ["movie_sentiment", "news_topic"]
 

@@ -17,12 +17,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .atomic import atomic_save_tensors, atomic_write, read_tensors
-from .backbone import Backbone
-from .config import from_dict
-from .errors import AdapterError, ConfigError
-from .methods import Method, method_class
-from .tasks import TaskSpec
+from ..atomic import atomic_save_tensors, atomic_write, read_tensors
+from ..config import from_dict
+from ..core.backbone import Backbone
+from ..errors import AdapterError, ConfigError
+from ..methods import Method, method_class
+from ..tasks import TaskSpec
 
 FORMAT_VERSION = 2
 TENSORS, SIDECAR = "adapter.safetensors", "adapter.json"
@@ -66,7 +66,7 @@ def resolve_adapter(spec: str | Path) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    from .hub_adapters import download_adapter, is_repo_id
+    from .hub import download_adapter, is_repo_id
 
     return download_adapter(str(spec)) if is_repo_id(str(spec)) else path
 

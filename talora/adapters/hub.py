@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .errors import AdapterError, ConfigError, TaloraError
+from ..errors import AdapterError, ConfigError, TaloraError
 
 # The adapter's own files, named as adapter_files writes them (it imports this module, so not the reverse).
 TENSORS, SIDECAR, CONFIG, METRICS = "adapter.safetensors", "adapter.json", "config.yaml", "metrics.json"

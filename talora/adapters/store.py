@@ -47,15 +47,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .atomic import atomic_write
-from .errors import AdapterError, ConfigError
-from .tasks.base import TaskSpec, template_fields
+from ..atomic import atomic_write
+from ..errors import AdapterError, ConfigError
+from ..tasks.base import TaskSpec, template_fields
 
 if TYPE_CHECKING:
     import torch
 
-    from .backbone import Backbone
-    from .methods.base import Method
+    from ..core.backbone import Backbone
+    from ..methods.base import Method
 
 FORMAT_VERSION = 1
 INDEX, LOCK, BLOBS, ENTRIES = "index.json", ".lock", "blobs", "entries"
@@ -81,7 +81,7 @@ def record_inputs(spec: TaskSpec) -> dict[str, str]:
 def load_spec_of(base_model: dict, run_model: str | None) -> str | None:
     """How to load an adapter's base model: the run config's ``model``, else the sidecar's id when
     that id is itself loadable (the embedded default's id is not a spec: it maps back to "embedded")."""
-    from .backbone import EMBEDDED, EMBEDDED_ID
+    from ..core.backbone import EMBEDDED, EMBEDDED_ID
 
     if run_model:
         return run_model
@@ -319,8 +319,8 @@ class AdapterStore:
     def load_unit(self, entry: dict, backbone: Backbone, cache: dict | None = None) -> Method:
         """The method an entry was stored as, frozen: the task alone (a slice), or the whole adapter
         its tasks share (``entry["unit"]["tasks"]``, in their trained order)."""
-        from .config import from_dict
-        from .methods import method_class
+        from ..config import from_dict
+        from ..methods import method_class
 
         task = entry["task"]
         cls = method_class(entry["method"])
@@ -373,8 +373,8 @@ class AdapterStore:
         transfer output), replacing tasks of the same names. ``backbone`` (or ``model``, a
         ``load_backbone`` spec; default: the run's own model) is needed to split the adapter into
         tasks. Returns per task: {"task", "method", "replaced", "new_blobs", "reused_blobs"}."""
-        from .adapter_files import load_adapter, read_sidecar
-        from .backbone import load_backbone
+        from ..core.backbone import load_backbone
+        from .files import load_adapter, read_sidecar
 
         adapter = Path(adapter)
         sidecar = read_sidecar(adapter)  # not an adapter folder: said before anything is loaded
@@ -446,7 +446,7 @@ class AdapterStore:
     def _prepare(
         self, adapter: Path, sidecar: dict, run: dict, method: Method, specs: dict, task: str, whole: list
     ) -> _Prepared:
-        from .adapter_files import spec_to_dict
+        from .files import spec_to_dict
 
         piece = method.task_slice(task)
         split = piece is not None
@@ -553,7 +553,7 @@ def _index_record(entry: dict) -> dict:
 
 def _run_record(adapter: Path) -> dict:
     """What the adapter's run recorded beside it (config.yaml, metrics.json), as far as present."""
-    from .config import RunConfig, read_yaml
+    from ..config import RunConfig, read_yaml
 
     config_path, metrics_path = adapter / "config.yaml", adapter / "metrics.json"
     cfg = read_yaml(config_path, "run config") if config_path.is_file() else {}

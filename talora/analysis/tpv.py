@@ -22,17 +22,17 @@ from pathlib import Path
 import torch
 
 from .. import tasks as T
-from ..adapter_files import TENSORS, load_adapter, read_sidecar
+from ..adapters.files import TENSORS, load_adapter, read_sidecar
 from ..atomic import atomic_write, read_tensors
-from ..backbone import Backbone, BackboneLoader, load_backbone
-from ..batching import encode
 from ..config import RunConfig, load_config
+from ..core.backbone import Backbone, BackboneLoader, load_backbone
+from ..core.batching import encode
+from ..core.predict import Verbalizer, evaluate
 from ..errors import AdapterError, ConfigError, DataError
 from ..methods.tpv import TPV
 from ..methods.tpv_math import cosine_matrix, pooled
-from ..pipeline import run_train
-from ..predict import Verbalizer, evaluate
-from ..runs import RunManifest
+from ..recipes.pipeline import run_train
+from ..recipes.runs import RunManifest
 
 
 # --- reading task prompt vectors --------------------------------------------------------------

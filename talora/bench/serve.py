@@ -19,7 +19,7 @@ thing; the share of equal predictions is reported as a check (PEFT pads on the l
 positions shift by its padding, which can move a near tie).
 
 A fourth measurement, ``job_rows``, asks what teaching a task costs the requests being served (``POST /tasks``,
-talora.jobs): the same batches go one at a time through the server's batcher (its queue and worker, no HTTP),
+talora.serving.jobs): the same batches go one at a time through the server's batcher (its queue and worker, no HTTP),
 first with nothing else running, then while a training job transfers a randomly initialised TA-LoRA source run
 to a new task from 32 examples; the job also runs alone. Reported: request latency percentiles with and
 without the job, and the job's wall time alone and while requests keep coming (the job gives the model to
@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .backbone import Backbone
-    from .methods.prompt_tuning import PromptTuning
-    from .serving import Engine
-    from .store import AdapterStore
-    from .tasks.base import TaskSpec
+    from ..adapters.store import AdapterStore
+    from ..core.backbone import Backbone
+    from ..methods.prompt_tuning import PromptTuning
+    from ..serving.engine import Engine
+    from ..tasks.base import TaskSpec
 
 ROWS = ("mixed_tasks", "single_task", "peft_switching")
 JOB_ROWS = ("no_training_job", "during_training_job")
@@ -87,8 +87,8 @@ def add_random_prompts(
 ) -> PromptTuning:
     """A randomly initialised prompt-tuning adapter for ``specs``' tasks, saved to ``adapter_dir`` and
     added to ``store``: one task entry each, merged back into one unit by an engine."""
-    from .adapter_files import save_adapter
-    from .methods.prompt_tuning import PromptTuning, PromptTuningConfig
+    from ..adapters.files import save_adapter
+    from ..methods.prompt_tuning import PromptTuning, PromptTuningConfig
 
     method = PromptTuning(PromptTuningConfig(length=length, init_seed=init_seed), backbone, list(specs))
     save_adapter(Path(adapter_dir), method, backbone, specs)
@@ -101,8 +101,8 @@ def bench_batches(
 ) -> tuple[list[list[dict]], list[list[dict]], dict[str, TaskSpec]]:
     """(mixed batches, single-task batches, specs): ``requests`` batches each way holding the same records
     from the synthetic suite's test splits; single-task batch i is task i mod T, mixed ones go round robin."""
-    from .store import record_inputs
-    from .tasks import load_tasks
+    from ..adapters.store import record_inputs
+    from ..tasks import load_tasks
 
     loaded = load_tasks(None, tasks)
     specs = {t: loaded[t].spec for t in tasks}
@@ -131,7 +131,7 @@ class PeftSwitching:
     def __init__(self, engine: Engine, method: PromptTuning, folder: Path):
         import peft
 
-        from .predict import Verbalizer
+        from ..core.predict import Verbalizer
 
         self.engine, backbone = engine, engine.backbone
         self.tokenizer = backbone.tokenizer
@@ -155,7 +155,7 @@ class PeftSwitching:
 
     @torch.no_grad()
     def predict(self, records: list[dict]) -> list[dict]:
-        from .batching import encode
+        from ..core.batching import encode
 
         examples = self.engine.check(records)
         groups: dict[str, list[int]] = {}
@@ -192,8 +192,8 @@ def run_serve_bench(
     progress: Callable[[str], None] = print,
 ) -> tuple[list[ServeRow], dict]:
     """The benchmark table and a summary of its set-up (see the module docstring)."""
-    from .serving import Engine
-    from .store import AdapterStore
+    from ..adapters.store import AdapterStore
+    from ..serving.engine import Engine
 
     mixed, single, specs = bench_batches(tasks, batch_size, requests)
     with tempfile.TemporaryDirectory(prefix="talora-bench-serve-") as tmp:
@@ -278,15 +278,15 @@ def run_job_bench(
     progress: Callable[[str], None] = print,
 ) -> tuple[list[JobRow], dict]:
     """Request latency with and without a training job, and the job's wall time (module docstring)."""
-    from .adapter_files import save_adapter
-    from .atomic import atomic_write
-    from .config import RunConfig, TrainConfig, dump_config
-    from .jobs import JobManager
-    from .methods.talora import TALoRA, TALoRAConfig
-    from .serve import Batcher
-    from .serving import Engine
-    from .store import AdapterStore
-    from .tasks import SYNTHETIC_TARGET_TASKS, load_tasks
+    from ..adapters.files import save_adapter
+    from ..adapters.store import AdapterStore
+    from ..atomic import atomic_write
+    from ..config import RunConfig, TrainConfig, dump_config
+    from ..methods.talora import TALoRA, TALoRAConfig
+    from ..serving.engine import Engine
+    from ..serving.http import Batcher
+    from ..serving.jobs import JobManager
+    from ..tasks import SYNTHETIC_TARGET_TASKS, load_tasks
 
     mixed, _, specs = bench_batches(tasks, batch_size, requests)
     new_task = next((t for t in SYNTHETIC_TARGET_TASKS if t not in tasks), SYNTHETIC_TARGET_TASKS[0])

@@ -16,7 +16,7 @@ layers alone with the lower layers read from the cache. ``floor_prompted_layers`
 the bound for training: the prompted layers' forward and backward, lower layers from
 the cache, with nothing trainable but a delta added to the hidden states entering the
 first prompted layer (no prompt projections, no prompt attention), the same
-answer-only loss and the same pass through those layers (``talora.forward``: the last
+answer-only loss and the same pass through those layers (``talora.core.forward``: the last
 layer's MLP at the answer positions only). Any deep prompt method must at least
 back-propagate through those layers, so ``ratio_to_floor`` of ``talora_cached`` is what
 its prompt machinery costs.
@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .backbone import Backbone
-from .batching import Encoded, answer_batch
-from .forward import (
+from ..core.backbone import Backbone
+from ..core.batching import Encoded, answer_batch
+from ..core.forward import (
     _layers_only,
     answer_loss,
     compute_precision,
@@ -50,8 +50,8 @@ from .forward import (
     output_head,
     scored_index,
 )
-from .lower_cache import LowerLayerCaches
-from .methods.talora import TALoRA, TALoRAConfig
+from ..core.lower_cache import LowerLayerCaches
+from ..methods.talora import TALoRA, TALoRAConfig
 
 PEFT_ROWS = ("peft_prompt_tuning", "peft_prefix_tuning", "peft_adaption_prompt", "peft_lora")
 TALORA_ROWS = ("talora", "talora_cached")
@@ -298,7 +298,8 @@ def run_speed(
 
 def _memory_in_subprocess(backbone: Backbone, model_spec: str, name: str, shape: Shape) -> float:
     code = (
-        "import json,sys; from talora.backbone import load_backbone; from talora.bench import Shape, peak_memory_mb;"
+        "import json,sys; from talora.core.backbone import load_backbone; "
+        "from talora.bench.speed import Shape, peak_memory_mb;"
         "a=json.loads(sys.argv[1]); b=load_backbone(a['model'], a['dtype'], a['device']);"
         "print(json.dumps(peak_memory_mb(b, a['name'], Shape(**a['shape']))))"
     )
@@ -369,10 +370,10 @@ def run_scoring(
     of the frozen model over the same prompts, batched and sorted by length alike, with the output
     head at each prompt's last position only: the limit for single-token labels. Interleaved,
     ``repeats`` times, median."""
-    from . import tasks as T
-    from .batching import encode, prompt_batch
-    from .methods.base import NoPrompt
-    from .predict import Verbalizer, predictions
+    from .. import tasks as T
+    from ..core.batching import encode, prompt_batch
+    from ..core.predict import Verbalizer, predictions
+    from ..methods.base import NoPrompt
 
     spec_task = T.load_tasks(None, [task])[task]
     examples = spec_task.splits[T.evaluation_split(spec_task)]

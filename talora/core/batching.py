@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 if TYPE_CHECKING:
-    from .tasks import Example, TaskSpec
+    from ..tasks import Example, TaskSpec
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ Layers below the first prompted one run once without autograd (or are read from 
 lower-layer cache); only the positions that predict answer tokens go through the
 output head: never (batch x seq x vocab) logits. For the same reason the last layer
 runs its MLP and attention output projection at those positions alone. Prediction
-(ranking, generation) builds on this in ``talora.predict``.
+(ranking, generation) builds on this in ``talora.core.predict``.
 
 Precision. The frozen model may live in bfloat16 or float16; trainable parameters
 stay float32 (master weights). Every model pass runs under ``compute_precision``:
 autocast to the backbone's dtype, so float32 prompts meet half-precision weights
 in half precision matmuls, while the prompt attention's separate softmax and gate
-(talora.attention) and the cross-entropy here are computed in float32.
+(talora.core.attention) and the cross-entropy here are computed in float32.
 
 Memory. With ``checkpoint=True`` the prompted layers are recomputed in backward
 instead of keeping their activations (the backward crosses them anyway); the
@@ -35,7 +35,7 @@ from .batching import Batch
 
 if TYPE_CHECKING:
     from .lower_cache import LowerLayerCaches
-    from .methods.base import Method, PromptInputs
+    from .prompts import Prompter, PromptInputs
 
 
 class _PassThrough(nn.Module):
@@ -177,7 +177,7 @@ def lower_states(backbone: Backbone, input_ids: torch.Tensor, attention_mask: to
 
 def hidden_at(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     batch: Batch,
     lower: LowerLayerCaches | None = None,
     checkpoint: bool = False,
@@ -244,7 +244,7 @@ def output_head(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def answer_loss(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     batch: Batch,
     lower: LowerLayerCaches | None = None,
     checkpoint: bool = False,

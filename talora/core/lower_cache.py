@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..distributed import world
 from .backbone import Backbone, cache_dir
-from .distributed import world
 
 
 def weights_digest(backbone: Backbone) -> str:

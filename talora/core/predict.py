@@ -15,21 +15,21 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from ..config import LABEL_SCORING
+from ..distributed import world
+from ..errors import ConfigError, DataError
+from ..progress import progress
+from ..tasks import compute_metrics, question_of
+from ..tasks.base import STOP, Example, template_fields
 from .backbone import Backbone
 from .batching import Encoded, answer_batch, encode, prompt_batch
-from .config import LABEL_SCORING
-from .distributed import world
-from .errors import ConfigError, DataError
 from .forward import compute_precision, hidden_at, output_head, prefix_left_padded
-from .progress import progress
-from .tasks import compute_metrics, question_of
-from .tasks.base import STOP, Example, template_fields
 
 if TYPE_CHECKING:
+    from ..tasks import TaskSpec
     from .attention import LayerPrompts
     from .lower_cache import LowerLayerCaches
-    from .methods.base import Method
-    from .tasks import TaskSpec
+    from .prompts import Prompter
 
 
 # How candidate answers are compared (``label_scoring`` of a run config):
@@ -117,7 +117,7 @@ def content_free_items(spec: TaskSpec, tokenizer, max_length: int) -> tuple[Enco
 
 
 def label_priors(
-    backbone: Backbone, method: Method, verbalizers: dict[int, Verbalizer], task_ids
+    backbone: Backbone, method: Prompter, verbalizers: dict[int, Verbalizer], task_ids
 ) -> dict[int, torch.Tensor]:
     """Each calibrated task's log label prior: its label distribution (renormalised over the labels)
     averaged over the content-free inputs, with the method's prompts for that task in place."""
@@ -140,7 +140,7 @@ RANK_ROWS = 64
 
 def score_candidates(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     items: list[Encoded],
     candidates: list[tuple[tuple[int, ...], ...]],
     lower: LowerLayerCaches | None = None,
@@ -201,7 +201,7 @@ def _prompt_rows(prompts: LayerPrompts | None, index: torch.Tensor) -> LayerProm
 
 
 def _score_after_prompt(
-    backbone: Backbone, method: Method, items: list[Encoded], candidates: list[tuple[tuple[int, ...], ...]]
+    backbone: Backbone, method: Prompter, items: list[Encoded], candidates: list[tuple[tuple[int, ...], ...]]
 ) -> list[torch.Tensor]:
     """Summed log-probabilities of each example's candidates: one forward of the left-padded prompts
     fills the key/value cache and scores every candidate's first token; one more forward, with the
@@ -285,7 +285,7 @@ def _score_after_prompt(
 
 def score_candidates_by_expansion(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     items: list[Encoded],
     candidates: list[tuple[tuple[int, ...], ...]],
     lower: LowerLayerCaches | None = None,
@@ -312,7 +312,7 @@ def score_candidates_by_expansion(
 @torch.no_grad()
 def predict(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     items: list[Encoded],
     verbalizers: dict[int, Verbalizer],
     lower: LowerLayerCaches | None = None,
@@ -351,7 +351,7 @@ class GreedyDecoder:
     computed once, from the prompts alone (ATTEMPT pools the input, never generated tokens).
     """
 
-    def __init__(self, backbone: Backbone, method: Method, rows: list[Encoded]):
+    def __init__(self, backbone: Backbone, method: Prompter, rows: list[Encoded]):
         pad, dev = backbone.tokenizer.pad_token_id, backbone.device
         self.backbone, self.model, self.decoder = backbone, backbone.model, backbone.model.get_decoder()
         self.weight, self.bias = output_head(backbone)
@@ -391,7 +391,7 @@ class GreedyDecoder:
 
 
 @torch.no_grad()
-def generate(backbone: Backbone, method: Method, items: list[Encoded], max_new_tokens: int | list[int]) -> list[str]:
+def generate(backbone: Backbone, method: Prompter, items: list[Encoded], max_new_tokens: int | list[int]) -> list[str]:
     """Greedy continuation of each prompt with the method's prompts in place, up to the first newline
     (the answer's end in training), the end-of-sequence token or ``max_new_tokens`` (one budget, or
     one per example). Returns the text before the newline, stripped. Rows that finish early keep
@@ -420,7 +420,7 @@ def generate(backbone: Backbone, method: Method, items: list[Encoded], max_new_t
 @torch.no_grad()
 def predictions(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     items: list[Encoded],
     verbalizers: dict[int, Verbalizer],
     batch_size: int = 32,
@@ -470,7 +470,7 @@ def task_metrics(
 @torch.no_grad()
 def evaluate(
     backbone: Backbone,
-    method: Method,
+    method: Prompter,
     items: list[Encoded],
     verbalizers: dict[int, Verbalizer],
     batch_size: int = 32,

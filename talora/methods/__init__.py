@@ -10,8 +10,9 @@ import importlib
 import pkgutil
 from types import MappingProxyType
 
+from ..core.prompts import PromptInputs
 from ..errors import ConfigError
-from .base import Method, PromptInputs
+from .base import Method
 
 
 def _discover() -> MappingProxyType:

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
 from ..errors import ConfigError
-from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
+from .base import Method, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
 from .prompt_tuning import PromptTuning, single_task_prompts
 
 

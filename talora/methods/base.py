@@ -23,18 +23,10 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ..attention import MODES, LayerPrompts
-from ..backbone import Backbone
+from ..core.attention import MODES
+from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
 from ..errors import ConfigError
-
-
-@dataclass
-class PromptInputs:
-    """input_prefix: (B, m, d) soft tokens prepended to the input embeddings (input-level prompt tuning).
-    layer_prompts: per-layer prompts read by the prompt attention (deep methods)."""
-
-    input_prefix: torch.Tensor | None = None
-    layer_prompts: LayerPrompts | None = None
 
 
 @dataclass
@@ -127,7 +119,7 @@ class Method(nn.Module):
     frozen_below: int = 0
 
     def prompt_inputs(self, task_ids: torch.Tensor, batch=None) -> PromptInputs:
-        """The prompts of one forward pass; ``batch`` (a ``talora.batching.Batch``) is given for
+        """The prompts of one forward pass; ``batch`` (a ``talora.core.batching.Batch``) is given for
         methods whose prompt depends on the input itself (ATTEMPT's instance attention).
         Methods that change weights instead of adding prompts keep this default: no prompt."""
         return PromptInputs()
@@ -183,7 +175,7 @@ class Method(nn.Module):
 
     def placed(self, backbone: Backbone) -> Method:
         """This method on the backbone's device with every floating parameter and buffer in float32:
-        the master weights stay float32 whatever the frozen model's dtype (see talora.forward)."""
+        the master weights stay float32 whatever the frozen model's dtype (see talora.core.forward)."""
         return self.to(device=backbone.device, dtype=torch.float32)
 
     def task_slice(self, name: str) -> Method | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from ..errors import ConfigError
 from .base import WholeSetMethod, register
 from .patching import forward_hooks, slot_key, swapped_parameters

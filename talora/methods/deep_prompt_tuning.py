@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..attention import LayerPrompts
-from ..backbone import Backbone
+from ..core.attention import LayerPrompts
+from ..core.backbone import Backbone
 from .base import (
     Method,
     PromptConfig,

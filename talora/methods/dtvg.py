@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
 from ..errors import ConfigError
-from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register
+from .base import Method, Shapes, SoftPromptConfig, TargetContext, register
 from .tpv import TPV, TPVConfig, shared_init
 from .tpv_math import GROUPINGS, MAX_EXHAUSTIVE_SOURCES, choose_group, merge, pooled
 

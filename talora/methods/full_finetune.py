@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from .base import WholeSetMethod, register
 from .patching import slot_key, swapped_parameters
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from .base import Shapes, WholeSetMethod, register
 from .patching import forward_hooks
 

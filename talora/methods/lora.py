@@ -30,7 +30,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from ..errors import ConfigError
 from .base import WholeSetMethod, register
 from .patching import slot_key, swapped_modules

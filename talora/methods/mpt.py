@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import Backbone
-from ..forward import hidden_at, output_head, prompted_hidden
-from .base import Method, PromptInputs, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
+from ..core.backbone import Backbone
+from ..core.forward import hidden_at, output_head, prompted_hidden
+from ..core.prompts import PromptInputs
+from .base import Method, Shapes, SoftPromptConfig, TargetContext, register, vocab_init
 from .prompt_tuning import PromptTuning, single_task_prompts
 
 

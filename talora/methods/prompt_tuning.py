@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backbone import Backbone
+from ..core.backbone import Backbone
 from .base import (
     Method,
     PromptInputs,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..backbone import Backbone
-from .base import Method, PromptInputs, Shapes, TargetContext, register, vocab_init
+from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
+from .base import Method, Shapes, TargetContext, register, vocab_init
 from .prompt_tuning import PromptTuningConfig
 
 

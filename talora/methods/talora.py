@@ -7,7 +7,7 @@ At prompted layer l, task i uses the prompt
 theta0 (m x d, shared knowledge, eq. 1) starts as the mean of the stage-1 single-task
 prompts; B (m x r) is the shared SLOW weight; A_i = u_i v_i^T (r x d, rank 1) is task
 i's FAST weight (eq. 4). Slow and fast weights get separate AdamW learning rates.
-Prompts enter through the zero-initialised gated attention of ``talora.attention``
+Prompts enter through the zero-initialised gated attention of ``talora.core.attention``
 (eq. 5-9), and the loss adds the orthogonality regulariser of eq. 10 over the pairs of
 tasks at every prompted layer, in one of two forms (``orthogonality``):
 
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..attention import LayerPrompts
-from ..backbone import Backbone
+from ..core.attention import LayerPrompts
+from ..core.backbone import Backbone
 from .base import (
     Method,
     PromptConfig,

@@ -22,11 +22,11 @@ import statistics
 import time
 from pathlib import Path
 
-from .atomic import atomic_write
-from .backbone import BackboneLoader
-from .config import RunConfig, TrainConfig
+from ..atomic import atomic_write
+from ..config import RunConfig, TrainConfig
+from ..core.backbone import BackboneLoader
+from ..progress import progress
 from .pipeline import run_train, run_transfer
-from .progress import progress
 from .runs import RunManifest
 from .sweep import _unit, config_digest, load_sweep
 

@@ -14,22 +14,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import tasks as T
-from .adapter_files import load_adapter, read_sidecar, resolve_adapter, save_adapter
-from .atomic import atomic_write
-from .backbone import Backbone, load_backbone
-from .batching import Encoded, encode
-from .config import RunConfig, TrainConfig, dump_config, load_config
-from .distributed import local_device, world
-from .errors import ConfigError, DataError
-from .lower_cache import LowerLayerCaches
-from .methods import Method, method_class
-from .methods.base import TargetContext
-from .predict import Verbalizer, headline, predictions, task_metrics
+from .. import tasks as T
+from ..adapters.files import load_adapter, read_sidecar, resolve_adapter, save_adapter
+from ..atomic import atomic_write
+from ..config import RunConfig, TrainConfig, dump_config, load_config
+from ..core.backbone import Backbone, load_backbone
+from ..core.batching import Encoded, encode
+from ..core.lower_cache import LowerLayerCaches
+from ..core.predict import Verbalizer, headline, predictions, task_metrics
+from ..distributed import local_device, world
+from ..errors import ConfigError, DataError
+from ..methods import Method, method_class
+from ..methods.base import TargetContext
+from ..tasks.balance import balance, read_synonyms
+from ..training.trainer import train
 from .runs import RunManifest
 from .scorecard import scorecard, scored_examples, write_lines
-from .tasks.balance import balance, read_synonyms
-from .train import train
 
 
 def _on_main(write, *args, **kwargs) -> None:
@@ -293,7 +293,7 @@ def run_transfer(
     ``shots`` counts them; ``k="all"``: its whole train split) scored on test (or validation).
 
     ``loaded``: the task already read from ``data_dir`` (a server adapting its template before
-    training); ``on_step``: called between training steps (``talora.train.train``).
+    training); ``on_step``: called between training steps (``talora.training.trainer.train``).
 
     ``on_shots``: train on one half of the shots and score on the other half, for choosing a
     setting (a learning rate, a budget) without looking at evaluation data.

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from .backbone import EMBEDDED, EMBEDDED_ID, Backbone, cache_dir, embedded_gguf_path, loadable_spec
-from .config import RunConfig, TrainConfig, from_dict
-from .errors import ConfigError
-from .methods import METHODS, Method, method_class
-from .methods.base import PromptConfig, SoftPromptConfig, WholeSetMethod
+from ..config import RunConfig, TrainConfig, from_dict
+from ..core.backbone import EMBEDDED, EMBEDDED_ID, Backbone, cache_dir, embedded_gguf_path, loadable_spec
+from ..errors import ConfigError
+from ..methods import METHODS, Method, method_class
+from ..methods.base import PromptConfig, SoftPromptConfig, WholeSetMethod
 
 MODELS_DIR = Path(__file__).parent / "configs" / "models"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -262,7 +262,7 @@ def activation_bytes(
             first_layer_saving += T * (attention - s * a + qk_norms) + batch * S * S * s
         elif not first_attention_saves:
             first_layer_saving += T * (attention + qk_norms) + batch * S * S * s
-    # The last layer runs its MLP at the scored positions alone (talora.forward): about b*n of T.
+    # The last layer runs its MLP at the scored positions alone (talora.core.forward): about b*n of T.
     last_layer_saving = max(T - batch * answer_tokens, 0) * s * (3 * f + scored_weight_inputs)
     if checkpointing:
         return grad_layers * T * s * d + T * per_token + per_layer + once

@@ -17,8 +17,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import atomic_write
-from .distributed import world
+from ..atomic import atomic_write
+from ..distributed import world
 
 MANIFEST = "manifest.json"
 LOCK = ".manifest.lock"

@@ -16,10 +16,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from . import tasks as T
-from .atomic import atomic_write
-from .batching import Encoded
-from .tasks.base import TaskSpec
+from .. import tasks as T
+from ..atomic import atomic_write
+from ..core.batching import Encoded
+from ..tasks.base import TaskSpec
 
 PREDICTIONS = "predictions.json"
 # A method whose predictions are this share or more one answer is flagged in tables: its score may

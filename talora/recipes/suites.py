@@ -21,10 +21,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import from_dict, read_yaml
-from .data_paths import shared_data_dir
-from .errors import ConfigError, DataError
-from .tasks.sampling import K_ALL, SHOT_MODES, is_k
+from ..config import from_dict, read_yaml
+from ..data_paths import shared_data_dir
+from ..errors import ConfigError, DataError
+from ..tasks.sampling import K_ALL, SHOT_MODES, is_k
 
 SUITES_DIR = Path(__file__).parent / "configs" / "suites"
 SUITES = tuple(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
@@ -87,7 +87,7 @@ def load_suite(name_or_path: str | Path, data_dir: str | None = None) -> Suite:
 
 
 def _check_tasks(suite: Suite, where: str) -> None:
-    from .tasks import describe_tasks
+    from ..tasks import describe_tasks
 
     try:
         available = {row["name"] for row in describe_tasks(suite.data_dir)}

@@ -22,16 +22,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tasks as T
-from .atomic import atomic_write
-from .backbone import Backbone, BackboneLoader
-from .config import RunConfig, from_dict, read_yaml
-from .data_paths import shared_data_dir
-from .distributed import local_device, world
-from .errors import ConfigError
-from .methods import method_class
-from .methods.base import NoPrompt
-from .overrides import merge
+from .. import tasks as T
+from ..atomic import atomic_write
+from ..config import RunConfig, from_dict, read_yaml
+from ..core.backbone import Backbone, BackboneLoader
+from ..data_paths import shared_data_dir
+from ..distributed import local_device, world
+from ..errors import ConfigError
+from ..methods import method_class
+from ..methods.base import NoPrompt
+from ..overrides import merge
+from ..progress import progress
 from .pipeline import (
     lower_caches,
     protocol_splits,
@@ -42,7 +43,6 @@ from .pipeline import (
     source_task_names,
     verbalizers_for,
 )
-from .progress import progress
 from .runs import RunManifest
 from .scorecard import CONSTANT_SHARE, scored_examples
 from .suites import SHARED, load_suite
@@ -288,7 +288,7 @@ def _brief(summary: dict) -> dict | None:
 def comparisons(results: dict, output: Path) -> list[dict]:
     """The first method against every other row of the table (zero-shot included), at the task level
     (analysis.sweep_results.compare): what the finished table states under it."""
-    from .analysis.sweep_results import compare
+    from ..analysis.sweep_results import compare
 
     methods = [m for m in results["target"] if m != "zero_shot"]
     if not methods:
@@ -484,7 +484,7 @@ def format_table(results: dict) -> str:
     lines += [f"- {note}" for note in _split_notes(results.get("splits", {}))]
     lines += [f"- {note}" for note in truncation_notes(results)]
     if results.get("comparisons"):
-        from .analysis.sweep_results import compare_line
+        from ..analysis.sweep_results import compare_line
 
         lines += ["", "Task-level comparisons (talora analyze compare):"]
         lines += [f"- {c.get('error') or compare_line(c)}" for c in results["comparisons"]]

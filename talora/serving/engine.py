@@ -14,13 +14,13 @@ Results, in input order: ``{"task", "prediction"}``, plus
 * extraction: the prediction is the generated span (KV-cached greedy generation to the newline).
 
 About the probabilities: when every candidate is one token, its score is a logit; otherwise it
-is the candidate's summed log-probability (``talora.predict.score_candidates``). Both differ from
+is the candidate's summed log-probability (``talora.core.predict.score_candidates``). Both differ from
 the log-probability of the candidate by the same constant within an example (the logit's
 log-normaliser) or not at all, so the softmax over either is the model's distribution
 restricted to the candidates: the probability of each label given that the answer is one of them.
 
 An input too long for the task's ``max_length`` (recorded from its run) is cut as in evaluation
-(``talora.batching``), keeping room for the longest label word, since there is no gold label.
+(``talora.core.batching``), keeping room for the longest label word, since there is no gold label.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import AdapterError, ConfigError, DataError
-from .store import AdapterStore, record_inputs
-from .tasks.base import Example, TaskSpec
+from ..adapters.store import AdapterStore, record_inputs
+from ..errors import AdapterError, ConfigError, DataError
+from ..tasks.base import Example, TaskSpec
 
 if TYPE_CHECKING:
-    from .backbone import Backbone
-    from .batching import Encoded
-    from .methods.base import Method
-    from .predict import Verbalizer
+    from ..core.backbone import Backbone
+    from ..core.batching import Encoded
+    from ..core.predict import Verbalizer
+    from ..methods.base import Method
 
 # Besides its inputs, a record may carry these: the task it is for and an id echoed in its result.
 RESERVED = ("task", "id")
@@ -78,7 +78,7 @@ def record_example(spec: TaskSpec, record: dict, where: str) -> Example:
     if "id" in record and (not isinstance(record["id"], str | int) or isinstance(record["id"], bool)):
         raise DataError(f"{where}: field 'id' must be a string or an integer, got {_type_name(record['id'])}")
     if spec.kind == "multiple_choice":
-        from .tasks.jsonl import OPTION_SEPARATOR
+        from ..tasks.jsonl import OPTION_SEPARATOR
 
         fields["options"] = OPTION_SEPARATOR.get(spec.language, "; ").join(fields["choices"])
     if spec.kind == "multiple_choice":
@@ -167,7 +167,7 @@ class Engine:
                 f"(fingerprint {base.get('fingerprint')}), not for {backbone.model_id!r} "
                 f"(fingerprint {backbone.fingerprint})"
             )
-        from .adapter_files import spec_from_dict
+        from ..adapters.files import spec_from_dict
 
         self.specs: dict[str, TaskSpec] = {t: spec_from_dict(e["spec"]) for t, e in self._entries.items()}
         # Tasks that may share a unit are loaded together: slices of one method and config, or one whole adapter.
@@ -252,8 +252,8 @@ class Engine:
     def _load(self, task: str) -> None:
         if task in self._unit_of or task in self._damaged:
             return
-        from .methods import method_class
-        from .predict import Verbalizer
+        from ..core.predict import Verbalizer
+        from ..methods import method_class
 
         group = [t for t, g in self._group_of.items() if g == self._group_of[task]]
         cache: dict = {}
@@ -293,7 +293,7 @@ class Engine:
                 self._room_label[t] = _longest_label(self.specs[t], verbs[ids[t]])
 
     def _encode(self, ex: Example) -> Encoded:
-        from .batching import encode
+        from ..core.batching import encode
 
         spec = self.specs[ex.task]
         if spec.kind in ("classification", "regression"):
@@ -302,7 +302,7 @@ class Engine:
         return encode(spec, ex, self.backbone.tokenizer, self._entries[ex.task]["max_length"], unit.task_ids[ex.task])
 
     def _run(self, unit: _Unit, items: list[Encoded], examples: list[Example], idx: list[int]) -> list[dict]:
-        from .predict import generate, score_candidates
+        from ..core.predict import generate, score_candidates
 
         out: list[dict] = [{} for _ in items]
         verbs = unit.verbalizers
@@ -403,9 +403,9 @@ def run_predict(
     The input is checked against the store's tasks before a model is loaded; results are
     written only once all are computed (to a file atomically), so an error leaves no partial
     output. The model is ``model``, else the one the store records. Returns the record count."""
-    from .adapter_files import spec_from_dict
-    from .atomic import atomic_write
-    from .backbone import load_backbone
+    from ..adapters.files import spec_from_dict
+    from ..atomic import atomic_write
+    from ..core.backbone import load_backbone
 
     if output_path != "-" and Path(output_path).is_dir():
         raise ConfigError(f"--output {output_path} is a folder, not a file")

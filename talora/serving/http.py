@@ -9,7 +9,7 @@ Routes (see docs/serving.md, "HTTP service"):
 * ``GET /tasks``, ``GET /v1/models``: the tasks served; ``GET /health`` (never needs the token).
 * ``POST /admin/reload``: a new engine built from the store as it is now, swapped in between batches.
 * ``POST /tasks``: teach the store a new task from a few labelled examples (a training job, answered 202);
-  ``GET /jobs``, ``GET /jobs/{id}`` its progress and result, ``DELETE /jobs/{id}`` cancels it (talora.jobs).
+  ``GET /jobs``, ``GET /jobs/{id}`` its progress and result, ``DELETE /jobs/{id}`` cancels it (talora.serving.jobs).
 
 Why one worker thread owns the engine. An ``Engine`` runs one call at a time anyway (weight-changing
 methods patch the shared model while they run), and a batch can only be gathered by whoever decides
@@ -45,9 +45,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import AdapterError, ConfigError, DataError, TaloraError
+from ..adapters.store import record_inputs
+from ..errors import AdapterError, ConfigError, DataError, TaloraError
 from .jobs import JobManager, Refused, Stopped
-from .store import record_inputs
 
 try:  # at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
     from fastapi import FastAPI, Request
@@ -55,7 +55,7 @@ except ImportError:  # `talora serve` says what to install
     FastAPI = Request = None
 
 if TYPE_CHECKING:
-    from .serving import Engine
+    from .engine import Engine
 
 OPEN_PATHS = ("/health",)  # answered without the token: load balancers and orchestrators probe it
 RETRY_AFTER_S = 1
@@ -136,7 +136,7 @@ class Batcher:
         self._idle = threading.Condition(lock)  # notified when the worker has nothing to do
         self._busy = False  # the worker holds an item (gathering, predicting or reloading)
         # The frozen model runs one thing at a time: a batch of requests, a reload or one step of a
-        # training job (talora.jobs). Jobs take it only while no request waits (``training_turn``).
+        # training job (talora.serving.jobs). Jobs take it only while no request waits (``training_turn``).
         self.model = threading.Lock()
         self._waiting = 0
         self._closed = False
@@ -331,7 +331,7 @@ class Batcher:
         self.answered += len(batch)
 
     def _reload(self, item: _Reload) -> None:
-        from .serving import Engine
+        from .engine import Engine
 
         wanted = item.future.set_running_or_notify_cancel()  # a reload asked for is done even if nobody waits
         old = self.engine
@@ -463,7 +463,7 @@ def create_app(
     The engine's worker thread starts with the app's lifespan (or on the first request) and, when the
     lifespan ends, stops the training jobs (nothing of them is stored) and finishes every queued request
     before it stops. ``app.state.batcher`` is the worker, ``app.state.jobs`` the training jobs (at most
-    ``max_jobs`` at once: talora.jobs); jobs a killed process left running are marked failed here."""
+    ``max_jobs`` at once: talora.serving.jobs); jobs a killed process left running are marked failed here."""
     if FastAPI is None:
         raise ConfigError("talora serve needs fastapi and uvicorn: pip install fastapi uvicorn")
     from fastapi.responses import JSONResponse
@@ -601,7 +601,7 @@ def create_app(
             raise ApiError(422, "only one completion per prompt (n=1): decoding is greedy", param="n")
         engine = batcher.engine
         if task in engine.damaged:
-            from .serving import unservable
+            from .engine import unservable
 
             raise ApiError(500, unservable(task, engine.damaged[task]), "server_error", param="model")
         if task not in engine.specs:
@@ -775,9 +775,9 @@ def run_server(
         uvicorn = None
     if uvicorn is None or FastAPI is None:
         raise ConfigError("talora serve needs fastapi and uvicorn: pip install fastapi uvicorn")
-    from .backbone import load_backbone
-    from .serving import Engine
-    from .store import AdapterStore
+    from ..adapters.store import AdapterStore
+    from ..core.backbone import load_backbone
+    from .engine import Engine
 
     store = AdapterStore(store_dir)
     base = store.base_model()

@@ -50,15 +50,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import atomic_write
-from .errors import TaloraError
+from ..atomic import atomic_write
+from ..errors import TaloraError
 
 if TYPE_CHECKING:
-    from .backbone import Backbone
-    from .config import TrainConfig
-    from .methods.base import Method
-    from .store import AdapterStore
-    from .tasks.base import Task, TaskSpec
+    from ..adapters.store import AdapterStore
+    from ..config import TrainConfig
+    from ..core.backbone import Backbone
+    from ..methods.base import Method
+    from ..tasks.base import Task, TaskSpec
 
 JOBS = "jobs"
 MIN_EXAMPLES = 4
@@ -119,7 +119,7 @@ class Request:
 def parse_request(body, where: list[str] | None = None) -> Request:
     """The request of a ``POST /tasks`` body (or of ``talora store adapt``'s options and file), or a
     Refused naming the field or example; ``where`` names each example (default ``example <i>``)."""
-    from .tasks.sampling import K_ALL
+    from ..tasks.sampling import K_ALL
 
     if not isinstance(body, dict):
         raise Refused(422, 'the body must be a JSON object {"name": ..., "examples": [...]}')
@@ -165,7 +165,7 @@ def parse_request(body, where: list[str] | None = None) -> Request:
         raise Refused(422, f"every example has the label {seen[0]!r}: a task needs at least two labels")
     template = body.get("template")
     if template is not None:
-        from .tasks.base import template_fields
+        from ..tasks.base import template_fields
 
         if not isinstance(template, str) or not template.strip():
             raise Refused(422, "field 'template' must be a non-empty string such as \"Review: {text}\\nSentiment:\"")
@@ -310,7 +310,7 @@ def find_base(store: AdapterStore, wanted: str | None) -> Base:
 def _run_config(entry: dict) -> tuple[dict, str]:
     """The base run's config, with what it came from: the store's copy, else the run folder's
     config.yaml, else the defaults with the recorded max_length."""
-    from .config import read_yaml
+    from ..config import read_yaml
 
     if isinstance(entry.get("run_config"), dict):
         return dict(entry["run_config"]), "stored with the run"
@@ -325,9 +325,9 @@ def _run_config(entry: dict) -> tuple[dict, str]:
 
 def load_base(store: AdapterStore, base: Base, backbone: Backbone) -> tuple[Method, dict[str, TaskSpec]]:
     """The base run's method, rebuilt from its stored tasks, and their specs."""
-    from .adapter_files import spec_from_dict
-    from .errors import AdapterError
-    from .methods import method_class
+    from ..adapters.files import spec_from_dict
+    from ..errors import AdapterError
+    from ..methods import method_class
 
     cache: dict = {}
     if base.whole:
@@ -357,9 +357,9 @@ def write_examples(data_dir: Path, request: Request) -> None:
 def read_task(data_dir: Path, request: Request, where: list[str] | None = None) -> dict[str, Task]:
     """The new task as the data loader reads its folder (kind, labels and the held-out split inferred),
     with the request's template; a Refused naming the example when the loader cannot read it."""
-    from .errors import DataError
-    from .tasks import load_tasks
-    from .tasks.base import Task
+    from ..errors import DataError
+    from ..tasks import load_tasks
+    from ..tasks.base import Task
 
     try:
         loaded = load_tasks(data_dir, [request.name])
@@ -481,7 +481,7 @@ class JobManager:
         log: Callable[[str], None] | None = None,
     ):
         if not isinstance(max_jobs, int) or max_jobs < 1:
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"max_jobs must be a positive integer, got {max_jobs!r}")
         self.store, self.backbone = store, backbone
@@ -499,10 +499,10 @@ class JobManager:
     def prepare(self, body, where: list[str] | None = None) -> Prepared:
         """Check a request against the store (no model needed): a Refused with its status, or what the
         job will do."""
-        from .adapter_files import spec_to_dict
-        from .config import RunConfig, from_dict
-        from .errors import ConfigError, DataError
-        from .tasks import few_shot
+        from ..adapters.files import spec_to_dict
+        from ..config import RunConfig, from_dict
+        from ..errors import ConfigError, DataError
+        from ..tasks import few_shot
 
         request = parse_request(body, where)
         self._check_name(request.name)
@@ -805,8 +805,8 @@ def teach(
     transfer's summary, with the adapter in ``folder/adapter`` (``talora store add`` takes it from there)."""
     import yaml
 
-    from .adapter_files import save_adapter
-    from .pipeline import run_transfer
+    from ..adapters.files import save_adapter
+    from ..recipes.pipeline import run_transfer
 
     request, base = prepared.request, prepared.base
     method, specs = load_base(store, base, backbone)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_save_tensors, atomic_write, fsync_dir, read_tensors
-from .errors import CheckpointError
+from ..atomic import atomic_save_tensors, atomic_write, fsync_dir, read_tensors
+from ..errors import CheckpointError
 
 POINTER = "latest.json"
 

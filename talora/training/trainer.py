@@ -22,20 +22,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .backbone import Backbone
-from .batching import Encoded, answer_batch
+from ..config import TrainConfig
+from ..core.backbone import Backbone
+from ..core.batching import Encoded, answer_batch
+from ..core.forward import answer_loss
+from ..core.predict import Verbalizer, evaluate, headline
+from ..distributed import World, world
+from ..errors import ConfigError, DataError, TrainingError
+from ..progress import progress
+from ..reporting import Reporter, eval_scalars, open_reporter, train_scalars
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .distributed import World, world
-from .errors import ConfigError, DataError, TrainingError
-from .forward import answer_loss
-from .predict import Verbalizer, evaluate, headline
-from .progress import progress
-from .reporting import Reporter, eval_scalars, open_reporter, train_scalars
 
 if TYPE_CHECKING:
-    from .lower_cache import LowerLayerCaches
-    from .methods.base import Method
+    from ..core.lower_cache import LowerLayerCaches
+    from ..methods.base import Method
 
 
 def mixing_rates(sizes: list[int], temperature: float, cap: int = 0) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""``talora bench``: training-step speed against PEFT (speed) and serving throughput (serve)."""

@@ -1,0 +1,1 @@
+"""The one trainer every method and recipe uses (``trainer``) and its resumable checkpoints."""
