@@ -1,5 +1,5 @@
 """The command line for people and logs: --version, --quiet, bars as plain lines in a log, `analyze run`
-and `analyze interlayer`."""
+and `analyze interlayer`; options declared once (shared ones, and those that stand for a config field)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from talora import __version__
-from talora.cli import main
-from talora.config import RunConfig, TrainConfig, dump_config
+from talora.cli import build_parser, main
+from talora.config import RunConfig, TrainConfig, dump_config, field_help
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig
 from talora.progress import progress
 from talora.recipes import pipeline
@@ -50,6 +50,36 @@ def test_version_names_talora_and_its_stack(capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"talora {__version__} (torch ")
     assert "transformers " in out and "peft " in out
+
+
+def _leaf_parsers(parser, path=()):
+    """(command path, parser) of every command that runs something (``store add``, ``train``, ...)."""
+    groups = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if not groups:
+        yield path, parser
+    for group in groups:
+        for name, sub in group.choices.items():
+            yield from _leaf_parsers(sub, (*path, name))
+
+
+def test_every_command_takes_quiet_before_or_after_its_name():
+    parser = build_parser()
+    leaves = dict(_leaf_parsers(parser))
+    assert len(leaves) > 25
+    missing = [" ".join(path) for path, sub in leaves.items() if "--quiet" not in sub._option_string_actions]
+    assert not missing, missing
+    train = ["train", "--config", "c.yaml", "--output", "o"]
+    assert parser.parse_known_args(["--quiet", *train])[0].quiet
+    assert parser.parse_known_args([*train, "--quiet"])[0].quiet
+    assert not parser.parse_known_args(train)[0].quiet
+
+
+def test_options_that_set_a_config_field_are_that_field():
+    options = dict(_leaf_parsers(build_parser()))[("train",)]._option_string_actions
+    helps = field_help(RunConfig)
+    for flag, field in (("--seed", "seed"), ("--data-dir", "data_dir"), ("--method", "method"), ("--dtype", "dtype")):
+        assert options[flag].dest == field and options[flag].help.startswith(helps[field]), flag
+    assert options["--seed"].type is int
 
 
 def test_quiet_keeps_results_on_stdout_and_stderr_free_of_bars(tmp_path, tiny_models):

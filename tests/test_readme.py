@@ -108,7 +108,7 @@ def test_readme_shell_commands_parse_and_name_real_files():
     reader can get wrong by copying them is checked instead: the subcommand and options exist,
     overrides name real config fields, and every config, sweep and suite file is in the
     repository and loads."""
-    from talora.cli import OVERRIDE_COMMANDS, build_parser
+    from talora.cli import build_parser
     from talora.config import load_config
     from talora.overrides import parse_overrides
     from talora.recipes.sweep import load_sweep
@@ -123,8 +123,8 @@ def test_readme_shell_commands_parse_and_name_real_files():
         if _synopsis(argv):
             continue
         args, extras = parser.parse_known_args(argv)
-        overrides = parse_overrides(extras) if args.command in OVERRIDE_COMMANDS else {}
-        assert args.command in OVERRIDE_COMMANDS or not extras, where
+        overrides = parse_overrides(extras) if args.takes_overrides else {}
+        assert args.takes_overrides or not extras, where
         config = getattr(args, "config", None)
         if config is None:
             continue
