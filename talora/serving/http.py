@@ -51,8 +51,9 @@ from .jobs import JobManager, Refused, Stopped
 
 try:  # at module level: FastAPI resolves the handlers' (string) annotations in this module's globals
     from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 except ImportError:  # `talora serve` says what to install
-    FastAPI = Request = None
+    FastAPI = Request = JSONResponse = None
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -445,6 +446,228 @@ class _FinishReason:
         return "length" if used >= spec.max_new_tokens else "stop"
 
 
+# -------------------------------------------------------------------- the routes
+# Each route reads what it serves from ``request.app.state`` (set by ``create_app``): ``batcher`` (the
+# worker owning the engine), ``jobs`` (the training jobs), ``limits`` (max_records, max_body_bytes),
+# ``finish_reason``, ``api_key``.
+
+
+def _error(status: int, message: str, kind: str, headers=None, **extra) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "code": status, **extra}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def api_error(request, err: ApiError):
+    return _error(err.status, err.message, err.kind, err.headers, **err.extra)
+
+
+async def http_error(request, err):
+    return _error(err.status_code, str(err.detail), "invalid_request_error", getattr(err, "headers", None))
+
+
+async def unexpected(request, err: Exception):
+    # A bug of ours still answers in the format clients parse; Starlette re-raises it for the log.
+    message = " ".join(str(err).split()) or "no message"
+    return _error(500, f"internal error: {type(err).__name__}: {message}", "server_error")
+
+
+async def bearer_token(request: Request, call_next):
+    api_key = request.app.state.api_key
+    if api_key is not None and request.url.path not in OPEN_PATHS:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            return _error(
+                401,
+                "missing or wrong bearer token: send the header Authorization: Bearer <key>",
+                "authentication_error",
+                {"WWW-Authenticate": "Bearer"},
+            )
+    return await call_next(request)
+
+
+async def _answer(request: Request, records: list) -> list[dict]:
+    batcher = request.app.state.batcher
+    try:
+        future = batcher.submit(records)
+    except QueueFull:
+        raise ApiError(
+            503,
+            f"server busy: {batcher.capacity} requests already queued (queue_size); retry shortly",
+            "overloaded_error",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    except Closed:
+        raise ApiError(503, "server shutting down", "overloaded_error", {"Retry-After": str(RETRY_AFTER_S)}) from None
+    try:
+        return await asyncio.wrap_future(future)
+    except DataError as err:
+        # Checked against the engine a reload has since replaced: say what the engine now serving thinks.
+        _validate(batcher.engine, records, request.app.state.limits.max_records)
+        raise ApiError(422, str(err)) from None
+    except Exception as err:
+        message = " ".join(str(err).split()) or "no message"
+        raise ApiError(500, f"prediction failed: {type(err).__name__}: {message}", "server_error") from None
+
+
+async def health(request: Request):
+    batcher = request.app.state.batcher
+    return {
+        "status": "draining" if batcher.closing else "ok",
+        "tasks": len(batcher.engine.tasks),
+        "queued": batcher.pending,
+        "in_flight": batcher.in_flight,
+    }
+
+
+async def list_tasks(request: Request):
+    return {"tasks": request.app.state.batcher.rows}
+
+
+async def list_models(request: Request):
+    return {
+        "object": "list",
+        "data": [{"id": t["name"], "object": "model", "owned_by": "talora"} for t in request.app.state.batcher.rows],
+    }
+
+
+async def predict(request: Request):
+    limits = request.app.state.limits
+    records = await _read_json(request, limits.max_body_bytes)
+    _validate(request.app.state.batcher.engine, records, limits.max_records)
+    return JSONResponse(await _answer(request, records))
+
+
+async def completions(request: Request):
+    limits = request.app.state.limits
+    body = await _read_json(request, limits.max_body_bytes)
+    if not isinstance(body, dict):
+        raise ApiError(422, 'the body must be a JSON object {"model": TASK, "prompt": TEXT}')
+    for key in ("model", "prompt"):
+        if key not in body:
+            raise ApiError(422, f"field {key!r} is missing", param=key)
+    task, prompt = body["model"], body["prompt"]
+    if not isinstance(task, str):
+        raise ApiError(422, "field 'model' must be a string: the task whose adapter answers", param="model")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ApiError(422, "field 'prompt' must be a string or a non-empty list of strings", param="prompt")
+    if len(prompts) > limits.max_records:
+        raise ApiError(413, f"{len(prompts)} prompts in one request; at most {limits.max_records} (max_records)")
+    if body.get("stream"):
+        raise ApiError(422, "streaming is not supported: send stream=false", param="stream")
+    if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
+        raise ApiError(422, "only one completion per prompt (n=1): decoding is greedy", param="n")
+    engine = request.app.state.batcher.engine
+    if task in engine.damaged:
+        from .engine import unservable
+
+        raise ApiError(500, unservable(task, engine.damaged[task]), "server_error", param="model")
+    if task not in engine.specs:
+        raise ApiError(
+            404,
+            f"model {task!r} is not a task served here; models (tasks): {', '.join(engine.specs) or 'none'}",
+            "not_found_error",
+            param="model",
+        )
+    spec = engine.specs[task]
+    inputs = record_inputs(spec)
+    if spec.kind not in ("extraction", "classification") or list(inputs.values()) != ["string"]:
+        raise ApiError(
+            422,
+            f"task {task!r} ({spec.kind}) takes the fields {', '.join(inputs)}; /v1/completions fills one "
+            f"text field of an extraction or classification task from `prompt`: use POST /predict",
+            param="model",
+        )
+    field = next(iter(inputs))
+    records = [{"task": task, field: p} for p in prompts]
+    _validate(engine, records, limits.max_records)
+    results = await _answer(request, records)
+    finish_reason = request.app.state.finish_reason
+    choices = [
+        {
+            "text": str(r["prediction"]),
+            "index": i,
+            "logprobs": None,
+            "finish_reason": finish_reason(engine, task, str(r["prediction"])),
+        }
+        for i, r in enumerate(results)
+    ]
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": task,
+        "choices": choices,
+    }
+
+
+def _refused(err: Refused) -> ApiError:
+    kinds = {404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error", 503: "overloaded_error"}
+    return ApiError(err.status, str(err), kinds.get(err.status, "invalid_request_error"), err.headers)
+
+
+async def teach(request: Request):
+    body = await _read_json(request, request.app.state.limits.max_body_bytes)
+    try:
+        # The store is read and the examples written to a scratch folder: off the event loop.
+        record = await asyncio.to_thread(request.app.state.jobs.submit, body)
+    except Refused as err:
+        raise _refused(err) from None
+    return JSONResponse(record, status_code=202, headers={"Location": f"/jobs/{record['id']}"})
+
+
+async def list_jobs(request: Request):
+    return {"jobs": await asyncio.to_thread(request.app.state.jobs.list)}
+
+
+async def get_job(request: Request, job_id: str):
+    try:
+        return request.app.state.jobs.get(job_id)
+    except Refused as err:
+        raise _refused(err) from None
+
+
+async def cancel_job(request: Request, job_id: str):
+    try:
+        record = request.app.state.jobs.cancel(job_id)
+    except Refused as err:
+        raise _refused(err) from None
+    return JSONResponse(record, status_code=200 if record["state"] == "cancelled" else 202)
+
+
+async def reload(request: Request):
+    try:
+        future = request.app.state.batcher.reload()
+    except Closed:
+        raise ApiError(503, "server shutting down", "overloaded_error") from None
+    try:
+        return await asyncio.wrap_future(future)
+    except Exception as err:
+        message = " ".join(str(err).split())
+        raise ApiError(409, f"reload failed, still serving the previous tasks: {message}", "reload_error") from None
+
+
+# (HTTP method, path, handler): a new route is a function above and a line here.
+ROUTES = (
+    ("GET", "/health", health),
+    ("GET", "/tasks", list_tasks),
+    ("GET", "/v1/models", list_models),
+    ("POST", "/predict", predict),
+    ("POST", "/v1/completions", completions),
+    ("POST", "/tasks", teach),
+    ("GET", "/jobs", list_jobs),
+    ("GET", "/jobs/{job_id}", get_job),
+    ("DELETE", "/jobs/{job_id}", cancel_job),
+    ("POST", "/admin/reload", reload),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_records: int
+    max_body_bytes: int
+
+
 # -------------------------------------------------------------------- the app
 def create_app(
     engine: Engine,
@@ -466,7 +689,6 @@ def create_app(
     ``max_jobs`` at once: talora.serving.jobs); jobs a killed process left running are marked failed here."""
     if FastAPI is None:
         raise ConfigError("talora serve needs fastapi and uvicorn: pip install fastapi uvicorn")
-    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
     for name, value in (
@@ -483,7 +705,6 @@ def create_app(
         raise ConfigError("api_key is empty: give a token, or None to serve without one")
     batcher = Batcher(engine, max_batch, max_wait_ms, queue_size)
     jobs = JobManager(engine.store, engine.backbone, batcher, max_jobs, lambda: batcher.engine.tasks, log)
-    finish_reason = _FinishReason()  # used on the event loop's thread only
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -497,195 +718,15 @@ def create_app(
     app = FastAPI(title="talora", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
     app.state.jobs = jobs
-
-    def error(status: int, message: str, kind: str, headers=None, **extra) -> JSONResponse:
-        body = {"error": {"message": message, "type": kind, "code": status, **extra}}
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request, err: ApiError):
-        return error(err.status, err.message, err.kind, err.headers, **err.extra)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, err: HTTPException):
-        return error(err.status_code, str(err.detail), "invalid_request_error", getattr(err, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request, err: Exception):
-        # A bug of ours still answers in the format clients parse; Starlette re-raises it for the log.
-        message = " ".join(str(err).split()) or "no message"
-        return error(500, f"internal error: {type(err).__name__}: {message}", "server_error")
-
-    @app.middleware("http")
-    async def bearer_token(request: Request, call_next):
-        if api_key is not None and request.url.path not in OPEN_PATHS:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-                return error(
-                    401,
-                    "missing or wrong bearer token: send the header Authorization: Bearer <key>",
-                    "authentication_error",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-        return await call_next(request)
-
-    async def answer(records: list) -> list[dict]:
-        try:
-            future = batcher.submit(records)
-        except QueueFull:
-            raise ApiError(
-                503,
-                f"server busy: {batcher.capacity} requests already queued (queue_size); retry shortly",
-                "overloaded_error",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
-        except Closed:
-            raise ApiError(
-                503, "server shutting down", "overloaded_error", {"Retry-After": str(RETRY_AFTER_S)}
-            ) from None
-        try:
-            return await asyncio.wrap_future(future)
-        except DataError as err:
-            # Checked against the engine a reload has since replaced: say what the engine now serving thinks.
-            _validate(batcher.engine, records, max_records)
-            raise ApiError(422, str(err)) from None
-        except Exception as err:
-            message = " ".join(str(err).split()) or "no message"
-            raise ApiError(500, f"prediction failed: {type(err).__name__}: {message}", "server_error") from None
-
-    @app.get("/health")
-    async def health():
-        return {
-            "status": "draining" if batcher.closing else "ok",
-            "tasks": len(batcher.engine.tasks),
-            "queued": batcher.pending,
-            "in_flight": batcher.in_flight,
-        }
-
-    @app.get("/tasks")
-    async def tasks():
-        return {"tasks": batcher.rows}
-
-    @app.get("/v1/models")
-    async def models():
-        return {
-            "object": "list",
-            "data": [{"id": t["name"], "object": "model", "owned_by": "talora"} for t in batcher.rows],
-        }
-
-    @app.post("/predict")
-    async def predict(request: Request):
-        records = await _read_json(request, max_body_bytes)
-        _validate(batcher.engine, records, max_records)
-        return JSONResponse(await answer(records))
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        body = await _read_json(request, max_body_bytes)
-        if not isinstance(body, dict):
-            raise ApiError(422, 'the body must be a JSON object {"model": TASK, "prompt": TEXT}')
-        for key in ("model", "prompt"):
-            if key not in body:
-                raise ApiError(422, f"field {key!r} is missing", param=key)
-        task, prompt = body["model"], body["prompt"]
-        if not isinstance(task, str):
-            raise ApiError(422, "field 'model' must be a string: the task whose adapter answers", param="model")
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ApiError(422, "field 'prompt' must be a string or a non-empty list of strings", param="prompt")
-        if len(prompts) > max_records:
-            raise ApiError(413, f"{len(prompts)} prompts in one request; at most {max_records} (max_records)")
-        if body.get("stream"):
-            raise ApiError(422, "streaming is not supported: send stream=false", param="stream")
-        if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
-            raise ApiError(422, "only one completion per prompt (n=1): decoding is greedy", param="n")
-        engine = batcher.engine
-        if task in engine.damaged:
-            from .engine import unservable
-
-            raise ApiError(500, unservable(task, engine.damaged[task]), "server_error", param="model")
-        if task not in engine.specs:
-            raise ApiError(
-                404,
-                f"model {task!r} is not a task served here; models (tasks): {', '.join(engine.specs) or 'none'}",
-                "not_found_error",
-                param="model",
-            )
-        spec = engine.specs[task]
-        inputs = record_inputs(spec)
-        if spec.kind not in ("extraction", "classification") or list(inputs.values()) != ["string"]:
-            raise ApiError(
-                422,
-                f"task {task!r} ({spec.kind}) takes the fields {', '.join(inputs)}; /v1/completions fills one "
-                f"text field of an extraction or classification task from `prompt`: use POST /predict",
-                param="model",
-            )
-        field = next(iter(inputs))
-        records = [{"task": task, field: p} for p in prompts]
-        _validate(engine, records, max_records)
-        results = await answer(records)
-        choices = [
-            {
-                "text": str(r["prediction"]),
-                "index": i,
-                "logprobs": None,
-                "finish_reason": finish_reason(engine, task, str(r["prediction"])),
-            }
-            for i, r in enumerate(results)
-        ]
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": task,
-            "choices": choices,
-        }
-
-    def refused(err: Refused) -> ApiError:
-        kinds = {404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error", 503: "overloaded_error"}
-        return ApiError(err.status, str(err), kinds.get(err.status, "invalid_request_error"), err.headers)
-
-    @app.post("/tasks")
-    async def teach(request: Request):
-        body = await _read_json(request, max_body_bytes)
-        try:
-            # The store is read and the examples written to a scratch folder: off the event loop.
-            record = await asyncio.to_thread(jobs.submit, body)
-        except Refused as err:
-            raise refused(err) from None
-        return JSONResponse(record, status_code=202, headers={"Location": f"/jobs/{record['id']}"})
-
-    @app.get("/jobs")
-    async def job_list():
-        return {"jobs": await asyncio.to_thread(jobs.list)}
-
-    @app.get("/jobs/{job_id}")
-    async def job(job_id: str):
-        try:
-            return jobs.get(job_id)
-        except Refused as err:
-            raise refused(err) from None
-
-    @app.delete("/jobs/{job_id}")
-    async def cancel(job_id: str):
-        try:
-            record = jobs.cancel(job_id)
-        except Refused as err:
-            raise refused(err) from None
-        return JSONResponse(record, status_code=200 if record["state"] == "cancelled" else 202)
-
-    @app.post("/admin/reload")
-    async def reload():
-        try:
-            future = batcher.reload()
-        except Closed:
-            raise ApiError(503, "server shutting down", "overloaded_error") from None
-        try:
-            return await asyncio.wrap_future(future)
-        except Exception as err:
-            message = " ".join(str(err).split())
-            raise ApiError(409, f"reload failed, still serving the previous tasks: {message}", "reload_error") from None
-
+    app.state.limits = Limits(max_records, max_body_bytes)
+    app.state.finish_reason = _FinishReason()  # used on the event loop's thread only
+    app.state.api_key = api_key
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+    app.middleware("http")(bearer_token)
+    for method, path, handler in ROUTES:
+        app.add_api_route(path, handler, methods=[method])
     return app
 
 
