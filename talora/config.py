@@ -30,6 +30,8 @@ from .reporting import REPORT_TO, missing_package
 from .tasks.sampling import SHOT_MODES
 
 SCHEDULES = ("linear", "cosine", "constant")
+# talora/configs: the demo, suite and model configs shipped inside the package.
+PACKAGED_CONFIGS = Path(__file__).with_name("configs")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SELECT_ON = ("auto", "validation")
 LABEL_SCORING = ("sum", "mean", "calibrated")  # talora.core.predict (which imports torch) checks it is the same

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import PACKAGED_CONFIGS
 from .sweep import format_table, run_sweep
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_CONFIG = PACKAGED_CONFIGS / "demo.yaml"
 
 
 def run_demo(output: Path, config: Path = DEMO_CONFIG, placement: dict | None = None) -> dict:

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from ..config import RunConfig, TrainConfig, from_dict
+from ..config import PACKAGED_CONFIGS, RunConfig, TrainConfig, from_dict
 from ..core.backbone import EMBEDDED, EMBEDDED_ID, Backbone, cache_dir, embedded_gguf_path, loadable_spec
 from ..errors import ConfigError
 from ..methods import METHODS, Method, method_class
 from ..methods.base import PromptConfig, SoftPromptConfig, WholeSetMethod
 
-MODELS_DIR = Path(__file__).parent / "configs" / "models"
+MODELS_DIR = PACKAGED_CONFIGS / "models"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # The soft-prompt fields (m, L, attention, initialisation). --all-methods gives the other methods
 # these from the config's method_args, so every row is planned at the same m and L; the rest

@@ -21,12 +21,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import from_dict, read_yaml
+from ..config import PACKAGED_CONFIGS, from_dict, read_yaml
 from ..data_paths import shared_data_dir
 from ..errors import ConfigError, DataError
 from ..tasks.sampling import K_ALL, SHOT_MODES, is_k
 
-SUITES_DIR = Path(__file__).parent / "configs" / "suites"
+SUITES_DIR = PACKAGED_CONFIGS / "suites"
 SUITES = tuple(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
 SHARED = "shared"
 
