@@ -27,6 +27,7 @@ import yaml
 from .errors import ConfigError
 from .overrides import EXPONENT_FLOAT, merge, yaml_problem
 from .reporting import REPORT_TO, missing_package
+from .tasks.kinds import LABEL_SCORING
 from .tasks.sampling import SHOT_MODES
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -34,7 +35,6 @@ SCHEDULES = ("linear", "cosine", "constant")
 PACKAGED_CONFIGS = Path(__file__).with_name("configs")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SELECT_ON = ("auto", "validation")
-LABEL_SCORING = ("sum", "mean", "calibrated")  # talora.core.predict (which imports torch) checks it is the same
 
 
 @dataclass

@@ -49,7 +49,7 @@ from urllib.parse import quote
 
 from ..atomic import atomic_write
 from ..errors import AdapterError, ConfigError
-from ..tasks.base import TaskSpec, template_fields
+from ..tasks.base import TaskSpec
 
 if TYPE_CHECKING:
     import torch
@@ -71,11 +71,7 @@ def record_inputs(spec: TaskSpec) -> dict[str, str]:
     """The fields a prediction request for ``spec`` carries besides ``task``, with their JSON types:
     the template's fields, except that a multiple-choice task takes its ``choices`` (a list) and
     builds the ``options`` text from them, as the data loader does."""
-    fields = {name: "string" for name in sorted(template_fields(spec.template))}
-    if spec.kind == "multiple_choice":
-        fields.pop("options", None)
-        fields["choices"] = "list of strings"
-    return fields
+    return spec.task_kind.request_fields(spec)
 
 
 def load_spec_of(base_model: dict, run_model: str | None) -> str | None:

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..tasks.kinds import find_kind
 from .common import check_output, command, shared
 
 
@@ -60,7 +61,7 @@ def cmd_data(args) -> None:
             continue
         labels = r["labels"]
         shown = ", ".join(labels[:6]) + (f", ... ({len(labels)})" if len(labels) > 6 else "")
-        shown = shown or {"multiple_choice": "choices per example", "extraction": "generated span"}.get(r["kind"], "")
+        shown = shown or getattr(find_kind(r["kind"]), "shown", "")
         sizes = ", ".join(f"{k}={v}" for k, v in r["splits"].items())
         print(f"{r['name']:18s} {r['language']:3s} {r['kind']:16s} {r['metric']:9s} [{shown}]  {sizes}")
         print(f"{'':18s} {'inferred: ' + r['inferred'] if r['inferred'] else 'declared by the manifest'}")

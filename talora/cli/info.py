@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..overrides import HELP as OVERRIDES_HELP
+from ..tasks.kinds import find_kind
 from .common import command, positive_int, shared
 
 
@@ -99,7 +100,7 @@ def cmd_tasks(args) -> None:
         sizes = ", ".join(f"{k}={v}" for k, v in (r.get("splits") or {}).items())
         labels = r.get("labels") or []
         shown = ", ".join(labels[:6]) + (f", ... ({len(labels)})" if len(labels) > 6 else "")
-        shown = shown or {"multiple_choice": "choices per example", "extraction": "generated span"}.get(r["kind"], "")
+        shown = shown or getattr(find_kind(r["kind"]), "shown", "")
         role = r.get("suite_role") or r.get("role", "")
         note = "" if r.get("supported", True) else f"  UNSUPPORTED: {r.get('problem', '')}"
         print(

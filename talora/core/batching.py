@@ -53,24 +53,17 @@ def tokenize(tokenizer, text: str, special: bool) -> list[int]:
 
 
 def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int, training: bool = False) -> Encoded:
-    """Prompt and answer ids of one example under the truncation rule (``training`` picks the
-    extraction window that keeps the answer)."""
+    """Prompt and answer ids of one example under the truncation rule; the room kept for the answer
+    and, in training, a window that keeps the answer in the prompt are the task kind's to say."""
+    kind = spec.task_kind
     answer = tokenize(tokenizer, spec.answer_text(ex), special=False)
-    candidates = (
-        tuple(tuple(tokenize(tokenizer, c, special=False)) for c in spec.candidates(ex))
-        if spec.kind == "multiple_choice"
-        else ()
-    )
-    room = len(answer)
-    if candidates:
-        room = max(len(c) for c in candidates)
-    elif spec.kind == "extraction" and not training:
-        room = spec.max_new_tokens
+    candidates = kind.candidate_ids(spec, ex, tokenizer)
+    room = kind.answer_room(spec, answer, candidates, training)
     fields = dict(ex.fields)
     prompt = tokenize(tokenizer, spec.render(fields, ex.uid), special=True)
     truncated = len(prompt) + room > max_length
-    if truncated and spec.kind == "extraction" and training:
-        prompt = _answer_window(spec, ex, tokenizer, max_length - room) or prompt
+    if truncated and training:
+        prompt = kind.window(spec, ex, tokenizer, max_length - room) or prompt
     while len(prompt) + room > max_length:
         text_fields = {k: v for k, v in fields.items() if isinstance(v, str) and v}
         if not text_fields:
@@ -86,12 +79,10 @@ def encode(spec: TaskSpec, ex: Example, tokenizer, max_length: int, task_id: int
 
 def full_length(spec: TaskSpec, ex: Example, tokenizer) -> int:
     """Tokens of an example's whole prompt and the room its answer needs, before any truncation."""
-    answer = len(tokenize(tokenizer, spec.answer_text(ex), special=False))
-    if spec.kind == "multiple_choice":
-        answer = max(len(tokenize(tokenizer, c, special=False)) for c in spec.candidates(ex))
-    elif spec.kind == "extraction":
-        answer = spec.max_new_tokens
-    return len(tokenize(tokenizer, spec.prompt(ex), special=True)) + answer
+    kind = spec.task_kind
+    answer = tokenize(tokenizer, spec.answer_text(ex), special=False)
+    room = kind.answer_room(spec, answer, kind.candidate_ids(spec, ex, tokenizer), training=False)
+    return len(tokenize(tokenizer, spec.prompt(ex), special=True)) + room
 
 
 def _cut_end(tokenizer, text: str, excess: int) -> str:
@@ -102,30 +93,6 @@ def _cut_end(tokenizer, text: str, excess: int) -> str:
     keep = max(0, len(offsets) - excess)
     end = offsets[keep][0] if keep < len(offsets) else len(text)
     return text[: min(end, len(text) - 1)]
-
-
-def _answer_window(spec: TaskSpec, ex: Example, tokenizer, budget: int) -> list[int] | None:
-    """Prompt ids with the passage cut to a window around the gold span, or None when no window fits."""
-    passage, start = ex.fields[spec.span_field], ex.fields.get("answer_start", -1)
-    if not isinstance(start, int) or start < 0 or passage[start : start + len(ex.label)] != ex.label:
-        return None
-    end = start + len(ex.label)
-    offsets = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    first = next(i for i, (_, stop) in enumerate(offsets) if stop > start)
-    last = max(i for i, (begin, _) in enumerate(offsets) if begin < end)
-    size = len(offsets)
-    # Re-tokenising a cut passage can shift its length by a token or two, so shrink until it fits.
-    for _ in range(8):
-        size = min(size, len(offsets))
-        if size < last - first + 1:
-            return None
-        left = min(max(0, first - (size - (last - first + 1)) // 2), len(offsets) - size)
-        window = passage[offsets[left][0] : offsets[left + size - 1][1]]
-        prompt = tokenize(tokenizer, spec.render({**ex.fields, spec.span_field: window}, ex.uid), special=True)
-        if len(prompt) <= budget:
-            return prompt
-        size -= len(prompt) - budget
-    return None
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

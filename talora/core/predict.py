@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from ..config import LABEL_SCORING
 from ..distributed import world
 from ..errors import ConfigError, DataError
 from ..progress import progress
 from ..tasks import compute_metrics, question_of
-from ..tasks.base import STOP, Example, template_fields
+from ..tasks.base import Example
+from ..tasks.kinds import LABEL_SCORING, STOP, TaskKind, task_kind
+from ..tasks.templates import template_fields
 from .backbone import Backbone
 from .batching import Encoded, answer_batch, encode, prompt_batch
 from .forward import compute_precision, hidden_at, output_head, prefix_left_padded
@@ -32,14 +33,8 @@ if TYPE_CHECKING:
     from .prompts import Prompter
 
 
-# How candidate answers are compared (``label_scoring`` of a run config):
-#   sum:        the summed log-probability of the answer's tokens; shorter answers are favoured
-#   mean:       the log-probability per token of the answer (length-normalised)
-#   calibrated: contextual calibration (Zhao et al. 2021, arXiv 2102.09690): the label distribution the
-#               model gives the task's template with content-free inputs ("N/A", "", "[MASK]") is
-#               divided out, so a label favoured by its words alone (its length, its frequency) loses
-#               that edge. Tasks whose candidates are each example's own (multiple choice) have no
-#               fixed label set to calibrate: they use ``mean``.
+# The inputs contextual calibration reads a task's label prior from (``label_scoring: calibrated``,
+# talora/tasks/kinds.py): its template with every text field replaced by one of these.
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
@@ -68,9 +63,9 @@ class Verbalizer:
         words = tuple(
             tuple(tokenizer(spec.label_words[label], add_special_tokens=False)["input_ids"]) for label in spec.labels
         )
-        values = tuple(float(label) for label in spec.labels) if spec.kind == "regression" else ()
-        if scoring == "calibrated" and spec.kind not in ("classification", "regression"):
-            scoring = "mean" if spec.kind == "multiple_choice" else "sum"  # no fixed label set to calibrate
+        kind = spec.task_kind
+        values = kind.values(spec)
+        scoring = kind.scoring_for(scoring)
         content_free = content_free_items(spec, tokenizer, max_length) if scoring == "calibrated" else ()
         return cls(
             tuple(spec.labels),
@@ -84,8 +79,12 @@ class Verbalizer:
             content_free,
         )
 
+    @property
+    def task_kind(self) -> TaskKind:
+        return task_kind(self.kind)
+
     def candidates(self, item: Encoded) -> tuple[tuple[int, ...], ...]:
-        return item.candidates if self.kind == "multiple_choice" else self.words
+        return self.task_kind.ranked(self, item)
 
     def adjust(self, scores: torch.Tensor, candidates, prior: torch.Tensor | None = None) -> torch.Tensor:
         """One example's candidate scores under this verbalizer's ``scoring``, from the summed
@@ -100,10 +99,7 @@ class Verbalizer:
 
     def decide(self, scores: torch.Tensor) -> str | float:
         """The prediction from one example's candidate scores (log-likelihoods up to a constant)."""
-        if self.kind == "regression":
-            return float(scores.float().softmax(-1) @ torch.tensor(self.values))
-        best = int(scores.argmax())
-        return str(best) if self.kind == "multiple_choice" else self.labels[best]
+        return self.task_kind.decide(self, scores)
 
 
 def content_free_items(spec: TaskSpec, tokenizer, max_length: int) -> tuple[Encoded, ...]:
@@ -323,7 +319,7 @@ def predict(
     generated text (extraction). Candidates are compared as each verbalizer's ``scoring`` says;
     ``priors`` (``label_priors``) are computed here when a calibrated task needs them and none are given."""
     preds: list[str | float] = [""] * len(items)
-    ranked = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind != "extraction"]
+    ranked = [i for i, e in enumerate(items) if verbalizers[e.task_id].task_kind.ranks]
     if ranked:
         chunk = [items[i] for i in ranked]
         if priors is None:
@@ -333,7 +329,7 @@ def predict(
         for i, e, s, c in zip(ranked, chunk, scores, cands):
             verb = verbalizers[e.task_id]
             preds[i] = verb.decide(verb.adjust(s, c, priors.get(e.task_id)))
-    generated = [i for i, e in enumerate(items) if verbalizers[e.task_id].kind == "extraction"]
+    generated = [i for i, e in enumerate(items) if not verbalizers[e.task_id].task_kind.ranks]
     if generated:
         chunk = [items[i] for i in generated]
         texts = generate(backbone, method, chunk, [verbalizers[e.task_id].max_new_tokens for e in chunk])
@@ -434,7 +430,7 @@ def predictions(
     # Generated answers batch apart from ranked ones (a lone generated row would run every step alone);
     # within each, similar lengths batch together (less padding).
     order = sorted(
-        range(len(items)), key=lambda i: (verbalizers[items[i].task_id].kind == "extraction", len(items[i].prompt))
+        range(len(items)), key=lambda i: (not verbalizers[items[i].task_id].task_kind.ranks, len(items[i].prompt))
     )
     order = w.shard(order)
     preds: dict[int, str | float] = {}

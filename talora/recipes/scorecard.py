@@ -29,7 +29,7 @@ CONSTANT_SHARE = 0.9
 
 def scored_examples(spec: TaskSpec, examples: list[T.Example], n: int, seed: int) -> tuple[list[int], list[T.Example]]:
     """The positions and examples of a split that are scored (``n`` = 0: all of them)."""
-    labels = spec.labels if spec.kind == "classification" else ()
+    labels = spec.labels if spec.task_kind.per_class else ()
     index = T.scored_sample(examples, n, seed, labels)
     return index, [examples[i] for i in index]
 
@@ -41,16 +41,11 @@ def _gold(item: Encoded) -> str:
 def majority(spec: TaskSpec, items: list[Encoded]) -> tuple[str | float, dict[str, float]] | None:
     """The best constant answer on these lines (their most frequent gold; regression: their mean gold)
     and its metrics; None for extraction, which has no answer to repeat."""
-    if spec.kind == "extraction" or not items:
+    kind = spec.task_kind
+    if not kind.ranks or not items:
         return None
     golds = [item.golds or (item.label,) for item in items]
-    if spec.kind == "regression":
-        answer: str | float = sum(float(_gold(i)) for i in items) / len(items)
-    else:
-        counts = Counter(_gold(i) for i in items)
-        order = list(spec.labels) if spec.kind == "classification" else sorted(counts)
-        # Ties go to the label listed first, so the answer does not depend on line order.
-        answer = max(order, key=lambda lab: (counts[lab], -order.index(lab)))
+    answer = kind.constant_answer(spec, [_gold(i) for i in items])
     questions = [T.question_of(i.uid) for i in items]
     return answer, T.compute_metrics(spec, [answer] * len(items), golds, questions)
 
@@ -69,7 +64,7 @@ def scorecard(
     }
     if (base := majority(spec, items)) is not None:
         card["majority"] = {"answer": base[0], "metrics": base[1]}
-    if spec.kind in ("classification", "multiple_choice"):
+    if spec.task_kind.counts_answers:
         histogram = Counter(str(p) for p in preds)
         card["histogram"] = dict(sorted(histogram.items()))
         card["top_share"] = max(histogram.values()) / len(preds)

@@ -77,16 +77,7 @@ def record_example(spec: TaskSpec, record: dict, where: str) -> Example:
         fields[key] = list(value) if isinstance(value, list) else value
     if "id" in record and (not isinstance(record["id"], str | int) or isinstance(record["id"], bool)):
         raise DataError(f"{where}: field 'id' must be a string or an integer, got {_type_name(record['id'])}")
-    if spec.kind == "multiple_choice":
-        from ..tasks.jsonl import OPTION_SEPARATOR
-
-        fields["options"] = OPTION_SEPARATOR.get(spec.language, "; ").join(fields["choices"])
-    if spec.kind == "multiple_choice":
-        label = "0"
-    elif spec.kind == "extraction":
-        label = ""
-    else:
-        label = spec.labels[0]
+    fields, label = spec.task_kind.request_example(spec, fields)
     return Example(where, spec.name, fields, label)
 
 
@@ -296,7 +287,7 @@ class Engine:
         from ..core.batching import encode
 
         spec = self.specs[ex.task]
-        if spec.kind in ("classification", "regression"):
+        if spec.task_kind.label_set:
             ex = dataclasses.replace(ex, label=self._room_label[ex.task])
         unit = self._unit_of[ex.task]
         return encode(spec, ex, self.backbone.tokenizer, self._entries[ex.task]["max_length"], unit.task_ids[ex.task])
@@ -306,8 +297,8 @@ class Engine:
 
         out: list[dict] = [{} for _ in items]
         verbs = unit.verbalizers
-        ranked = [j for j, e in enumerate(items) if verbs[e.task_id].kind != "extraction"]
-        generated = [j for j, e in enumerate(items) if verbs[e.task_id].kind == "extraction"]
+        ranked = [j for j, e in enumerate(items) if verbs[e.task_id].task_kind.ranks]
+        generated = [j for j, e in enumerate(items) if not verbs[e.task_id].task_kind.ranks]
         with unit.method.applied(self.backbone):
             if ranked:
                 chunk = [items[j] for j in ranked]
@@ -332,19 +323,14 @@ def _group_key(entry: dict) -> tuple:
 
 def _longest_label(spec: TaskSpec, verb: Verbalizer) -> str:
     """The label whose word has the most tokens: the room an unknown answer may need."""
-    if spec.kind not in ("classification", "regression"):
+    if not spec.task_kind.label_set:
         return ""
     return max(zip(verb.labels, verb.words), key=lambda lw: len(lw[1]))[0]
 
 
 def _ranked_result(task: str, verb: Verbalizer, scores) -> dict:
     probabilities = scores.float().softmax(-1).tolist()
-    decided = verb.decide(scores)
-    if verb.kind == "regression":
-        return {"task": task, "prediction": decided}
-    if verb.kind == "multiple_choice":
-        return {"task": task, "prediction": int(decided), "probabilities": probabilities}
-    return {"task": task, "prediction": decided, "probabilities": dict(zip(verb.labels, probabilities))}
+    return {"task": task, **verb.task_kind.result(verb, verb.decide(scores), probabilities)}
 
 
 # ---------------------------------------------------------------- talora predict

@@ -438,7 +438,7 @@ class _FinishReason:
 
     def __call__(self, engine: Engine, task: str, text: str) -> str:
         spec = engine.specs[task]
-        if spec.kind != "extraction" or not spec.max_new_tokens:
+        if spec.task_kind.ranks or not spec.max_new_tokens:
             return "stop"
         if self._tokenizer is None:
             self._tokenizer = copy.deepcopy(engine.backbone.tokenizer)
@@ -571,7 +571,7 @@ async def completions(request: Request):
         )
     spec = engine.specs[task]
     inputs = record_inputs(spec)
-    if spec.kind not in ("extraction", "classification") or list(inputs.values()) != ["string"]:
+    if not spec.task_kind.text_answer or list(inputs.values()) != ["string"]:
         raise ApiError(
             422,
             f"task {task!r} ({spec.kind}) takes the fields {', '.join(inputs)}; /v1/completions fills one "

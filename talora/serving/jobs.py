@@ -165,7 +165,7 @@ def parse_request(body, where: list[str] | None = None) -> Request:
         raise Refused(422, f"every example has the label {seen[0]!r}: a task needs at least two labels")
     template = body.get("template")
     if template is not None:
-        from ..tasks.base import template_fields
+        from ..tasks.templates import template_fields
 
         if not isinstance(template, str) or not template.strip():
             raise Refused(422, "field 'template' must be a non-empty string such as \"Review: {text}\\nSentiment:\"")

@@ -1,7 +1,8 @@
 """Tasks as text: examples, their prompt templates and label words, few-shot sampling and metrics.
 
-Kinds: classification, multiple_choice, regression and extraction (see ``base``); the JSONL
-loader maps every task type of the shared data folder onto them (see ``jsonl``).
+Kinds: classification, multiple_choice, regression and extraction (see ``kinds``; a new kind is a
+``TaskKind`` subclass there); the JSONL loader maps every task type of the shared data folder onto
+them (see ``jsonl``).
 
 Two sources of tasks share one interface: the embedded synthetic suite (``data_dir=None``) and a
 data folder in the ../shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``), or
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from . import jsonl, synthetic
 from .base import Example, Task, TaskSpec
-from .metrics import compute_metrics, majority_baseline, question_of
+from .kinds import TaskKind, compute_metrics, majority_baseline, task_kind
+from .metrics import question_of
 from .sampling import K_ALL, KS, SHOT_MODES, evaluation_split, few_shot, is_k, parse_k, sample_k_shot, scored_sample
 from .synthetic import SYNTHETIC_SOURCE_TASKS, SYNTHETIC_TARGET_TASKS
 
@@ -47,6 +49,8 @@ __all__ = [
     "Example",
     "TaskSpec",
     "Task",
+    "TaskKind",
+    "task_kind",
     "load_tasks",
     "describe_tasks",
     "check_tasks",

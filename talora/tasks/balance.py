@@ -23,9 +23,8 @@ import random
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Example, TaskSpec, template_fields
-
-PERTURBABLE_KINDS = ("classification", "regression")
+from .base import Example, TaskSpec
+from .templates import template_fields
 
 
 def read_synonyms(path: str | Path) -> dict[str, list[str]]:
@@ -87,7 +86,7 @@ def balance(
         return rng.sample(examples, max_examples)
     if not (min_examples and 0 < len(examples) < min_examples):
         return list(examples)
-    fields = template_fields(spec.template) if augment and spec.kind in PERTURBABLE_KINDS else set()
+    fields = template_fields(spec.template) if augment and spec.task_kind.perturbable else set()
     copies = []
     for i in range(min_examples - len(examples)):
         ex = rng.choice(examples)

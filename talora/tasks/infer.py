@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from .kinds import task_kind
 from .templates import regression_bins
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -459,11 +460,12 @@ class Guess:
         absent = [dst for dst, src in self.inputs.items() if src is None]
         if absent:
             text += f" (no {' or '.join(absent)}: left empty)"
-        if self.kind == "classification":
+        kind = task_kind(self.kind)
+        if kind.bins:
+            text += f"; scores binned as {', '.join(self.labels)} (from the {self.labels_from} range)"
+        elif kind.label_set:
             shown = ", ".join(self.labels[:8]) + (f", ... ({len(self.labels)})" if len(self.labels) > 8 else "")
             text += f"; labels from {self.labels_from}: {shown}"
-        elif self.kind == "regression":
-            text += f"; scores binned as {', '.join(self.labels)} (from the {self.labels_from} range)"
         return f"{text}; language {self.language}"
 
     # ------------------------------------------------------------ one record
@@ -680,7 +682,7 @@ def infer(
             if isinstance(a, dict) and "label" in a
         }
         guess.labels = tuple(declared_labels or sorted(values))
-    elif kind == "classification":
+    elif task_kind(kind).label_set:
         _class_labels(guess, train, declared_labels)
     return guess
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .base import Example, Task, TaskSpec, template_fields
+from .base import Example, Task, TaskSpec
 from .infer import (
     Guess,
     Record,
@@ -47,7 +47,8 @@ from .infer import (
     read_splits,
     seen_fields,
 )
-from .templates import TEMPLATES_FILE, listed_labels, prompting_for, regression_bins, score_range
+from .kinds import Classification, find_kind, task_kind
+from .templates import TEMPLATES_FILE, listed_labels, prompting_for, regression_bins, score_range, template_fields
 
 MANIFEST = "MANIFEST.json"
 
@@ -70,7 +71,6 @@ FORMS = {
 DERIVED = {"multi_answer": ("answer",), "multiple_choice": ("options",)}
 # Extraction forms: the field whose span is the answer.
 SPAN_FIELD = {"extractive_qa": "context", "span": "text"}
-OPTION_SEPARATOR = {"zh": "；"}
 BINARY = ["false", "true"]
 
 # (phrase in the manifest's `type`, kind, form); the first match wins, so the specific phrases come first.
@@ -122,23 +122,12 @@ def normalise_role(raw: str) -> str:
 
 
 def normalise_metric(raw: str, kind: str = "classification", form: str | None = None) -> str:
-    """The headline metric: fixed by the kind except for classification, where the manifest's first
-    words decide ("Accuracy (TPV: macro F1)" -> accuracy, "macro F1" or "F1 (...)" -> macro_f1,
-    "Matthews ..." -> matthews); MultiRC-style candidates are scored by F1a."""
-    if kind == "extraction":
-        return "span_f1"
-    if kind == "regression":
-        return "pearson"
-    if kind == "multiple_choice":
-        return "accuracy"
+    """The headline metric: the kind's reading of the manifest's (``TaskKind.metric_from``: fixed by the
+    kind but for classification); MultiRC-style candidates are scored by F1a. A type no kind knows
+    is read as a classifier's."""
     if form == "multi_answer":
         return "f1a"
-    text = raw.lower()
-    if text.startswith("matthews"):
-        return "matthews"
-    if text.startswith("accuracy") or "f1" not in text:
-        return "accuracy"
-    return "macro_f1"
+    return (find_kind(kind) or Classification()).metric_from(raw)
 
 
 def read_manifest(data_dir: Path) -> dict[str, dict]:
@@ -334,9 +323,9 @@ def check(data_dir: str | Path) -> list[dict]:
 
 def task_labels(entry: dict, kind: str, form: str) -> list[str]:
     name, where = entry["task"], entry["_where"]
-    if kind == "regression":
+    if task_kind(kind).bins:
         return listed_labels(name) or regression_bins(*score_range(str(entry.get("type", ""))))
-    if kind != "classification":
+    if not task_kind(kind).label_set:
         return []
     labels = entry.get("label_list") or (BINARY if form == "multi_answer" else None)
     if not labels or not all(isinstance(lab, str) for lab in labels):
@@ -349,7 +338,7 @@ def make_spec(entry: dict, guess: Guess | None = None) -> tuple[TaskSpec, str]:
     name = entry["task"]
     if guess is not None:
         kind, form, language = guess.kind, guess.form, guess.language
-        labels = (listed_labels(name) if kind == "regression" else []) or list(guess.labels)
+        labels = (listed_labels(name) if task_kind(kind).bins else []) or list(guess.labels)
     else:
         kind, form = kind_and_form(entry)
         if form is None:
@@ -382,7 +371,7 @@ def make_spec(entry: dict, guess: Guess | None = None) -> tuple[TaskSpec, str]:
         metric=normalise_metric(str(entry.get("metric", "")), kind, form),
         role=normalise_role(str(entry.get("role", ""))),
         span_field=SPAN_FIELD.get(form, ""),
-        max_new_tokens=prompting.max_new_tokens if kind == "extraction" else 0,
+        max_new_tokens=0 if task_kind(kind).ranks else prompting.max_new_tokens,
     )
     return spec, form
 
@@ -470,12 +459,12 @@ def parse_record(obj: dict, spec: TaskSpec, form: str, where: str) -> list[tuple
         index = _field(obj, "label", (int, str), where)
         if not str(index).isdigit() or int(index) >= len(choices):
             raise DataError(f"{where}: field 'label' is {index!r}, not the index of one of the {len(choices)} choices")
-        options = OPTION_SEPARATOR.get(spec.language, "; ").join(choices)
+        options = spec.task_kind.options(spec.language, choices)
         return [("", {**fields, "choices": list(choices), "options": options}, str(int(index)), ())]
     if form in SPAN_FIELD:
         label, golds, start = _spans(obj, form, where)
         return [("", {**fields, "answer_start": start}, label, golds)]
-    if spec.kind == "regression":
+    if spec.task_kind.bins:
         score = _field(obj, "label", (int, float), where)
         if not math.isfinite(score):
             raise DataError(f"{where}: field 'label' is {score!r}, not a finite score")
@@ -558,7 +547,7 @@ def infer_entry(data_dir: Path, entry: dict) -> tuple[Guess, Splits, dict[str, P
     )
     if discovered:
         label = guess.label_field
-        classes = guess.kind == "classification" and guess.form != "multi_answer" and label
+        classes = task_kind(guess.kind).per_class and guess.form != "multi_answer" and label
         hold_out_validation(splits, name, (lambda obj: repr(obj.get(label))) if classes else None)
     return guess, splits, files
 

@@ -1,7 +1,6 @@
-"""The papers' metrics, and the majority baseline every score is read against.
-
-``compute_metrics(spec, preds, golds)`` returns a dict whose key ``spec.metric`` is the headline
-(model selection, tables); related scores sit beside it:
+"""The papers' metrics. A task's kind picks them (``talora.tasks.kinds.compute_metrics``, which also
+holds the majority baseline every score is read against); the dict it returns holds the headline
+``spec.metric`` (model selection, tables), with related scores beside it:
 
 | metric | also reported | predictions | golds (per example: every acceptable answer) |
 |---|---|---|---|
@@ -30,25 +29,14 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
 from ..errors import DataError
-from .base import Example
-
-
-class Scored(Protocol):
-    """What scoring needs of a task: a TaskSpec and a predict.Verbalizer both qualify."""
-
-    kind: str
-    metric: str
-    labels: tuple[str, ...]
-    language: str
 
 
 def classification_metrics(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    _check(preds, golds)
+    check_predictions(preds, golds)
     # Labels outside the task's set (a malformed prediction) still count as wrong, through index -1.
     index = {lab: i for i, lab in enumerate(labels)}
     p = np.array([index.get(x, -1) for x in preds])
@@ -68,7 +56,7 @@ def classification_metrics(preds: Sequence[str], golds: Sequence[str], labels: S
 
 def matthews(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str]) -> float:
     """Matthews correlation over any number of classes (Gorodkin's R_K); 0 when undefined."""
-    _check(preds, golds)
+    check_predictions(preds, golds)
     index = {lab: i for i, lab in enumerate(labels)}
     k = len(labels) + 1  # one extra row/column for predictions outside the label set
     confusion = np.zeros((k, k))
@@ -98,7 +86,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 def pearson(preds: Sequence[float], golds: Sequence[float]) -> float:
     """Pearson's r; 0 when either side is constant (r is undefined there, and NaN would poison averages)."""
-    _check(preds, golds)
+    check_predictions(preds, golds)
     p, g = np.asarray(preds, dtype=np.float64), np.asarray(golds, dtype=np.float64)
     if not (np.isfinite(p).all() and np.isfinite(g).all()):
         raise DataError("correlation over non-finite values (NaN or inf among the predictions or golds)")
@@ -186,7 +174,7 @@ def span_exact(pred: str, gold: str, language: str) -> float:
 
 
 def span_metrics(preds: Sequence[str], golds: Sequence[Sequence[str]], language: str) -> dict[str, float]:
-    _check(preds, golds)
+    check_predictions(preds, golds)
     f1 = [max(span_f1(p, g, language) for g in gs) for p, gs in zip(preds, golds)]
     em = [max(span_exact(p, g, language) for g in gs) for p, gs in zip(preds, golds)]
     return {"span_f1": float(np.mean(f1)), "exact_match": float(np.mean(em))}
@@ -197,7 +185,7 @@ def f1a_metrics(
 ) -> dict[str, float]:
     """MultiRC: F1 of the positive class over all candidate answers, and the share of questions
     (``groups``) whose candidates are all judged right."""
-    _check(preds, golds)
+    check_predictions(preds, golds)
     if len(groups) != len(golds):
         raise DataError(f"{len(groups)} question ids for {len(golds)} candidate answers")
     p, g = np.asarray(preds, dtype=object) == positive, np.asarray(golds, dtype=object) == positive
@@ -218,27 +206,7 @@ def resolve_golds(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> list[
     return [p if p in gs else gs[0] for p, gs in zip(preds, golds)]
 
 
-def compute_metrics(
-    spec: Scored, preds: Sequence, golds: Sequence[Sequence[str]], groups: Sequence[str] | None = None
-) -> dict[str, float]:
-    """Metrics of one task; ``golds[i]`` lists every acceptable answer of example i (see the module doc)."""
-    _check(preds, golds)
-    if spec.kind == "extraction":
-        return span_metrics(preds, golds, spec.language)
-    if spec.kind == "regression":
-        return correlation_metrics([float(p) for p in preds], [float(g[0]) for g in golds])
-    gold = resolve_golds(preds, golds)
-    if spec.kind == "multiple_choice":
-        return {"accuracy": float(np.mean([p == g for p, g in zip(preds, gold)]))}
-    if spec.metric == "f1a":
-        return f1a_metrics(preds, gold, groups if groups is not None else [str(i) for i in range(len(gold))])
-    scores = classification_metrics(preds, gold, spec.labels)
-    if spec.metric == "matthews":
-        return {"matthews": matthews(preds, gold, spec.labels), **scores}
-    return scores
-
-
-def _check(preds: Sequence, golds: Sequence) -> None:
+def check_predictions(preds: Sequence, golds: Sequence) -> None:
     if len(preds) != len(golds):
         raise DataError(f"{len(preds)} predictions for {len(golds)} gold labels")
     if not len(golds):
@@ -248,21 +216,3 @@ def _check(preds: Sequence, golds: Sequence) -> None:
 def question_of(uid: str) -> str:
     """MultiRC candidates are ``<path>/<split>/<line>/<answer>``: the question is the line."""
     return uid.rsplit("/", 1)[0]
-
-
-def majority_baseline(spec: Scored, train: Sequence[Example], evaluation: Sequence[Example]) -> dict[str, float] | None:
-    """The metrics of always answering the train split's most frequent answer (regression: its mean
-    score); None for extraction, which has no answer to repeat."""
-    if spec.kind == "extraction":
-        return None
-    if not train:
-        raise DataError("majority baseline needs training examples to count labels")
-    golds = [ex.answers for ex in evaluation]
-    if spec.kind == "regression":
-        mean = float(np.mean([float(ex.label) for ex in train]))
-        return compute_metrics(spec, [mean] * len(evaluation), golds)
-    counts = Counter(ex.label for ex in train)
-    order = list(spec.labels) or sorted(counts)
-    # Ties go to the label listed first, so the baseline does not depend on example order.
-    majority = max(order, key=lambda lab: (counts[lab], -order.index(lab)))
-    return compute_metrics(spec, [majority] * len(evaluation), golds, [question_of(ex.uid) for ex in evaluation])

@@ -83,7 +83,7 @@ def few_shot(task: Task, k: int | str, seed: int, mode: str = "per_class") -> li
         raise DataError(f"task {task.spec.name!r}: every training example repeats an evaluation example")
     if k == K_ALL:
         return sample_k_shot(pool, len(pool), seed, per_class=False)
-    if mode == "per_class" and task.spec.kind == "classification":
+    if mode == "per_class" and task.spec.task_kind.per_class:
         return sample_k_shot(pool, k, seed, per_class=True, labels=task.spec.labels)
     return sample_k_shot(pool, k, seed, per_class=False)
 

@@ -7,6 +7,7 @@ label set), so a new folder in the same layout trains without any entry here.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,11 @@ from pathlib import Path
 import yaml
 
 TEMPLATES_FILE = Path(__file__).with_name("templates.yaml")
+
+
+def template_fields(template: str) -> set[str]:
+    """Names a ``str.format`` template refers to (so examples keep only the fields a prompt uses)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
 @dataclass(frozen=True)
