@@ -46,6 +46,7 @@ demo: venv
 test: venv lower
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 	$(LOWER)/bin/python -m pytest -q -m "not slow" $(LOWER_TESTS)
 

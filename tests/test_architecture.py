@@ -1,6 +1,7 @@
 """Rules of the package's shape that a server and N processes depend on, checked on its source:
-no module-level mutable state, no import cycle, configs readable without torch, the reference
-config in step with the dataclasses."""
+no module-level mutable state, configs readable without torch, the reference config in step with
+the dataclasses. The layers and the absence of import cycles are import-linter contracts
+(pyproject.toml, run by `lint-imports` in `make test`)."""
 
 from __future__ import annotations
 
@@ -108,54 +109,6 @@ def test_no_module_level_mutable_state():
 def test_the_state_rule_catches_a_module_cache():
     tree = ast.parse("_CACHE = {}\n\ndef get(k):\n    _CACHE[k] = 1\n    global X\n")
     assert len(_state_problems("m", tree)) == 3
-
-
-def _imports(name: str, tree: ast.Module, modules: set[str]) -> set[str]:
-    """Modules of the package that ``name`` imports anywhere, except under ``if TYPE_CHECKING``."""
-    package = name if any(m.startswith(name + ".") for m in modules) else name.rpartition(".")[0]
-    found = set()
-    skip = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for n in ast.walk(node)
-    }
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            candidates = [base] + [f"{base}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found |= {c for c in candidates if c in modules and c != name}
-    return found
-
-
-def test_no_import_cycle():
-    trees = _modules()
-    graph = {name: _imports(name, tree, set(trees)) for name, tree in trees.items()}
-    assert graph["talora.core.forward"] >= {"talora.core.backbone", "talora.core.batching"}  # the graph is read at all
-    cycles, state = [], {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = "open"
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == "open":
-                cycles.append(" -> ".join(path[path.index(nxt) :] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
-            elif nxt not in state:
-                visit(nxt, path + [node])
-        state[node] = "done"
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [])
-    assert not cycles, "\n".join(cycles)
 
 
 def test_reading_a_config_does_not_import_torch(tmp_path):
