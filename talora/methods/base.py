@@ -320,6 +320,25 @@ class WholeSetMethod(Method):
         return {"shared": 0, "per_task": sum(p.numel() for p in self.parameters())}
 
 
+class PerTaskPrompt:
+    """For methods (listed before ``Method`` among the bases) whose one per-task tensor is an input
+    prompt stacked on axis 0, ``per_task_tensor`` (T, m, d): what one task trains and stores, its
+    slice of an adapter, and the merge of such slices. A subclass that adds per-task tensors of its
+    own must extend ``task_slice`` and ``merge_tasks``."""
+
+    per_task_tensor: ClassVar[str]
+
+    def trainable_parameters(self) -> dict[str, int]:
+        return {"shared": 0, "per_task": self.config.length * self.hidden}
+
+    def task_slice(self, name: str) -> Method:
+        return slice_task(self, name, {self.per_task_tensor: 0})
+
+    @classmethod
+    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> Method | None:
+        return merge_task_axes(methods, {cls.per_task_tensor: 0})
+
+
 class NoPrompt(Method):
     """The frozen model with the task's template and nothing learned: the zero-shot floor."""
 

@@ -23,10 +23,10 @@ from torch import nn
 
 from ..core.attention import LayerPrompts
 from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
 from .base import (
     Method,
     PromptConfig,
-    PromptInputs,
     TargetContext,
     deep_vocab_init,
     merge_task_axes,

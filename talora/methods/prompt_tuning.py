@@ -15,15 +15,14 @@ import torch
 from torch import nn
 
 from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
 from .base import (
     Method,
-    PromptInputs,
+    PerTaskPrompt,
     Shapes,
     SoftPromptConfig,
     TargetContext,
-    merge_task_axes,
     register,
-    slice_task,
     vocab_init,
 )
 
@@ -44,9 +43,10 @@ def single_task_prompts(cfg, backbone: Backbone, task_names: list[str]) -> Promp
 
 
 @register
-class PromptTuning(Method):
+class PromptTuning(PerTaskPrompt, Method):
     name = "prompt_tuning"
     config_cls = PromptTuningConfig
+    per_task_tensor = "prompt"  # SPoT-retrieval, a subclass, adds no per-task tensor of its own
 
     def __init__(self, config: PromptTuningConfig, backbone: Backbone, task_names: list[str], state=None):
         super().__init__(config, backbone, task_names, state)
@@ -64,17 +64,6 @@ class PromptTuning(Method):
     def for_target(self, target: TargetContext) -> PromptTuning:
         return PromptTuning(self.config, target.backbone, [target.task_name])
 
-    def trainable_parameters(self) -> dict[str, int]:
-        return {"shared": 0, "per_task": self.config.length * self.hidden}
-
     @classmethod
     def parameter_formula(cls) -> str:
         return "per task m*d"
-
-    # A subclass that adds per-task tensors of its own must extend these (SPoT-retrieval adds none).
-    def task_slice(self, name: str) -> PromptTuning:
-        return slice_task(self, name, {"prompt": 0})
-
-    @classmethod
-    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> PromptTuning | None:
-        return merge_task_axes(methods, {"prompt": 0})

@@ -21,16 +21,15 @@ import torch
 from torch import nn
 
 from ..core.backbone import Backbone
+from ..core.prompts import PromptInputs
 from ..errors import ConfigError
 from .base import (
     Method,
-    PromptInputs,
+    PerTaskPrompt,
     Shapes,
     SoftPromptConfig,
     TargetContext,
-    merge_task_axes,
     register,
-    slice_task,
     vocab_init,
 )
 from .tpv_math import apply_vectors
@@ -96,10 +95,12 @@ class TPVState:
 
 
 @register
-class TPV(Method):
+class TPV(PerTaskPrompt, Method):
     name = "tpv"
     config_cls = TPVConfig
     state_cls = TPVState
+    # The initialisation is shared; a target built on another one (target_init_seed) is not merged.
+    per_task_tensor = "tpv"
 
     def __init__(self, config: TPVConfig, backbone: Backbone, task_names: list[str], state: TPVState | None = None):
         super().__init__(config, backbone, task_names, state)
@@ -171,17 +172,6 @@ class TPV(Method):
         new.state.lambdas = {self.task_names[s]: lam for s, lam in zip(sources, lambdas)}
         return new
 
-    def trainable_parameters(self) -> dict[str, int]:
-        return {"shared": 0, "per_task": self.config.length * self.hidden}
-
     @classmethod
     def parameter_formula(cls) -> str:
         return "per task m*d (the TPV; the shared init is stored, not trained)"
-
-    # The initialisation is shared; a target built on another one (target_init_seed) is not merged.
-    def task_slice(self, name: str) -> TPV:
-        return slice_task(self, name, {"tpv": 0})
-
-    @classmethod
-    def merge_tasks(cls, methods: list[Method], backbone: Backbone) -> TPV | None:
-        return merge_task_axes(methods, {"tpv": 0})
