@@ -1,6 +1,7 @@
 """Ranking multi-token label words: each prompt run once and its candidates scored from its key/value cache
 (``score_candidates``) against the reference that runs every (example, label) pair in full
-(``score_candidates_by_expansion``), on one classification task whose 10 label words are all several tokens long.
+(``score_candidates_by_expansion`` of tests/reference_scores.py), on one classification task whose 10 label
+words are all several tokens long.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/rank_speed.py --model embedded --examples 32
 
@@ -15,15 +16,21 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from talora.core.backbone import load_backbone
 from talora.core.batching import encode
-from talora.core.predict import Verbalizer, score_candidates, score_candidates_by_expansion
+from talora.core.predict import Verbalizer, score_candidates
 from talora.methods.talora import TALoRA, TALoRAConfig
 from talora.tasks import Example, TaskSpec
+
+# The reference scorer lives with the tests that check score_candidates against it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_scores import score_candidates_by_expansion  # noqa: E402
 
 LABELS = (
     " meteorology",

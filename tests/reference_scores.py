@@ -1,5 +1,5 @@
-"""A recipe's accuracy recomputed the slow, obvious way (``from reference_scores import ...``), so tests
-check a reported score against a known value instead of a range.
+"""A recipe's accuracy, and candidates' scores, recomputed the slow, obvious way (``from reference_scores
+import ...``), so tests check a reported score against a known value instead of a range.
 
 Each example is encoded again from the task's file, each label word is appended to it in turn, the
 model runs once per (example, word) pair on the full sequence, and the word with the highest summed
@@ -9,13 +9,17 @@ so a mistake in the split, the cap, the task id, the verbaliser or the metric sh
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from talora import tasks as T
 from talora.adapters.files import load_adapter
-from talora.core.batching import encode, prompt_batch
+from talora.core.batching import answer_batch, encode, prompt_batch
+from talora.core.forward import hidden_at, output_head
+from talora.core.predict import RANK_ROWS
 
 
 def full_logit_accuracy(backbone, method, items, words=None, labels=None) -> float:
@@ -55,3 +59,25 @@ def adapter_accuracy(backbone, adapter: Path, task: str, split: str, max_length:
         tuple(backbone.tokenizer(spec.label_words[lab], add_special_tokens=False)["input_ids"]) for lab in spec.labels
     ]
     return full_logit_accuracy(backbone, method, items, words, list(spec.labels))
+
+
+def score_candidates_by_expansion(
+    backbone, method, items, candidates: list[tuple[tuple[int, ...], ...]], lower=None
+) -> list[torch.Tensor]:
+    """The reference for ``talora.core.predict.score_candidates`` on multi-token candidates (also timed
+    by benchmarks/rank_speed.py): every (example, candidate) pair runs as its own full-length row
+    (prompt + candidate), so the prompt is recomputed once per candidate. Same scores, no shortcut."""
+    pad = backbone.tokenizer.pad_token_id
+    weight, bias = output_head(backbone)
+    expanded = [replace(e, answer=c) for e, cs in zip(items, candidates) for c in cs]
+    per_row = torch.zeros(len(expanded))
+    for start in range(0, len(expanded), RANK_ROWS):
+        batch = answer_batch(expanded[start : start + RANK_ROWS], pad)
+        logprobs = F.linear(hidden_at(backbone, method, batch, lower), weight, bias).float().log_softmax(-1).cpu()
+        token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
+        per_row.index_add_(0, batch.rows + start, token_scores)
+    out, start = [], 0
+    for cs in candidates:
+        out.append(per_row[start : start + len(cs)])
+        start += len(cs)
+    return out

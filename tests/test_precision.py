@@ -125,7 +125,9 @@ def test_an_adapter_moves_between_bf16_and_fp32(tiny_models, tmp_path, train_dty
 
 
 def test_ranking_and_generation_run_on_a_bf16_model():
-    from talora.core.predict import generate, score_candidates, score_candidates_by_expansion
+    from reference_scores import score_candidates_by_expansion
+
+    from talora.core.predict import generate, score_candidates
 
     backbone = make_backbone("qwen3")
     backbone.model.to(torch.bfloat16)

@@ -9,11 +9,12 @@ import contextlib
 import pytest
 import torch
 from conftest import FAMILIES, make_backbone
+from reference_scores import score_candidates_by_expansion
 from test_generation import _examples, _specs
 
 from talora.core import predict as predict_mod
 from talora.core.batching import Encoded, encode
-from talora.core.predict import Verbalizer, evaluate, predict, score_candidates, score_candidates_by_expansion
+from talora.core.predict import Verbalizer, evaluate, predict, score_candidates
 from talora.methods.attempt import ATTEMPT, ATTEMPTConfig
 from talora.methods.base import NoPrompt
 from talora.methods.deep_prompt_tuning import DeepPromptTuning, DeepPromptTuningConfig

@@ -23,7 +23,7 @@ from ..tasks.base import Example
 from ..tasks.kinds import LABEL_SCORING, STOP, TaskKind, task_kind
 from ..tasks.templates import template_fields
 from .backbone import Backbone
-from .batching import Encoded, answer_batch, encode, prompt_batch
+from .batching import Encoded, encode, prompt_batch
 from .forward import compute_precision, hidden_at, output_head, prefix_left_padded
 
 if TYPE_CHECKING:
@@ -272,32 +272,6 @@ def _score_after_prompt(
         picked = hidden[rows_t.to(dev), torch.tensor(cols, device=dev)]
         logprobs = F.linear(picked, weight, bias).float().log_softmax(-1).cpu()
         per_row.index_add_(0, rows_t, logprobs.gather(1, torch.tensor(targets)[:, None])[:, 0])
-    out, start = [], 0
-    for cs in candidates:
-        out.append(per_row[start : start + len(cs)])
-        start += len(cs)
-    return out
-
-
-def score_candidates_by_expansion(
-    backbone: Backbone,
-    method: Prompter,
-    items: list[Encoded],
-    candidates: list[tuple[tuple[int, ...], ...]],
-    lower: LowerLayerCaches | None = None,
-) -> list[torch.Tensor]:
-    """The reference for ``score_candidates`` on multi-token candidates, kept for tests/test_ranking.py
-    and benchmarks/rank_speed.py only: every (example, candidate) pair runs as its own full-length row
-    (prompt + candidate), so the prompt is recomputed once per candidate. Same scores, no shortcut."""
-    pad = backbone.tokenizer.pad_token_id
-    weight, bias = output_head(backbone)
-    expanded = [replace(e, answer=c) for e, cs in zip(items, candidates) for c in cs]
-    per_row = torch.zeros(len(expanded))
-    for start in range(0, len(expanded), RANK_ROWS):
-        batch = answer_batch(expanded[start : start + RANK_ROWS], pad)
-        logprobs = F.linear(hidden_at(backbone, method, batch, lower), weight, bias).float().log_softmax(-1).cpu()
-        token_scores = logprobs.gather(1, batch.targets[:, None])[:, 0]
-        per_row.index_add_(0, batch.rows + start, token_scores)
     out, start = [], 0
     for cs in candidates:
         out.append(per_row[start : start + len(cs)])
