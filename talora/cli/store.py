@@ -104,7 +104,7 @@ def _store_adapt(args, store) -> None:
     progress bar. Everything is checked before the model is loaded."""
     from ..core.backbone import load_backbone
     from ..serving.jobs import JobManager
-    from ..tasks.infer import read_records
+    from ..tasks.records import read_records
 
     path = Path(args.examples)
     if path.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):

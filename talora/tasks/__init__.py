@@ -7,7 +7,7 @@ them (see ``jsonl``).
 Two sources of tasks share one interface: the embedded synthetic suite (``data_dir=None``) and a
 data folder in the ../shared/data layout (``MANIFEST.json`` + ``<lang>/<task>/<split>.jsonl``), or
 one without a manifest (a folder per task, or a single .jsonl/.json/.csv/.tsv/.parquet file) whose
-tasks are inferred from their records (see ``infer`` and docs/data.md).
+tasks are read by ``records`` and inferred from their records by ``infer`` (docs/data.md).
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ the field names of its ``format``). Records become examples as follows:
 * regression (STS-B): label = the score, written as a float.
 
 A task the manifest does not describe (its type and format name no known kind), every task of a folder
-without ``MANIFEST.json`` and a single data file are read through ``infer``: the kind, the file's fields,
-the labels and the language come from the records, and a note says what was inferred.
+without ``MANIFEST.json`` and a single data file are read through ``records`` (files and splits) and
+``infer``: the kind, the file's fields, the labels and the language come from the records, and a note
+says what was inferred.
 """
 
 from __future__ import annotations
@@ -34,20 +35,9 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Example, Task, TaskSpec
-from .infer import (
-    Guess,
-    Record,
-    Splits,
-    UnknownKind,
-    discover,
-    hold_out_validation,
-    infer,
-    layout_hint,
-    read_records,
-    read_splits,
-    seen_fields,
-)
+from .infer import Guess, UnknownKind, infer, seen_fields
 from .kinds import Classification, find_kind, task_kind
+from .records import Record, Splits, discover, hold_out_validation, layout_hint, read_records, read_splits
 from .templates import TEMPLATES_FILE, listed_labels, prompting_for, regression_bins, score_range, template_fields
 
 MANIFEST = "MANIFEST.json"
