@@ -42,6 +42,10 @@ def test_wheel_installs_beside_an_existing_torch(tmp_path):
 
     with zipfile.ZipFile(wheel) as z:
         meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+        shipped = set(z.namelist())
+    data = [p for p in (REPO / "talora").rglob("*") if p.is_file() and p.suffix in (".yaml", ".json")]
+    missing = [str(p.relative_to(REPO)) for p in data if p.relative_to(REPO).as_posix() not in shipped]
+    assert len(data) > 10 and not missing, f"package data left out of the wheel: {missing}"
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     core = [r for r in requires if "extra ==" not in r]
     assert any(r.startswith("torch") for r in core) and any(r.startswith("transformers") for r in core)

@@ -1,4 +1,5 @@
-"""The embedded synthetic suite: ten small English classification tasks generated from word lists.
+"""The embedded synthetic suite: ten small English classification tasks generated from word lists
+(talora/tasks/synthetic.json).
 
 Sources and targets come in families, so a target shares a skill with some source but differs in
 template, label words, vocabulary or label set, which is what transfer between tasks should exploit.
@@ -33,38 +34,26 @@ Those figures came from a one-off script, not kept; the in-repo way to re-measur
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from ..errors import DataError
 from .base import Example, Task, TaskSpec
 
 SUITE_SEED = 2024
 DEFAULT_SIZES = {"train": 400, "validation": 100, "test": 100}
+# The word lists every generator draws from, by name. Examples are seeded draws by position, so
+# reordering or editing a list changes the tasks that use it.
+WORDS_FILE = Path(__file__).with_name("synthetic.json")
+Words = Mapping[str, Any]
 
-NAMES = (
-    "Anna",
-    "Ben",
-    "Carla",
-    "David",
-    "Emma",
-    "Frank",
-    "Grace",
-    "Henry",
-    "Iris",
-    "Jack",
-    "Kate",
-    "Leo",
-    "Maria",
-    "Nick",
-    "Olivia",
-    "Paul",
-    "Rosa",
-    "Sam",
-    "Tina",
-    "Victor",
-)
-TIMES = ("yesterday", "last week", "on Monday", "this morning", "on Friday", "last night", "today", "over the weekend")
+
+def read_words() -> Words:
+    """The word lists, read afresh: each ``generate`` reads them once (no module-level cache)."""
+    return json.loads(WORDS_FILE.read_text(encoding="utf-8"))
 
 
 def article(noun: str) -> str:
@@ -72,62 +61,9 @@ def article(noun: str) -> str:
 
 
 # ------------------------------------------------------------------ sentiment
-FILM_PARTS = (
-    "plot",
-    "acting",
-    "script",
-    "soundtrack",
-    "ending",
-    "cast",
-    "dialogue",
-    "story",
-    "camera work",
-    "pacing",
-    "film",
-    "movie",
-    "sequel",
-    "lead performance",
-    "final scene",
-)
-FILM_ADJ = {
-    "positive": (
-        "wonderful",
-        "brilliant",
-        "moving",
-        "superb",
-        "delightful",
-        "gripping",
-        "charming",
-        "excellent",
-        "beautiful",
-        "hilarious",
-        "touching",
-        "fantastic",
-        "clever",
-        "stunning",
-    ),
-    "negative": (
-        "boring",
-        "awful",
-        "dull",
-        "terrible",
-        "messy",
-        "predictable",
-        "painful",
-        "weak",
-        "clumsy",
-        "lifeless",
-        "tedious",
-        "dreadful",
-        "silly",
-        "bland",
-    ),
-}
-
-
-def movie_review(rng: random.Random, label: str) -> dict[str, str]:
-    part, other = rng.sample(FILM_PARTS, 2)
-    adj, adj2 = rng.sample(FILM_ADJ[label], 2)
+def movie_review(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    part, other = rng.sample(w["film_parts"], 2)
+    adj, adj2 = rng.sample(w["film_adj"][label], 2)
     text = rng.choice(
         (
             f"The {part} was {adj}.",
@@ -139,268 +75,32 @@ def movie_review(rng: random.Random, label: str) -> dict[str, str]:
     return {"text": text}
 
 
-PRODUCTS = (
-    "phone",
-    "blender",
-    "vacuum cleaner",
-    "pair of headphones",
-    "kettle",
-    "backpack",
-    "keyboard",
-    "charger",
-    "mattress",
-    "toaster",
-    "desk lamp",
-    "printer",
-    "speaker",
-    "drill",
-    "watch",
-)
-PRODUCT_PHRASES = {
-    "good": (
-        "works perfectly",
-        "is sturdy and reliable",
-        "arrived quickly and works great",
-        "exceeded my expectations",
-        "is worth every penny",
-        "feels solid",
-        "is easy to use",
-        "still runs like new",
-        "does exactly what it promises",
-    ),
-    "bad": (
-        "broke after a week",
-        "stopped working",
-        "feels cheap and flimsy",
-        "arrived damaged",
-        "is a waste of money",
-        "is far too noisy",
-        "keeps overheating",
-        "fell apart",
-        "never worked properly",
-    ),
-}
-PRODUCT_TAILS = {
-    "good": ("", " Five stars.", " Highly recommended.", " I love it.", " Would buy again."),
-    "bad": ("", " One star.", " Do not buy.", " Very disappointed.", " I want a refund."),
-}
-
-
-def product_review(rng: random.Random, label: str) -> dict[str, str]:
-    product, phrase = rng.choice(PRODUCTS), rng.choice(PRODUCT_PHRASES[label])
+def product_review(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    product, phrase = rng.choice(w["products"]), rng.choice(w["product_phrases"][label])
     opening = rng.choice((f"This {product}", f"The {product} I ordered", f"My new {product}"))
-    return {"text": f"{opening} {phrase}.{rng.choice(PRODUCT_TAILS[label])}"}
+    return {"text": f"{opening} {phrase}.{rng.choice(w['product_tails'][label])}"}
 
 
 # ------------------------------------------------------------------ topic
-NEWS = {  # topic -> (subjects, past-tense verbs, objects)
-    "sports": (
-        (
-            "The coach",
-            "The striker",
-            "The home team",
-            "The goalkeeper",
-            "The captain",
-            "The tennis star",
-            "The young sprinter",
-            "The league champions",
-        ),
-        ("won", "lost", "celebrated", "played", "trained for", "prepared for"),
-        (
-            "the final match",
-            "the championship",
-            "the derby",
-            "the title race",
-            "the cup game",
-            "the marathon",
-            "the season opener",
-        ),
-    ),
-    "politics": (
-        (
-            "The senator",
-            "The prime minister",
-            "The parliament",
-            "The governor",
-            "The opposition party",
-            "The mayor",
-            "The president",
-            "The cabinet",
-        ),
-        ("debated", "voted on", "announced", "rejected", "proposed", "signed"),
-        (
-            "a new tax law",
-            "the election reform",
-            "the budget bill",
-            "a peace treaty",
-            "the immigration policy",
-            "the referendum",
-            "the new constitution",
-        ),
-    ),
-    "science": (
-        (
-            "The researchers",
-            "The biologist",
-            "The physics lab",
-            "The astronomers",
-            "The chemist",
-            "The space agency",
-            "The university team",
-            "The geologists",
-        ),
-        ("discovered", "published", "studied", "measured", "tested", "observed"),
-        (
-            "a new species of frog",
-            "a distant galaxy",
-            "the quantum experiment",
-            "a cancer vaccine",
-            "the DNA sequence",
-            "a comet",
-            "the climate data",
-        ),
-    ),
-    "business": (
-        (
-            "The company",
-            "The bank",
-            "The startup",
-            "The investors",
-            "The retailer",
-            "The chief executive",
-            "The shareholders",
-            "The car maker",
-        ),
-        ("reported", "announced", "cut", "raised", "approved", "celebrated"),
-        (
-            "record quarterly profits",
-            "its stock price",
-            "a merger deal",
-            "the sales forecast",
-            "a new factory",
-            "the dividend",
-            "the annual revenue",
-        ),
-    ),
-}
+def news_article(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    # news: topic -> (subjects, past-tense verbs, objects)
+    subjects, verbs, objects = w["news"][label]
+    return {"text": f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(w['times'])}."}
 
 
-def news_article(rng: random.Random, label: str) -> dict[str, str]:
-    subjects, verbs, objects = NEWS[label]
-    return {"text": f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(TIMES)}."}
-
-
-HEADLINES = {  # topic -> (subjects, present-tense verbs agreeing with them, objects)
-    "sports": (
-        (
-            "Striker",
-            "Goalkeeper",
-            "Olympic sprinter",
-            "Tennis champion",
-            "Home team",
-            "Veteran boxer",
-            "Rookie pitcher",
-            "Cycling star",
-        ),
-        ("wins", "loses", "clinches", "misses", "dominates"),
-        ("cup final", "league title", "gold medal", "season opener", "derby match", "grand slam", "world championship"),
-    ),
-    "business": (
-        (
-            "Tech giant",
-            "Local bank",
-            "Car maker",
-            "Retail chain",
-            "Oil company",
-            "Startup",
-            "Airline",
-            "Investment firm",
-        ),
-        ("posts", "reports", "cuts", "announces", "doubles"),
-        (
-            "record profits",
-            "quarterly earnings",
-            "hundreds of jobs",
-            "merger deal",
-            "share buyback",
-            "price hike",
-            "sales forecast",
-        ),
-    ),
-    "science": (
-        (
-            "Astronomers",
-            "Biologists",
-            "Physicists",
-            "Geologists",
-            "Researchers",
-            "Chemists",
-            "Climate scientists",
-            "Space engineers",
-        ),
-        ("find", "map", "detect", "confirm", "reveal"),
-        (
-            "new planet",
-            "ancient fossil",
-            "gene mutation",
-            "black hole",
-            "deep sea species",
-            "new element",
-            "ice age evidence",
-        ),
-    ),
-}
-
-
-def headline(rng: random.Random, label: str) -> dict[str, str]:
-    subjects, verbs, objects = HEADLINES[label]
+def headline(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    # headlines: topic -> (subjects, present-tense verbs agreeing with them, objects)
+    subjects, verbs, objects = w["headlines"][label]
     prefix = rng.choice(("", "BREAKING: ", "Update: ", "Report: "))
     suffix = rng.choice(("", " in surprise move", " after long wait", " this weekend"))
     return {"text": f"{prefix}{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}{suffix}"}
 
 
 # ------------------------------------------------------------------ matching
-VERB_SYNONYMS = (
-    ("fix", "repair"),
-    ("buy", "purchase"),
-    ("clean", "wash"),
-    ("find", "locate"),
-    ("choose", "pick"),
-    ("get", "obtain"),
-    ("assemble", "put together"),
-    ("protect", "look after"),
-)
-THINGS = (
-    "bike",
-    "laptop",
-    "car",
-    "phone",
-    "sofa",
-    "kitchen sink",
-    "garden fence",
-    "printer",
-    "coffee machine",
-    "washing machine",
-    "camera",
-    "guitar",
-    "tent",
-    "watch",
-    "jacket",
-    "carpet",
-)
-QUESTION_FRAMES = (
-    "How do I {v} {o}?",
-    "What is the best way to {v} {o}?",
-    "Where can I {v} {o}?",
-    "How can I {v} {o} quickly?",
-    "Is it hard to {v} {o}?",
-)
-
-
-def question_pair(rng: random.Random, label: str) -> dict[str, str]:
-    verbs, (frame_a, frame_b) = rng.choice(VERB_SYNONYMS), rng.sample(QUESTION_FRAMES, 2)
+def question_pair(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    verbs, (frame_a, frame_b) = rng.choice(w["verb_synonyms"]), rng.sample(w["question_frames"], 2)
     verb_a, verb_b = rng.sample(verbs, 2)
-    thing_a, other = rng.sample(THINGS, 2)
+    thing_a, other = rng.sample(w["things"], 2)
     thing_b = thing_a if label == "yes" else other
     return {
         "text_a": frame_a.format(v=verb_a, o=article(thing_a)),
@@ -408,24 +108,11 @@ def question_pair(rng: random.Random, label: str) -> dict[str, str]:
     }
 
 
-PAST_SYNONYMS = (
-    ("bought", "purchased"),
-    ("fixed", "repaired"),
-    ("cleaned", "washed"),
-    ("found", "located"),
-    ("chose", "picked"),
-    ("built", "constructed"),
-    ("received", "got"),
-    ("lost", "misplaced"),
-    ("sold", "got rid of"),
-)
-
-
-def paraphrase(rng: random.Random, label: str) -> dict[str, str]:
-    verb_a, verb_b = rng.sample(rng.choice(PAST_SYNONYMS), 2)
-    name, other_name = rng.sample(NAMES, 2)
-    thing, other_thing = rng.sample(THINGS, 2)
-    when = rng.choice(TIMES)
+def paraphrase(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    verb_a, verb_b = rng.sample(rng.choice(w["past_synonyms"]), 2)
+    name, other_name = rng.sample(w["names"], 2)
+    thing, other_thing = rng.sample(w["things"], 2)
+    when = rng.choice(w["times"])
     name_b, thing_b = name, thing
     if label == "different":
         if rng.random() < 0.5:
@@ -438,31 +125,14 @@ def paraphrase(rng: random.Random, label: str) -> dict[str, str]:
     }
 
 
-CATEGORIES = {  # hypernym (with article) -> hyponyms; the groups are disjoint so a wrong hypernym is wrong
-    "an animal": ("dog", "cat", "horse", "rabbit", "lion", "tiger", "cow", "sheep", "fox", "bear", "wolf"),
-    "a vehicle": ("car", "bus", "truck", "bicycle", "motorcycle", "train", "van", "taxi", "tractor"),
-    "a fruit": ("apple", "banana", "orange", "pear", "mango", "peach", "cherry", "lemon", "plum"),
-    "a musical instrument": ("piano", "guitar", "violin", "drum", "flute", "trumpet", "harp", "cello"),
-    "a tool": ("hammer", "axe", "wrench", "drill", "screwdriver", "shovel", "chisel"),
-    "a flower": ("rose", "tulip", "daisy", "lily", "sunflower", "orchid", "poppy"),
-    "a piece of furniture": ("chair", "table", "sofa", "bed", "desk", "shelf", "wardrobe"),
-}
-SCENES = (  # (statement, its negation)
-    ("{n} saw {x} in the park.", "{n} did not see {x} in the park."),
-    ("{n} drew {x} {t}.", "{n} did not draw {x} {t}."),
-    ("{n} talked about {x} {t}.", "{n} never talked about {x} {t}."),
-    ("There was {x} near the house.", "There was not {x} near the house."),
-    ("{n} took a photo of {x} {t}.", "{n} did not take a photo of {x} {t}."),
-    ("{n} dreamed about {x}.", "{n} never dreamed about {x}."),
-)
-
-
-def hypernym_pair(rng: random.Random, label: str) -> dict[str, str]:
+def hypernym_pair(rng: random.Random, label: str, w: Words) -> dict[str, str]:
     # "no" is half a wrong category, half a negation: 135M models barely know is-a relations
     # unprompted, and the negation half keeps the task learnable within a few dozen steps.
-    right, wrong = rng.sample(sorted(CATEGORIES), 2)
-    (scene, negated), name, when = rng.choice(SCENES), rng.choice(NAMES), rng.choice(TIMES)
-    premise = scene.format(n=name, x=article(rng.choice(CATEGORIES[right])), t=when)
+    # categories: hypernym (with article) -> hyponyms, in disjoint groups so that a wrong hypernym is
+    # wrong; scenes: (statement, its negation).
+    right, wrong = rng.sample(sorted(w["categories"]), 2)
+    (scene, negated), name, when = rng.choice(w["scenes"]), rng.choice(w["names"]), rng.choice(w["times"])
+    premise = scene.format(n=name, x=article(rng.choice(w["categories"][right])), t=when)
     if label == "yes":
         hypothesis = scene.format(n=name, x=right, t=when)
     elif rng.random() < 0.5:
@@ -472,162 +142,29 @@ def hypernym_pair(rng: random.Random, label: str) -> dict[str, str]:
     return {"text_a": premise, "text_b": hypothesis}
 
 
-ANIMALS = (
-    "dog",
-    "cat",
-    "horse",
-    "rabbit",
-    "lion",
-    "tiger",
-    "cow",
-    "sheep",
-    "fox",
-    "bear",
-    "wolf",
-    "deer",
-    "goat",
-    "mouse",
-    "elephant",
-    "monkey",
-    "zebra",
-    "giraffe",
-    "donkey",
-    "camel",
-    "owl",
-    "duck",
-    "eagle",
-    "frog",
-    "turtle",
-    "snake",
-    "squirrel",
-    "hamster",
-    "parrot",
-    "penguin",
-)
-OBJECTS = (
-    "chair",
-    "table",
-    "lamp",
-    "cup",
-    "bottle",
-    "spoon",
-    "book",
-    "pencil",
-    "clock",
-    "hammer",
-    "bucket",
-    "pillow",
-    "mirror",
-    "basket",
-    "umbrella",
-    "kettle",
-    "candle",
-    "key",
-    "plate",
-    "shoe",
-    "hat",
-    "box",
-    "bowl",
-    "brush",
-    "blanket",
-    "ladder",
-    "rope",
-    "jar",
-    "wallet",
-    "backpack",
-)
-PLAIN_ADJ = (
-    "small",
-    "big",
-    "old",
-    "brown",
-    "white",
-    "black",
-    "grey",
-    "tiny",
-    "huge",
-    "lovely",
-    "dirty",
-    "strange",
-    "pretty",
-    "ugly",
-    "heavy",
-    "ordinary",
-)
-
-
-def category_phrase(rng: random.Random, label: str) -> dict[str, str]:
-    noun = rng.choice(ANIMALS if label == "animal" else OBJECTS)
-    return {"text": f"{rng.choice(('a', 'the', 'one'))} {rng.choice(PLAIN_ADJ)} {noun}"}
+def category_phrase(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    noun = rng.choice(w["animals"] if label == "animal" else w["objects"])
+    return {"text": f"{rng.choice(('a', 'the', 'one'))} {rng.choice(w['plain_adj'])} {noun}"}
 
 
 # ------------------------------------------------------------------ emotion
-FEELINGS = {
-    "joy": ("happy", "delighted", "thrilled", "cheerful", "overjoyed", "glad", "elated"),
-    "anger": ("angry", "furious", "annoyed", "outraged", "irritated", "livid", "enraged"),
-    "fear": ("scared", "terrified", "afraid", "frightened", "nervous", "panicked", "alarmed"),
-    "sadness": ("sad", "heartbroken", "miserable", "gloomy", "sorrowful", "devastated", "unhappy"),
-}
-EVENTS = (
-    "the letter arrived",
-    "the phone rang",
-    "the train stopped",
-    "the door opened",
-    "the results came out",
-    "the meeting ended",
-    "the lights went out",
-    "the news was announced",
-    "the guests left",
-    "the storm began",
-)
-
-
-def emotion_sentence(rng: random.Random, label: str) -> dict[str, str]:
-    name, feeling, event = rng.choice(NAMES), rng.choice(FEELINGS[label]), rng.choice(EVENTS)
+def emotion_sentence(rng: random.Random, label: str, w: Words) -> dict[str, str]:
+    name, feeling, event = rng.choice(w["names"]), rng.choice(w["feelings"][label]), rng.choice(w["events"])
     text = rng.choice(
         (
             f"{name} felt {feeling} when {event}.",
             f"When {event}, {name} was {feeling}.",
-            f"{name} was {feeling} {rng.choice(TIMES)}.",
+            f"{name} was {feeling} {rng.choice(w['times'])}.",
         )
     )
     return {"text": text}
 
 
-TWEET_EVENTS = {
-    "joy": (
-        "just got the job",
-        "my sister had a baby",
-        "finally on vacation",
-        "passed my driving test",
-        "my team won the final",
-    ),
-    "anger": (
-        "the bus skipped my stop again",
-        "someone stole my parking spot",
-        "my landlord raised the rent",
-        "customer service hung up on me",
-        "my neighbour woke me up at 5am",
-    ),
-    "sadness": (
-        "my cat passed away",
-        "missing my grandma today",
-        "my best friend moved away",
-        "the concert got cancelled",
-        "nobody came to my party",
-    ),
-}
-TWEET_FEELINGS = {
-    "joy": ("happy", "excited", "thrilled", "over the moon"),
-    "anger": ("angry", "furious", "fuming", "annoyed"),
-    "sadness": ("sad", "heartbroken", "crushed", "lonely"),
-}
-
-
-def tweet(rng: random.Random, label: str) -> dict[str, str]:
+def tweet(rng: random.Random, label: str, w: Words) -> dict[str, str]:
     opener = rng.choice(("", "honestly ", "well ", "today "))
     tag = rng.choice(("", " #life", " #today", " #mood"))
-    return {"text": f"{opener}{rng.choice(TWEET_EVENTS[label])}, so {rng.choice(TWEET_FEELINGS[label])} right now{tag}"}
+    event, feeling = rng.choice(w["tweet_events"][label]), rng.choice(w["tweet_feelings"][label])
+    return {"text": f"{opener}{event}, so {feeling} right now{tag}"}
 
 
 # ------------------------------------------------------------------ the suite
@@ -645,7 +182,7 @@ def _spec(name: str, role: str, words: Sequence[str], template: str) -> TaskSpec
     )
 
 
-Generator = Callable[[random.Random, str], Mapping[str, str]]
+Generator = Callable[[random.Random, str, Words], Mapping[str, str]]
 SUITE: dict[str, tuple[TaskSpec, Generator]] = {
     spec.name: (spec, make)
     for spec, make in (
@@ -692,6 +229,7 @@ def generate(name: str, sizes: Mapping[str, int] | None = None, seed: int = SUIT
         raise DataError(f"no synthetic task {name!r}; the suite has: {', '.join(SUITE)}")
     spec, make = SUITE[name]
     rng = random.Random(f"{seed}:{name}")
+    words = read_words()
     seen: set[str] = set()
     splits = {}
     for split, size in (sizes or DEFAULT_SIZES).items():
@@ -699,7 +237,7 @@ def generate(name: str, sizes: Mapping[str, int] | None = None, seed: int = SUIT
         for i in range(size):
             label = spec.labels[i % len(spec.labels)]
             for _ in range(1000):
-                fields = make(rng, label)
+                fields = make(rng, label, words)
                 prompt = spec.render(fields, f"{name}-{split}-{i}")
                 if prompt not in seen:
                     break
