@@ -92,28 +92,13 @@ def cmd_bench_serve(args) -> None:
     if args.tasks > len(known):
         raise ConfigError(f"bench serve: --tasks {args.tasks}, but the synthetic suite has {len(known)} tasks")
     backbone = load_backbone(args.model, args.dtype or "auto", args.device or "auto")
-    rows, setup = run_serve_bench(
-        backbone,
-        known[: args.tasks],
-        args.batch_size,
-        args.requests,
-        args.repeats,
-        args.prompt_length,
-        progress=lambda msg: print(msg, file=sys.stderr),
-    )
+    # What both benchmarks run on: the model, the store's tasks, the batch size, requests and repeats, m.
+    shared = (backbone, known[: args.tasks], args.batch_size, args.requests, args.repeats, args.prompt_length)
+    rows, setup = run_serve_bench(*shared, progress=lambda msg: print(msg, file=sys.stderr))
     print(format_table(rows, setup))
     job_rows = job = None
     if args.job_steps:
-        job_rows, job = run_job_bench(
-            backbone,
-            known[: args.tasks],
-            args.batch_size,
-            args.requests,
-            args.repeats,
-            args.prompt_length,
-            args.job_steps,
-            progress=lambda msg: print(msg, file=sys.stderr),
-        )
+        job_rows, job = run_job_bench(*shared, args.job_steps, progress=lambda msg: print(msg, file=sys.stderr))
         print("\n" + format_job_table(job_rows, job, args.batch_size))
     if args.json:
         write_json(rows, setup, Path(args.json), job_rows, job)

@@ -163,7 +163,7 @@ def _plan_sweep(args) -> None:
     from scratch on each target is planned as the sweep runs it: one target, the transfer budget."""
     import dataclasses
 
-    from ..recipes.plan import format_plan, make_plan
+    from ..recipes.plan import format_plan
     from ..recipes.sweep import load_sweep
 
     sweep, runs = load_sweep(args.config, overrides=args.overrides)
@@ -171,14 +171,7 @@ def _plan_sweep(args) -> None:
     for label, (cfg, from_scratch) in runs.items():
         if from_scratch:
             cfg = dataclasses.replace(cfg, tasks=list(sweep.targets[:1]) or cfg.tasks, train=cfg.transfer)
-        plan = make_plan(
-            cfg,
-            model=args.model,
-            dtype=args.dtype,
-            checkpointing=args.gradient_checkpointing,
-            all_methods=args.all_methods,
-            answer_tokens=args.answer_tokens,
-        )
+        plan = _plan(cfg, args)
         plans[label] = plan.to_json()
         how = (
             f"trained from scratch on each target ({', '.join(cfg.tasks)} planned, transfer budget)"
@@ -192,14 +185,11 @@ def _plan_sweep(args) -> None:
         print(f"sweep {args.config}: {len(runs)} method(s), one plan each\n\n" + "\n\n".join(texts))
 
 
-def cmd_plan(args) -> None:
-    from ..config import load_config
+def _plan(cfg, args):
+    """``make_plan`` of one run config, as the command's options ask."""
     from ..recipes.plan import make_plan
 
-    if _is_sweep(args.config):
-        return _plan_sweep(args)
-    cfg = load_config(args.config, args.overrides)
-    plan = make_plan(
+    return make_plan(
         cfg,
         model=args.model,
         dtype=args.dtype,
@@ -207,6 +197,15 @@ def cmd_plan(args) -> None:
         all_methods=args.all_methods,
         answer_tokens=args.answer_tokens,
     )
+
+
+def cmd_plan(args) -> None:
+    from ..config import load_config
+
+    if _is_sweep(args.config):
+        return _plan_sweep(args)
+    cfg = load_config(args.config, args.overrides)
+    plan = _plan(cfg, args)
     if args.json:
         print(json.dumps(plan.to_json(), indent=1, ensure_ascii=False))
     else:
