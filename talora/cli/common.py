@@ -4,9 +4,9 @@ the options that stand for a config field, and the argument types.
 An option is declared once. ``shared(parser, "output", "json", ...)`` attaches the ones every command
 spells alike (``--output``, ``--json``, ``--data-dir``, ``--device``, ``--dtype``); a command changes
 only what differs for it (its help, a default, whether it is required). An option that sets a run
-config field (``--seed``, ``--method``, ``--data-dir``, ``--device``, ``--dtype``) takes its type and
-help from the field in talora/config.py, as the ``--dotted.key VALUE`` overrides do. ``command`` makes
-a command's parser and gives it ``--quiet``.
+config field (``--seed``, ``--method``, ``--data-dir``, ``--device``, ``--dtype``, ``--shots``) takes
+its type and help from the field in talora/config.py, as the ``--dotted.key VALUE`` overrides do.
+``command`` makes a command's parser and gives it ``--quiet``.
 
 Only argparse and the torch-free config reader are imported here: ``talora --help`` stays fast.
 """
@@ -29,7 +29,7 @@ _SHARED = {
     "output": {"help": "output folder"},
     "json": {"action": "store_true", "help": "print the result as JSON"},
 }
-CONFIG_FIELDS = ("data_dir", "device", "dtype", "seed", "method")
+CONFIG_FIELDS = ("data_dir", "device", "dtype", "seed", "method", "shots")
 
 
 class Parser(argparse.ArgumentParser):

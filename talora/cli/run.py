@@ -63,11 +63,7 @@ def add_transfer(sub) -> None:
         required=True,
         help="shots from the target's train split: a number (per class or in all, see --shots) or `all`",
     )
-    x.add_argument(
-        "--shots",
-        choices=SHOT_MODES,
-        help="count k per class of a classification task (per_class) or in all (total); default: the config's",
-    )
+    shared(x, "shots", shots={"choices": SHOT_MODES})
     # Not the config's `seed`: with --from there is no config to set it in.
     x.add_argument("--seed", type=int, default=0, help="seed of the k-shot sample and the training order")
     shared(
