@@ -1,27 +1,30 @@
-"""Which label-scoring mode the English protocol uses, chosen on the development target (trec) only.
+"""Which label-scoring mode a protocol uses, chosen on its development task only (English: trec).
 
     .venv/bin/python benchmarks/label_scoring_dev.py [--task trec] [--k 32] [--steps 100] [--seeds 0 1]
         [--model embedded] [--max-length 128] [--batch-size 8]
 
-For each mode of ``label_scoring`` it scores (1) the frozen model on the task's sampled evaluation
-lines and (2) prompt tuning trained from scratch on one half of a k-shot draw and scored on the other
-half (the training does not depend on the mode: each seed trains once, every mode scores it). It prints
-accuracy, macro-F1, the best constant answer's score and the share of the commonest prediction.
+It scores (1) the frozen model on the task's sampled evaluation lines and (2) prompt tuning trained
+from scratch on one half of a k-shot draw and scored on the other half. Each model's candidates are
+scored once and compared under every mode of ``label_scoring`` (training does not depend on the
+mode). It prints accuracy, macro-F1, the best constant answer's score and the share of the
+commonest prediction.
 The protocol's choice and its reason are in docs/protocol.md.
 """
 
 import argparse
-import dataclasses
 import tempfile
 from pathlib import Path
+
+import torch
 
 from talora import tasks as T
 from talora.config import LABEL_SCORING, RunConfig, TrainConfig
 from talora.core.backbone import load_backbone
+from talora.core.predict import Verbalizer, label_priors, score_candidates, task_metrics
 from talora.methods import method_class
 from talora.methods.base import NoPrompt
-from talora.recipes.pipeline import encode_split, score_examples, verbalizers_for
-from talora.recipes.scorecard import scored_examples
+from talora.recipes.pipeline import encode_split, verbalizers_for
+from talora.recipes.scorecard import scorecard, scored_examples
 from talora.training.trainer import train
 
 
@@ -58,14 +61,24 @@ def main() -> None:
             (f"prompt tuning, seed {seed}", "held-out half of the shots", method, held, list(range(len(held))))
         )
     for name, where, method, examples, positions in methods:
+        m = method or NoPrompt(backbone, [args.task])
+        items = encode_split(backbone, tasks, [args.task], "test", base.max_length, examples={args.task: examples})
+        # The candidates are scored once; each mode only compares those scores differently.
+        words = Verbalizer.of(task.spec, backbone.tokenizer).words
+        with torch.no_grad(), m.applied(backbone):
+            raw = [
+                s
+                for i in range(0, len(items), 32)
+                for s in score_candidates(backbone, m, items[i : i + 32], [words] * len(items[i : i + 32]))
+            ]
         for mode in LABEL_SCORING:
-            cfg = dataclasses.replace(base, label_scoring=mode)
-            m = method or NoPrompt(backbone, [args.task])
-            scored = {args.task: (where, positions, examples)}
-            verbs = verbalizers_for(backbone, [task.spec], cfg)
-            metrics, cards = score_examples(backbone, m, tasks, [args.task], scored, verbs, cfg, 32, None, None)
-            card = cards[args.task]
-            rows.append((name, where, mode, len(examples), metrics[args.task], card))
+            verb = Verbalizer.of(task.spec, backbone.tokenizer, mode, base.max_length)
+            with torch.no_grad(), m.applied(backbone):
+                prior = label_priors(backbone, m, {0: verb}, [0]).get(0)
+            preds = [verb.decide(verb.adjust(s, verb.words, prior)) for s in raw]
+            metrics = task_metrics(items, preds, {0: verb}, [args.task])[args.task]
+            card = scorecard(task.spec, where, positions, len(positions), items, preds, metrics)
+            rows.append((name, where, mode, len(examples), metrics, card))
     print("| scored | lines | mode | accuracy | macro-F1 | best constant (accuracy) | commonest prediction |")
     print("|---|---|---|---|---|---|---|")
     for name, where, mode, n, metrics, card in rows:
