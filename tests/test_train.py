@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_backbone
 
-from talora.config import TrainConfig
+from talora.config import RunConfig, TrainConfig
 from talora.core import forward as forward_mod
 from talora.core.batching import Encoded
 from talora.core.predict import Verbalizer, evaluate
@@ -27,7 +27,7 @@ def _data(backbone, n=24):
     tasks = load_tasks(None, NAMES)
     tr = encode_split(backbone, tasks, NAMES, "train", 64, cap=n)
     ev = encode_split(backbone, tasks, NAMES, "validation", 64, cap=8)
-    verbs = verbalizers_for(backbone, [tasks[n].spec for n in NAMES])
+    verbs = verbalizers_for(backbone, [tasks[n].spec for n in NAMES], RunConfig())
     return tr, ev, verbs, {n: tasks[n].spec.metric for n in NAMES}
 
 
