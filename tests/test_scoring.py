@@ -158,3 +158,25 @@ def test_a_finished_sweep_states_its_task_level_comparisons(tiny_models, tmp_pat
     assert c["tasks"] == 1 and c["min_p"] == 1.0 and c["interval"][0] <= c["mean_difference"] <= c["interval"][1]
     table = (tmp_path / "out" / "results-sweep.md").read_text()
     assert f"{first} vs {other} (target, 1 tasks)" in table and "too few tasks for any outcome" in table
+
+
+def test_an_interrupted_source_training_resumes_from_its_finished_stage(tiny_models, tmp_path, monkeypatch):
+    from talora.recipes import pipeline
+
+    config = write_tiny_sweep(tmp_path / "sweep.yaml", {"talora": {}})
+    out = tmp_path / "out"
+    run_sweep(config, out)
+    # What a session's end leaves: the unit is not in the sweep's manifest, its stage 1 is finished.
+    manifest = json.loads((out / "manifest.json").read_text())
+    train_unit = next(u for u in manifest if " train talora" in u)
+    del manifest[train_unit]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    stages = []
+    real_fit = pipeline._fit
+    monkeypatch.setattr(pipeline, "_fit", lambda *a, **k: stages.append(a[8]) or real_fit(*a, **k))
+    run_sweep(config, out)
+    assert stages == ["stage 2"]  # stage 1 came from the interrupted run
+    # Another training config in the same folder starts over.
+    stages.clear()
+    run_sweep(config, out, overrides={"run": {"train": {"steps": 3}}})
+    assert stages == ["stage 1", "stage 2"]

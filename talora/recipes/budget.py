@@ -26,9 +26,9 @@ from ..atomic import atomic_write
 from ..config import RunConfig, TrainConfig
 from ..core.backbone import BackboneLoader
 from ..progress import progress
-from .pipeline import run_train, run_transfer
+from .pipeline import run_transfer
 from .runs import RunManifest
-from .sweep import _unit, config_digest, load_sweep
+from .sweep import _unit, config_digest, load_sweep, train_unit
 
 STEPS = (12, 25, 50, 100, 200)
 LR_SCALES = (0.3, 1.0, 3.0)
@@ -58,7 +58,7 @@ def run_budget(
             if not scratch:
                 source = output / label
                 train_tag = config_digest(cfg, ignore=("transfer",))  # as talora sweep names it: shared
-                manifest.run(f"{train_tag} train {label}", source, _unit(loader, cfg, run_train, cfg, source))
+                manifest.run(f"{train_tag} train {label}", source, train_unit(loader, cfg, source))
             rows = results["methods"].setdefault(label, {})
             for steps in steps_grid:
                 base = dataclasses.replace(

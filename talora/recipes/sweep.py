@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .. import tasks as T
 from ..atomic import atomic_write
 from ..config import RunConfig, from_dict, read_yaml
@@ -190,7 +192,7 @@ def run_sweep(
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
-                summary = manifest.run(f"{train_tag} train {label}", folder, _unit(loader, cfg, run_train, cfg, folder))
+                summary = manifest.run(f"{train_tag} train {label}", folder, train_unit(loader, cfg, folder))
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
                 results.setdefault("scored", {})[label] = {
                     f"source {t}": _brief({"scored": c, "metric": summary["headline"][t]})
@@ -255,6 +257,27 @@ def config_digest(cfg: RunConfig, extra: str = "", ignore: tuple[str, ...] = ())
 
 def _backbone(loader: BackboneLoader, cfg: RunConfig) -> Backbone:
     return loader.get(cfg.model, cfg.dtype, local_device(cfg.device, world()))
+
+
+def train_unit(loader: BackboneLoader, cfg: RunConfig, folder: Path):
+    """A method's source training as a unit. When an interrupted run of the same training left its
+    folder (same config but the transfer block), it resumes from that run's finished stage 1 and last
+    checkpoint instead of starting over: a source training longer than a session still finishes."""
+    return _unit(loader, cfg, run_train, cfg, folder, resume=_same_training(Path(folder), cfg))
+
+
+def _same_training(folder: Path, cfg: RunConfig) -> bool:
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return False
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return False
+    if not isinstance(old, dict):
+        return False
+    new = dataclasses.asdict(cfg)
+    return {k: v for k, v in old.items() if k != "transfer"} == {k: v for k, v in new.items() if k != "transfer"}
 
 
 def _unit(loader: BackboneLoader, cfg: RunConfig, recipe, *args, **kwargs):
