@@ -419,9 +419,11 @@ def test_talora_serve_drains_its_requests_on_sigterm(setup, tmp_path):
             server.wait()
 
 
-def test_talora_bench_serve_on_a_tiny_model(tmp_path, tiny_models, capsys):
+# With 8 of the synthetic suite's tasks in the store, the job's new task is a sentence-pair task.
+@pytest.mark.parametrize("tasks", ["2", "8"])
+def test_talora_bench_serve_on_a_tiny_model(tmp_path, tiny_models, capsys, tasks):
     out = tmp_path / "bench.json"
-    argv = ["bench", "serve", "--model", "tiny", "--tasks", "2", "--batch-size", "2", "--requests", "2"]
+    argv = ["bench", "serve", "--model", "tiny", "--tasks", tasks, "--batch-size", "2", "--requests", "2"]
     assert main(argv + ["--repeats", "1", "--prompt-length", "2", "--job-steps", "2", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| mixed_tasks | 1.0 |" in table and "| single_task | 1.0 |" in table

@@ -291,7 +291,8 @@ def run_job_bench(
     mixed, _, specs = bench_batches(tasks, batch_size, requests)
     new_task = next((t for t in SYNTHETIC_TARGET_TASKS if t not in tasks), SYNTHETIC_TARGET_TASKS[0])
     pool = load_tasks(None, [new_task])[new_task].splits["train"][:JOB_EXAMPLES]
-    examples = [{"text": ex.fields["text"], "label": ex.label} for ex in pool]
+    # The task may read one text or a pair (text_a, text_b): a job takes the example's own fields.
+    examples = [{**ex.fields, "label": ex.label} for ex in pool]
     with tempfile.TemporaryDirectory(prefix="talora-bench-job-") as tmp:
         root = Path(tmp)
         progress(f"building a store of {len(tasks)} random TA-LoRA source tasks (prompt length {length})")
