@@ -48,7 +48,7 @@ def test_budget_chooses_the_scale_on_the_shots_and_scores_on_evaluation_data(tmp
     assert (out / "budget-sweep.png").stat().st_size > 0
 
     monkeypatch.setattr(budget, "run_transfer", lambda *a, **k: pytest.fail("a finished unit ran again"))
-    monkeypatch.setattr(budget, "run_train", lambda *a, **k: pytest.fail("a finished unit ran again"))
+    monkeypatch.setattr(budget, "train_unit", lambda *a, **k: lambda: pytest.fail("a finished unit ran again"))
     again = budget.run_budget(sweep_file, out, steps_grid=(1, 3), lr_scales=(1.0, 30.0))
     assert again["methods"] == results["methods"]
 
