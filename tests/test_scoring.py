@@ -122,7 +122,7 @@ def test_every_method_and_seed_of_a_sweep_scores_the_same_recorded_lines(tiny_mo
     assert card["majority"]["metrics"]["accuracy"] == pytest.approx(commonest / 6)
     brief = results["scored"]["talora"]["tweet_emotion (k=2)"][0]
     # the unit's overhead is visible; each figure is rounded to 0.1 s, so allow that rounding
-    assert brief["seconds"]["wall"] >= brief["seconds"]["compute"] - 0.15 and brief["seconds"]["compute"] > 0
+    assert brief["seconds"]["wall"] >= brief["seconds"]["compute"] - 0.15 and brief["seconds"]["compute"] >= 0
     assert isinstance(results["target"]["zero_shot"]["tweet_emotion"], float)  # one score, not one per seed
 
 
