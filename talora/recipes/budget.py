@@ -146,7 +146,8 @@ def format_budget(results: dict) -> str:
     lines.append(
         "\nmean score × 100 over targets and seeds on each target's evaluation split; ± the standard deviation "
         "over seeds; lr × the learning-rate scales chosen on the shots alone (train on one half, score on the "
-        f"other; grid {', '.join(f'{s:g}' for s in results['lr_scales'])}); wall time {results['seconds']:.0f} s"
+        f"other; grid {', '.join(f'{s:g}' for s in results['lr_scales'])}); wall time of the last invocation "
+        f"{results['seconds']:.0f} s (units an earlier invocation finished are read back, not timed again)"
     )
     return "\n".join(lines)
 
