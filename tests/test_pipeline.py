@@ -50,6 +50,10 @@ def test_talora_train_transfer_eval(tmp_path, tiny_models):
     ):
         assert (out / name).is_file(), name
     assert set(summary["metrics"]) == set(SOURCES) and "stage1" in summary
+    # Stage 1 only initialises stage 2: it is chosen on the selection slice and its report split is not scored.
+    stage1_metrics = json.loads((out / "stage1" / "metrics.json").read_text())
+    assert "scored" not in stage1_metrics and "metrics" not in stage1_metrics
+    assert 0.0 <= summary["stage1"]["selection_average"] <= 1.0 and summary["stage1"]["seconds"] >= 0
     assert load_config(out / "config.yaml") == _cfg()
 
     stage1, _ = load_adapter(out / "stage1", tiny_models["tiny"])

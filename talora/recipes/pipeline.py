@@ -175,7 +175,10 @@ def _fit(
     resume: bool,
     desc: str,
     lower: LowerLayerCaches | None,
+    report: bool = True,
 ) -> dict:
+    """Train ``method`` and save it to ``out``; ``report``: also score the report split (a stage whose
+    result only initialises the next one records its selection score instead)."""
     specs = [tasks[n].spec for n in names]
     parts = {n: source_examples(tasks[n], cfg) for n in names}
 
@@ -190,7 +193,7 @@ def _fit(
     }
     select_items = encode_split(backbone, tasks, names, "selection", cfg.max_length, examples=selection)
     split_of = dict(zip(names, (protocol_splits(tasks[n], cfg.select_on)[1] for n in names), strict=True))
-    report = {
+    reported_lines = {
         n: (split_of[n], *scored_examples(tasks[n].spec, parts[n]["report"], cfg.validation_examples, cfg.sample_seed))
         for n in names
     }
@@ -199,12 +202,22 @@ def _fit(
     result = train(
         backbone, method, train_items, select_items, verbs, metrics, train_cfg, out, cfg.seed, resume, desc, lower
     )
+    _on_main(save_adapter, out, method, backbone, {s.name: s for s in specs})
+    if not report:
+        summary = {
+            "method": method.name,
+            "selection_average": result.best_score,
+            "best_step": result.best_step,
+            "steps": train_cfg.steps,
+            "seconds": round(result.seconds, 1),
+        }
+        _on_main(atomic_write, out / "metrics.json", json.dumps(summary, indent=1).encode())
+        return summary
     t_score = time.perf_counter()
     final, cards = score_examples(
-        backbone, method, tasks, names, report, verbs, cfg, train_cfg.eval_batch_size, lower, out
+        backbone, method, tasks, names, reported_lines, verbs, cfg, train_cfg.eval_batch_size, lower, out
     )
     scoring_seconds = time.perf_counter() - t_score
-    _on_main(save_adapter, out, method, backbone, {s.name: s for s in specs})
     splits = {
         n: dict(zip(("selection", "report"), protocol_splits(tasks[n], cfg.select_on), strict=True)) for n in names
     }
@@ -250,7 +263,10 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
         if stage1_summary is not None:
             stage1, _ = load_adapter(stage1_dir, backbone, expect_method=stage1.name)
         else:
-            stage1_summary = _fit(backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1", lower)
+            # Stage 1 only initialises stage 2: its report split is not scored (stage 2's is).
+            stage1_summary = _fit(
+                backbone, stage1, tasks, names, cfg, cfg.stage1, stage1_dir, resume, "stage 1", lower, report=False
+            )
             manifest.record("stage1", stage1_dir, stage1_summary)
         method.init_from_stage1(stage1)
     summary = _fit(
@@ -267,7 +283,7 @@ def run_train(cfg: RunConfig, output: Path, resume: bool = False, backbone: Back
     )
     summary["seconds_total"] = round(time.perf_counter() - t0, 1)
     if stage1_summary:
-        summary["stage1"] = {k: stage1_summary[k] for k in ("metrics", "average", "seconds")}
+        summary["stage1"] = {k: stage1_summary.get(k) for k in ("selection_average", "best_step", "seconds")}
     _on_main(atomic_write, output / "metrics.json", json.dumps(summary, indent=1).encode())
     world().barrier()  # rank 0's files are complete before any rank reads them
     return summary
