@@ -139,3 +139,27 @@ def test_curves_average_tasks_and_seeds_per_k(tmp_path):
     assert main(["analyze", "compare", str(path), "a", "b", "--json"]) == 0
     path.write_text("{not json")
     assert main(["analyze", "compare", str(path), "a", "b"]) == 2
+
+
+def test_label_blind_accuracy_by_hand():
+    # 10 lines, gold 7 "yes" / 3 "no"; answers 5 "yes" / 5 "no", whatever the input:
+    # 0.7 * 0.5 + 0.3 * 0.5 = 0.5, below the majority's 0.7.
+    golds = [["yes"]] * 7 + [["no"]] * 3
+    preds = ["yes", "no"] * 5
+    assert R.label_blind_accuracy(golds, preds) == pytest.approx(0.5)
+    # A constant answer's label-blind chance is its own accuracy.
+    assert R.label_blind_accuracy(golds, ["yes"] * 10) == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="one length"):
+        R.label_blind_accuracy(golds, preds[:3])
+
+
+def test_chance_rows_read_every_unit(tmp_path, capsys):
+    results = _constructed(tmp_path, 40, tasks=("t1",))
+    rows = R.chance_rows(results)
+    assert [(r["method"], r["seed"]) for r in rows] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    # Golds alternate x/y; a is right on 240 of 400 lines (0.6), b on 200 (0.5); both answer 200 x and
+    # 200 y (the wrong answers flip the gold), so the label-blind chance is 0.5 for both.
+    assert [r["accuracy"] for r in rows] == pytest.approx([0.6, 0.6, 0.5, 0.5])
+    assert all(r["label_blind"] == pytest.approx(0.5) and r["majority"] == pytest.approx(0.5) for r in rows)
+    main(["analyze", "chance", str(tmp_path / "results.json")])
+    assert "| a | t1 | 16 | a-t1-s0 | 60.0 | 50.0 | +10.0 | 50.0 |" in capsys.readouterr().out

@@ -283,6 +283,74 @@ def compare_line(c: dict) -> str:
     return text
 
 
+def label_blind_accuracy(golds: list, preds: list) -> float:
+    """Expected accuracy of a predictor that never reads its input but answers with the histogram of
+    ``preds``: the sum over answers a of P(gold = a) * P(prediction = a). It is the chance level of a
+    unit whose answers are spread over the labels (balanced shots teach that), where the majority
+    class is the chance level only of a constant answer: on imbalanced lines a method can sit below
+    the majority score and still above this."""
+    if not golds or len(golds) != len(preds):
+        raise ConfigError("label_blind_accuracy: golds and predictions must be non-empty and of one length")
+    first = [g[0] if isinstance(g, (list, tuple)) else g for g in golds]
+    n = len(first)
+    gold_counts: dict = {}
+    pred_counts: dict = {}
+    for g, p in zip(first, preds):
+        gold_counts[g] = gold_counts.get(g, 0) + 1
+        pred_counts[p] = pred_counts.get(p, 0) + 1
+    return sum(c * pred_counts.get(a, 0) for a, c in gold_counts.items()) / (n * n)
+
+
+def chance_rows(results: dict, setting: str = "target") -> list[dict]:
+    """One row per scored unit of a sweep (every method, zero-shot included): its accuracy on the scored
+    lines beside the label-blind chance of its own answer histogram and the majority class's score,
+    read from each unit's predictions.json (units without one are skipped)."""
+    folder = Path(results.get("_folder", "."))
+    rows = []
+    for method in results.get(setting, {}):
+        for task, by_k in _units(results, method, setting).items():
+            for k, folders in by_k.items():
+                for seed, f in enumerate(folders):
+                    path = folder / f / "predictions.json"
+                    record = json.loads(path.read_text()).get(task) if path.is_file() else None
+                    if record is None:
+                        continue
+                    golds = [g[0] if isinstance(g, (list, tuple)) else g for g in record["golds"]]
+                    preds = record["predictions"]
+                    counts = {g: golds.count(g) for g in set(golds)}
+                    rows.append(
+                        {
+                            "method": method,
+                            "task": task,
+                            "k": k,
+                            "unit": f,
+                            "seed": None if k == "-" else seed,
+                            "lines": len(golds),
+                            "accuracy": sum(g == p for g, p in zip(golds, preds)) / len(golds),
+                            "label_blind": label_blind_accuracy(golds, preds),
+                            "majority": max(counts.values()) / len(golds),
+                        }
+                    )
+    return rows
+
+
+def format_chance(rows: list[dict]) -> str:
+    lines = [
+        "| method | task | k | unit | accuracy | label-blind chance | accuracy - chance | majority |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['task']} | {r['k']} | {r['unit']} | {100 * r['accuracy']:.1f} | "
+            f"{100 * r['label_blind']:.1f} | {100 * (r['accuracy'] - r['label_blind']):+.1f} | {100 * r['majority']:.1f} |"
+        )
+    lines.append(
+        "\naccuracy on each unit's scored lines; label-blind chance: the expected accuracy of answers drawn "
+        "from the unit's own answer histogram without reading the input; majority: the best constant answer"
+    )
+    return "\n".join(lines)
+
+
 def few_shot_curves(results: dict) -> dict[str, dict[str, float]]:
     """method -> k -> mean target score over tasks and seeds (rows named "task (k=K)")."""
     curves: dict[str, dict[str, list[float]]] = {}

@@ -58,6 +58,15 @@ def add_analyze(sub) -> None:
     co.add_argument("--draws", type=positive_int, default=2000, help="bootstrap resamples")
     shared(co, "json")
     co.set_defaults(func=cmd_analyze)
+    ch = command(
+        analyses,
+        "chance",
+        help="each unit's accuracy beside the label-blind chance of its own answers and the majority class",
+    )
+    ch.add_argument("results", help="a sweep's results-<name>.json")
+    ch.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
+    shared(ch, "json")
+    ch.set_defaults(func=cmd_analyze)
     cu = command(analyses, "curves", help="mean target score against k, one line per method (a PNG)")
     cu.add_argument("results", help="a sweep's results-<name>.json")
     shared(cu, "output", output={"required": True, "help": "PNG file"})
@@ -67,11 +76,14 @@ def add_analyze(sub) -> None:
 def cmd_analyze(args) -> None:
     if args.analysis == "run":
         return cmd_analyze_run(args)
-    if args.analysis in ("compare", "curves"):
+    if args.analysis in ("compare", "curves", "chance"):
         from ..analysis import sweep_results as R
 
         results = R.load_results(args.results)
-        if args.analysis == "compare":
+        if args.analysis == "chance":
+            rows = R.chance_rows(results, args.setting)
+            print(json.dumps(rows, indent=1) if args.json else R.format_chance(rows))
+        elif args.analysis == "compare":
             comparison = R.compare(results, args.a, args.b, args.setting, draws=args.draws)
             print(json.dumps(comparison, indent=1) if args.json else R.compare_line(comparison))
         else:
