@@ -275,7 +275,8 @@ def compare_line(c: dict) -> str:
         low, high = c["interval"]
         text += f" (95 % interval {100 * low:+.1f} to {100 * high:+.1f}; detectable: {100 * c['detectable']:.1f})"
     text += (
-        f"; {c['wins']} tasks better, {c['losses']} worse, {c['ties']} tied; exact sign-flip p = {c['p']:.3f} "
+        f"; better on {c['wins']} of {c['tasks']} tasks, worse on {c['losses']}, tied on {c['ties']}; "
+        f"exact sign-flip p = {c['p']:.3f} "
         f"(smallest attainable with {c['tasks']} tasks: {c['min_p']:.3f})"
     )
     if c["min_p"] > 0.05:
