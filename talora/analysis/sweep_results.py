@@ -343,7 +343,8 @@ def format_chance(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['task']} | {r['k']} | {r['unit']} | {100 * r['accuracy']:.1f} | "
-            f"{100 * r['label_blind']:.1f} | {100 * (r['accuracy'] - r['label_blind']):+.1f} | {100 * r['majority']:.1f} |"
+            f"{100 * r['label_blind']:.1f} | {100 * (r['accuracy'] - r['label_blind']):+.1f} | "
+            f"{100 * r['majority']:.1f} |"
         )
     lines.append(
         "\naccuracy on each unit's scored lines; label-blind chance: the expected accuracy of answers drawn "
