@@ -174,3 +174,64 @@ def test_two_manifests_on_one_folder_keep_each_others_units(tmp_path):
     again = RunManifest(tmp_path)
     assert again.finished("unit a", tmp_path / "a") == {"score": 1}
     assert again.finished("unit b", tmp_path / "b") == {"score": 2}
+
+
+def test_a_unit_without_an_adapter_is_finished_only_while_its_predictions_are_intact(tmp_path):
+    from talora.recipes.runs import RunManifest
+
+    unit = tmp_path / "zero_shot" / "target-rte"
+    unit.mkdir(parents=True)
+    (unit / "predictions.json").write_text("{}")
+    manifest = RunManifest(tmp_path)
+    manifest.record("zero-shot rte", unit, {"score": 0.5})
+    assert RunManifest(tmp_path).finished("zero-shot rte", unit) == {"score": 0.5}
+    # The folder is recorded relative to the manifest's, so the sweep folder can move as a whole.
+    assert json.loads((tmp_path / "manifest.json").read_text())["zero-shot rte"]["output"] == "zero_shot/target-rte"
+    (unit / "predictions.json").write_text('{"changed": 1}')
+    assert RunManifest(tmp_path).finished("zero-shot rte", unit) is None
+    (unit / "predictions.json").unlink()
+    assert RunManifest(tmp_path).finished("zero-shot rte", unit) is None
+
+
+def test_a_unit_recorded_before_predictions_were_hashed_stays_finished(tmp_path):
+    from talora.recipes.runs import RunManifest
+
+    unit = tmp_path / "u"
+    unit.mkdir()
+    for f in ("adapter.safetensors", "adapter.json", "metrics.json", "predictions.json"):
+        (unit / f).write_text(f)
+    manifest = RunManifest(tmp_path)
+    manifest.record("old", unit, {"score": 1})
+    manifest.record("older", tmp_path / "zero", {"score": 2})
+    entries = json.loads((tmp_path / "manifest.json").read_text())
+    del entries["old"]["files"]["predictions.json"]  # as an earlier release wrote it
+    entries["older"]["files"] = None  # an earlier release's zero-shot unit
+    (tmp_path / "manifest.json").write_text(json.dumps(entries))
+    assert RunManifest(tmp_path).finished("old", unit) == {"score": 1}
+    assert RunManifest(tmp_path).finished("older", tmp_path / "zero") is None  # its predictions are gone
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / "predictions.json").write_text("{}")
+    assert RunManifest(tmp_path).finished("older", tmp_path / "zero") == {"score": 2}
+
+
+def test_a_sweep_without_target_adapters_keeps_sources_and_reruns_nothing(tmp_path, tiny_models, monkeypatch):
+    methods = {"talora": {"method_args": {"length": 2, "layers": 1}}}
+    path = write_tiny_sweep(tmp_path / "sweep.yaml", methods, seeds=(0,))
+    out = tmp_path / "sweep"
+    first = sweep.run_sweep(path, out)  # adapters kept, then dropped by a second pass
+    unit = out / "talora-tweet_emotion-k2-s0"
+    assert (unit / "adapter.safetensors").is_file()
+    config = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**config, "target_adapters": False}))
+    real_transfer = sweep.run_transfer
+    monkeypatch.setattr(sweep, "run_transfer", lambda *a, **k: pytest.fail("a finished unit ran again"))
+    second = sweep.run_sweep(path, out)
+    assert not (unit / "adapter.safetensors").exists() and (unit / "predictions.json").is_file()
+    assert any((out / "talora").rglob("adapter.safetensors"))  # what targets transfer from stays
+    assert second["target"] == first["target"]
+    third = sweep.run_sweep(path, out)  # recorded without its adapter: still finished
+    assert third["target"] == first["target"]
+    (unit / "predictions.json").unlink()
+    monkeypatch.setattr(sweep, "run_transfer", real_transfer)
+    fourth = sweep.run_sweep(path, out)  # its predictions gone: the unit runs again, without an adapter
+    assert fourth["target"] == first["target"] and not (unit / "adapter.safetensors").exists()

@@ -2,8 +2,11 @@
 
 ``manifest.json`` in the sweep folder maps a unit name ("train talora", "transfer talora
 product_sentiment k=16 seed=0", ...) to the SHA-256 of its output files and its summary.
-A unit counts as finished only if every recorded file still hashes the same: a unit whose
-adapter was deleted, truncated or overwritten is run again. Sweeps started on one folder
+A unit counts as finished only if every file recorded with it still hashes the same: a unit
+whose adapter, metrics or predictions were deleted, truncated or overwritten is run again. A unit
+records the files it has (a zero-shot unit has predictions only; a sweep may drop its target
+units' adapters), and the folder it names is relative to the manifest's, so a sweep folder can
+be moved or committed as a whole. Sweeps started on one folder
 (TA-LoRA's tables share their sources) share the manifest: each record merges with the file
 under a lock instead of overwriting it. Two processes never run the same unit on purpose; if
 they do, the later record wins and both describe identical files.
@@ -17,22 +20,21 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ..adapters.files import SIDECAR, TENSORS
 from ..atomic import atomic_write
 from ..distributed import world
 
 MANIFEST = "manifest.json"
 LOCK = ".manifest.lock"
-OUTPUTS = ("adapter.safetensors", "adapter.json", "metrics.json")
+OUTPUTS = (TENSORS, SIDECAR, "metrics.json", "predictions.json")
 
 
-def _digest(folder: Path) -> dict[str, str] | None:
-    digests = {}
-    for name in OUTPUTS:
-        path = folder / name
-        if not path.is_file():
-            return None
-        digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {name: _sha(folder / name) for name in OUTPUTS if (folder / name).is_file()}
 
 
 class RunManifest:
@@ -43,12 +45,23 @@ class RunManifest:
 
     def finished(self, unit: str, output: Path) -> dict | None:
         entry = self.units.get(unit)
-        if entry is None or entry["files"] != _digest(Path(output)):
+        if entry is None:
             return None
+        output = Path(output)
+        files = entry["files"]
+        if files is None:
+            # Recorded by a release that hashed adapter units only: a unit without an adapter (the
+            # zero-shot ones) counts as finished while its predictions are there.
+            return entry["summary"] if (output / "predictions.json").is_file() else None
+        for name, sha in files.items():
+            if not (output / name).is_file() or _sha(output / name) != sha:
+                return None
         return entry["summary"]
 
     def record(self, unit: str, output: Path, summary: dict) -> None:
-        self.units[unit] = {"output": str(output), "files": _digest(Path(output)), "summary": summary}
+        output = Path(output)
+        where = output.relative_to(self.folder) if output.is_relative_to(self.folder) else output
+        self.units[unit] = {"output": str(where), "files": _digest(output), "summary": summary}
         w = world()
         if w.is_main:  # one writer under a data-parallel launch; the others read it after the barrier
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from .. import tasks as T
+from ..adapters.files import TENSORS
 from ..atomic import atomic_write
 from ..config import RunConfig, from_dict, read_yaml
 from ..core.backbone import Backbone, BackboneLoader
@@ -60,6 +61,9 @@ class SweepConfig:
     ks: list[int | str] | None = None  # shots, counted as run.shots says, or `all` (whole train split); [16, 32]
     seeds: list[int] | None = None  # transfer seeds (k-shot sample + order); [0]
     zero_shot: bool = True  # a column for the frozen model with the same templates
+    # false: a target unit keeps its predictions and metrics but not its adapter (the tables need
+    # no more; 108 units of prompts are tens of MB). Source adapters, which targets start from, stay.
+    target_adapters: bool = True
 
 
 # The run fields a frozen model's zero-shot scores depend on.
@@ -221,7 +225,11 @@ def run_sweep(
                             train_cfg=cfg.transfer,
                             shots=cfg.shots,
                         )
-                        res = manifest.run(f"{tag} transfer {label} {task} k={k} seed={seed}", out, unit)
+                        name = f"{tag} transfer {label} {task} k={k} seed={seed}"
+                        res = manifest.run(name, out, unit)
+                        if not sweep.target_adapters and (out / TENSORS).is_file():
+                            (out / TENSORS).unlink()
+                            manifest.record(name, out, res)
                         row = f"{task} (k={k})"
                         results["target"].setdefault(label, {}).setdefault(row, []).append(res["score"])
                         for key, value in (("units", str(out.relative_to(output))), ("scored", _brief(res))):
