@@ -38,6 +38,11 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo,
     monkeypatch.setattr(sweep, "zero_shot", lambda *a, **k: pytest.fail("zero-shot pass redone"))
     again = sweep.run_sweep(tiny_demo, out)
     assert calls == [] and again["target"] == first["target"] and again["source"] == first["source"]
+    # A resumed table still states what its units cost, read back from their records.
+    assert (
+        again["unit_seconds"] == first["unit_seconds"]
+        and "s the table's units took" in (out / "results-sweep.md").read_text()
+    )
 
     damaged = out / "talora-tweet_emotion-k2-s1" / "adapter.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:10])

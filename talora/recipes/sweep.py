@@ -176,6 +176,7 @@ def run_sweep(
 
                 unit = f"{tag} zero-shot {role} {task}"
                 record = manifest.run(unit, folder, frozen_model)
+                _add_time(results, record)
                 scores[role][task] = record["score"]
                 results.setdefault("scored", {}).setdefault("zero_shot", {})[f"{role} {task}"] = _brief(record)
         if sources:
@@ -197,6 +198,7 @@ def run_sweep(
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
                 summary = manifest.run(f"{train_tag} train {label}", folder, train_unit(loader, cfg, folder))
+                _add_time(results, summary)
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
                 results.setdefault("scored", {})[label] = {
                     f"source {t}": _brief({"scored": c, "metric": summary["headline"][t]})
@@ -227,6 +229,7 @@ def run_sweep(
                         )
                         name = f"{tag} transfer {label} {task} k={k} seed={seed}"
                         res = manifest.run(name, out, unit)
+                        _add_time(results, res)
                         if not sweep.target_adapters and (out / TENSORS).is_file():
                             (out / TENSORS).unlink()
                             manifest.record(name, out, res)
@@ -301,6 +304,13 @@ def _unit(loader: BackboneLoader, cfg: RunConfig, recipe, *args, **kwargs):
         return summary
 
     return run
+
+
+def _add_time(results: dict, summary: dict) -> None:
+    """Sum the wall time of every unit in the table, run now or read back: a resumed sweep's own
+    wall time says little about what the table cost."""
+    seconds = summary.get("wall_seconds", summary.get("scoring_seconds", 0.0))
+    results["unit_seconds"] = round(results.get("unit_seconds", 0.0) + (seconds or 0.0), 1)
 
 
 def _brief(summary: dict) -> dict | None:
@@ -503,7 +513,10 @@ def format_table(results: dict) -> str:
                 + (f" / {_count(p['target'])}" if "target" in p else "")
             )
         lines.append("| parameters | shared / per source task / per target | - | " + " | ".join(cells) + " |")
-    lines.append(f"\nscores × 100; ± is the standard deviation over seeds; wall time {results['seconds']:.0f} s")
+    lines.append(
+        f"\nscores × 100; ± is the standard deviation over seeds; wall time {results['seconds']:.0f} s "
+        f"(this invocation), {results.get('unit_seconds', 0):.0f} s the table's units took when they ran"
+    )
     lines.append(
         "- majority: the best constant answer on the same scored lines; zero_shot: the frozen model, "
         "one deterministic score per task (never repeated per seed)"
