@@ -240,3 +240,19 @@ def test_a_sweep_without_target_adapters_keeps_sources_and_reruns_nothing(tmp_pa
     monkeypatch.setattr(sweep, "run_transfer", real_transfer)
     fourth = sweep.run_sweep(path, out)  # its predictions gone: the unit runs again, without an adapter
     assert fourth["target"] == first["target"] and not (unit / "adapter.safetensors").exists()
+
+
+def test_a_stale_manifest_does_not_undo_another_sweeps_record(tmp_path):
+    from talora.recipes.runs import RunManifest
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictions.json").write_text(name)
+    RunManifest(tmp_path).record("unit a", tmp_path / "a", {"score": 1})
+    stale = RunManifest(tmp_path)  # a long sweep read the manifest here
+    (tmp_path / "a" / "predictions.json").write_text("a, scored again")
+    RunManifest(tmp_path).record("unit a", tmp_path / "a", {"score": 2})  # another sweep re-records it
+    stale.record("unit b", tmp_path / "b", {"score": 3})
+    again = RunManifest(tmp_path)
+    assert again.finished("unit a", tmp_path / "a") == {"score": 2}
+    assert again.finished("unit b", tmp_path / "b") == {"score": 3}

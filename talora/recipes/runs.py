@@ -61,16 +61,18 @@ class RunManifest:
     def record(self, unit: str, output: Path, summary: dict) -> None:
         output = Path(output)
         where = output.relative_to(self.folder) if output.is_relative_to(self.folder) else output
-        self.units[unit] = {"output": str(where), "files": _digest(output), "summary": summary}
+        entry = {"output": str(where), "files": _digest(output), "summary": summary}
+        self.units[unit] = entry
         w = world()
         if w.is_main:  # one writer under a data-parallel launch; the others read it after the barrier
             self.folder.mkdir(parents=True, exist_ok=True)
-            # Two sweeps may share a folder (the tables share their sources): merge with what the
-            # other wrote since this one read the file, under a lock, instead of overwriting it.
+            # Two sweeps may share a folder (the tables share their sources): add this unit to what
+            # is on disk, under a lock. Only this unit: this process's copy of the others may be
+            # stale (another sweep may have re-recorded them since), and must not overwrite them.
             with open(self.folder / LOCK, "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
-                self.units = {**on_disk, **self.units}
+                self.units = {**on_disk, unit: entry}
                 atomic_write(self.path, json.dumps(self.units, indent=1).encode())
         w.barrier()
 
