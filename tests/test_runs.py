@@ -120,6 +120,26 @@ def test_unit_names_ignore_fields_left_at_their_defaults():
     assert sweep.config_digest(RunConfig(), "scratch=True") != sweep.config_digest(RunConfig(), "scratch=False")
 
 
+def test_unit_names_do_not_depend_on_where_the_shared_data_folder_sits(tmp_path, monkeypatch):
+    """A committed sweep folder resumes on a machine whose shared data folder has another path; a
+    folder that is not the shared one is still named by its path."""
+    from talora.config import RunConfig
+
+    names = []
+    for where in ("here", "there"):
+        data = tmp_path / where / "data"
+        data.mkdir(parents=True)
+        (data / "MANIFEST.json").write_text("{}")
+        monkeypatch.setenv("TALORA_DATA", str(data))
+        names.append(sweep.config_digest(RunConfig(method="talora", data_dir=str(data))))
+        other = tmp_path / where / "mine"
+        names.append(sweep.config_digest(RunConfig(method="talora", data_dir=str(other))))
+    shared_here, mine_here, shared_there, mine_there = names
+    assert shared_here == shared_there
+    assert mine_here != mine_there
+    assert shared_here != mine_here
+
+
 def test_source_training_is_shared_by_sweeps_that_differ_only_in_transfer():
     from talora.config import RunConfig, TrainConfig
 

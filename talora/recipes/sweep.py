@@ -163,7 +163,7 @@ def run_sweep(
     if sweep.zero_shot:
         # One unit per task (keyed by what decides its score): a resumed sweep, or another sweep over
         # some of the same tasks in the same folder, does not redo it.
-        what = {k: getattr(first, k) for k in ZERO_SHOT_KEYS}
+        what = _portable({k: getattr(first, k) for k in ZERO_SHOT_KEYS})
         tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
         scores: dict[str, dict[str, float]] = {"source": {}, "target": {}}
         for role, names in (("source", sources), ("target", sweep.targets)):
@@ -252,12 +252,28 @@ def _flat(value, prefix: str = "") -> dict:
     return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
 
 
+def _portable(fields: dict) -> dict:
+    """``fields`` with a data_dir that is the shared data folder named as such, not by its path: unit
+    names hash what decides a unit's result, and a committed sweep folder must resume on a machine
+    where the shared data sits elsewhere."""
+    data_dir = fields.get("data_dir")
+    if data_dir is None:
+        return fields
+    try:
+        shared = shared_data_dir(required=False)
+    except ConfigError:  # a wrong $TALORA_DATA is reported where data is read, not here
+        shared = None
+    if shared is not None and Path(data_dir).resolve() == shared:
+        return {**fields, "data_dir": SHARED}
+    return fields
+
+
 def config_digest(cfg: RunConfig, extra: str = "", ignore: tuple[str, ...] = ()) -> str:
     """A short digest of what ``cfg`` sets apart from the defaults (the top-level fields in ``ignore``
     left out): a new release that adds a field (with a default that keeps the old behaviour) leaves
     every finished unit's name as it was."""
     # method_args as the whole method config: {length: 20} and {} name the same default prompt.
-    given = _flat({**dataclasses.asdict(cfg), "method_args": dataclasses.asdict(cfg.method_config())})
+    given = _flat({**_portable(dataclasses.asdict(cfg)), "method_args": dataclasses.asdict(cfg.method_config())})
     default_args = dataclasses.asdict(method_class(cfg.method).config_cls())
     defaults = _flat({**dataclasses.asdict(RunConfig()), "method_args": default_args})
     changed = {
@@ -287,7 +303,7 @@ def _same_training(folder: Path, cfg: RunConfig) -> bool:
         return False
     if not isinstance(old, dict):
         return False
-    new = dataclasses.asdict(cfg)
+    old, new = _portable(old), _portable(dataclasses.asdict(cfg))
     return {k: v for k, v in old.items() if k != "transfer"} == {k: v for k, v in new.items() if k != "transfer"}
 
 
