@@ -37,6 +37,36 @@ def test_compare_pairs_methods_at_the_task_level():
     assert zero["tasks"] == 2 and zero["mean_b"] == pytest.approx(0.45)
 
 
+def test_compare_at_one_k_keeps_that_k_and_the_deterministic_rows(capsys, tmp_path):
+    c = R.compare(R.at_k(RESULTS, 32), "a", "b")
+    assert c["tasks"] == 1 and c["per_task"] == {"t": pytest.approx(0.8 - 0.6333333)}  # u has no k = 32 row
+    zero = R.compare(R.at_k(RESULTS, "16"), "a", "zero_shot")
+    assert zero["per_task"] == {"t": pytest.approx(0.7 - 0.5), "u": pytest.approx(0.5 - 0.4)}
+    with pytest.raises(ConfigError, match="no target rows at k = 64; the results have k = 16, 32"):
+        R.at_k(RESULTS, 64)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(RESULTS))
+    assert main(["analyze", "compare", str(path), "a", "b", "--k", "32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tasks"] == 1
+
+
+def test_a_sweep_with_several_k_compares_over_all_and_at_each(tmp_path):
+    from talora.recipes.sweep import comparisons
+
+    cs = comparisons(RESULTS, tmp_path)
+    assert [(c["b"], c.get("k")) for c in cs] == [
+        ("zero_shot", None),
+        ("b", None),
+        ("zero_shot", "16"),
+        ("b", "16"),
+        ("zero_shot", "32"),
+        ("b", "32"),
+    ]
+    assert cs[-1]["tasks"] == 1 and cs[-1]["mean_difference"] == pytest.approx(0.8 - 0.6333333)
+    assert "a vs b (target, k = 32, 1 task)" in R.compare_line(cs[-1])
+    assert "(target, 2 tasks)" in R.compare_line(cs[1])
+
+
 def test_sign_flip_is_exact_with_a_known_p():
     # six positive differences: only the all-plus and all-minus patterns are as extreme, p = 2 / 64
     p, floor = R.sign_flip([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])

@@ -69,6 +69,29 @@ def task_means(results: dict, method: str, setting: str = "target") -> dict[str,
     return {t: statistics.mean(v) for t, v in by_task.items()}
 
 
+def target_ks(results: dict) -> list[str]:
+    """The k values of a sweep's target rows, in increasing order (``all`` last)."""
+    ks = {m["k"] for rows in results.get("target", {}).values() for r in rows if (m := _K_ROW.match(r))}
+    return sorted(ks, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
+
+
+def at_k(results: dict, k: str | int) -> dict:
+    """The results with only the target rows of ``k`` shots (and the deterministic rows, which have no
+    k): a comparison at one k, where ``compare`` otherwise averages each task over every k."""
+    k = str(k)
+    have = target_ks(results)
+    if k not in have:
+        raise ConfigError(f"no target rows at k = {k}; the results have k = {', '.join(have) or 'none'}")
+
+    def keep(rows: dict) -> dict:
+        return {r: v for r, v in rows.items() if _row_task(r)[1] in (None, k)}
+
+    out = {**results, "target": {m: keep(rows) for m, rows in results.get("target", {}).items()}}
+    if "units" in results:
+        out["units"] = {m: keep(rows) for m, rows in results["units"].items()}
+    return out
+
+
 def sign_flip(diffs: list[float]) -> tuple[float, float]:
     """(two-sided p of a zero mean under random signs, enumerated exactly; the smallest p attainable)."""
     from scipy.stats import permutation_test
@@ -267,17 +290,19 @@ def _paired_ks(ka: set[str], kb: set[str]) -> list[str]:
 
 
 def compare_line(c: dict) -> str:
+    at = f", k = {c['k']}" if "k" in c else ""
+    tasks = f"{c['tasks']} task{'s' if c['tasks'] != 1 else ''}"
     text = (
-        f"{c['a']} vs {c['b']} ({c['setting']}, {c['tasks']} tasks): {100 * c['mean_a']:.1f} vs "
+        f"{c['a']} vs {c['b']} ({c['setting']}{at}, {tasks}): {100 * c['mean_a']:.1f} vs "
         f"{100 * c['mean_b']:.1f}, difference {100 * c['mean_difference']:+.1f}"
     )
     if "interval" in c:
         low, high = c["interval"]
         text += f" (95 % interval {100 * low:+.1f} to {100 * high:+.1f}; detectable: {100 * c['detectable']:.1f})"
     text += (
-        f"; better on {c['wins']} of {c['tasks']} tasks, worse on {c['losses']}, tied on {c['ties']}; "
+        f"; better on {c['wins']} of {tasks}, worse on {c['losses']}, tied on {c['ties']}; "
         f"exact sign-flip p = {c['p']:.3f} "
-        f"(smallest attainable with {c['tasks']} tasks: {c['min_p']:.3f})"
+        f"(smallest attainable with {tasks}: {c['min_p']:.3f})"
     )
     if c["min_p"] > 0.05:
         text += "; too few tasks for any outcome to reach p < 0.05"

@@ -56,6 +56,7 @@ def add_analyze(sub) -> None:
     co.add_argument("b", help="method label")
     co.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
     co.add_argument("--draws", type=positive_int, default=2000, help="bootstrap resamples")
+    co.add_argument("--k", help="compare at this k only (default: each task's mean over every k)")
     shared(co, "json")
     co.set_defaults(func=cmd_analyze)
     ch = command(
@@ -65,6 +66,7 @@ def add_analyze(sub) -> None:
     )
     ch.add_argument("results", help="a sweep's results-<name>.json")
     ch.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
+    ch.add_argument("--k", help="units of this k only (default: every k)")
     shared(ch, "json")
     ch.set_defaults(func=cmd_analyze)
     cu = command(analyses, "curves", help="mean target score against k, one line per method (a PNG)")
@@ -80,6 +82,8 @@ def cmd_analyze(args) -> None:
         from ..analysis import sweep_results as R
 
         results = R.load_results(args.results)
+        if getattr(args, "k", None) is not None:
+            results = R.at_k(results, args.k)
         if args.analysis == "chance":
             rows = R.chance_rows(results, args.setting)
             print(json.dumps(rows, indent=1) if args.json else R.format_chance(rows))

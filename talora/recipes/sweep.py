@@ -344,19 +344,24 @@ def _brief(summary: dict) -> dict | None:
 
 def comparisons(results: dict, output: Path) -> list[dict]:
     """The first method against every other row of the table (zero-shot included), at the task level
-    (analysis.sweep_results.compare): what the finished table states under it."""
-    from ..analysis.sweep_results import compare
+    (analysis.sweep_results.compare): what the finished table states under it. With several k, over
+    every k and then at each k alone."""
+    from ..analysis.sweep_results import at_k, compare, target_ks
 
     methods = [m for m in results["target"] if m != "zero_shot"]
     if not methods:
         return []
     first, others = methods[0], [m for m in results["target"] if m != methods[0]]
+    ks = target_ks(results)
+    views = [(None, results)] + ([(k, at_k(results, k)) for k in ks] if len(ks) > 1 else [])
     out = []
-    for other in others:
-        try:
-            out.append(compare({**results, "_folder": str(output)}, first, other))
-        except ConfigError as err:  # no shared task (a partial table): say so rather than stop
-            out.append({"a": first, "b": other, "error": str(err)})
+    for k, view in views:
+        for other in others:
+            try:
+                c = compare({**view, "_folder": str(output)}, first, other)
+            except ConfigError as err:  # no shared task (a partial table): say so rather than stop
+                c = {"a": first, "b": other, "error": str(err)}
+            out.append(c if k is None else {**c, "k": k})
     return out
 
 
