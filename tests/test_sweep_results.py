@@ -161,6 +161,9 @@ def test_bootstrap_refuses_units_scored_on_other_lines(tmp_path):
 def test_curves_average_tasks_and_seeds_per_k(tmp_path):
     curves = R.few_shot_curves(RESULTS)
     assert curves["a"] == {"16": pytest.approx(0.6), "32": pytest.approx(0.8)}
+    # seed s's mean over tasks: k = 16 (0.6 + 0.5) / 2, (0.7 + 0.5) / 2, (0.8 + 0.5) / 2
+    assert R.seed_means(RESULTS)["a"]["16"] == pytest.approx([0.55, 0.6, 0.65])
+    assert R.seed_means(RESULTS)["b"]["32"] == pytest.approx([0.6, 0.7, 0.6])
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
     out = tmp_path / "curves.png"

@@ -388,6 +388,22 @@ def few_shot_curves(results: dict) -> dict[str, dict[str, float]]:
     return {m: {k: statistics.mean(v) for k, v in ks.items()} for m, ks in curves.items()}
 
 
+def seed_means(results: dict) -> dict[str, dict[str, list[float]]]:
+    """method -> k -> one mean target score per seed (over the tasks), for the spread a curve carries;
+    seeds count only where every task has them."""
+    cells: dict[str, dict[str, list[list[float]]]] = {}
+    for method, rows in results.get("target", {}).items():
+        for row, cell in rows.items():
+            if match := _K_ROW.match(row):
+                cells.setdefault(method, {}).setdefault(match["k"], []).append(_values(cell))
+    out: dict[str, dict[str, list[float]]] = {}
+    for method, by_k in cells.items():
+        for k, per_task in by_k.items():
+            seeds = min(len(v) for v in per_task)
+            out.setdefault(method, {})[k] = [statistics.mean(v[s] for v in per_task) for s in range(seeds)]
+    return out
+
+
 def plot_curves(results: dict, path: Path, title: str = "") -> Path:
     import matplotlib
 
@@ -399,11 +415,19 @@ def plot_curves(results: dict, path: Path, title: str = "") -> Path:
         raise ConfigError("no few-shot rows (named 'task (k=K)') in the results")
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted({k for c in curves.values() for k in c}, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
+    spread = seed_means(results)
     for method, points in curves.items():
         xs = [k for k in ks if k in points]
-        ax.plot(xs, [100 * points[k] for k in xs], marker="o", label=method)
+        sd = [100 * statistics.stdev(spread[method][k]) if len(spread[method][k]) > 1 else 0.0 for k in xs]
+        ax.errorbar(xs, [100 * points[k] for k in xs], yerr=sd, marker="o", capsize=3, label=method)
+    # A deterministic row (the frozen model) has no k: a level line over the tasks the curves cover.
+    tasks = {_row_task(r)[0] for rows in results.get("target", {}).values() for r in rows if _row_task(r)[1]}
+    for method, rows in results.get("target", {}).items():
+        flat = [statistics.mean(_values(v)) for r, v in rows.items() if _row_task(r)[1] is None and r in tasks]
+        if flat:
+            ax.axhline(100 * statistics.mean(flat), linestyle="--", color="grey", label=f"{method} (no k)")
     ax.set_xlabel("k (shots)")
-    ax.set_ylabel("mean target score × 100")
+    ax.set_ylabel("mean target score × 100 (bars: SD over seeds)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
