@@ -18,6 +18,10 @@ is the candidate's summed log-probability (``talora.core.predict.score_candidate
 the log-probability of the candidate by the same constant within an example (the logit's
 log-normaliser) or not at all, so the softmax over either is the model's distribution
 restricted to the candidates: the probability of each label given that the answer is one of them.
+A task whose run compared labels another way (its ``label_scoring``) is served that way, as it was
+evaluated: ``mean`` ranks by the per-token average and its probabilities are the softmax of those;
+``calibrated`` divides out the label prior the task's prompts give content-free inputs (computed
+once, when the task's unit loads), and its probabilities are the calibrated distribution.
 
 An input too long for the task's ``max_length`` (recorded from its run) is cut as in evaluation
 (``talora.core.batching``), keeping room for the longest label word, since there is no gold label.
@@ -123,6 +127,7 @@ class _Unit:
     method: Method
     task_ids: dict[str, int]
     verbalizers: dict[int, Verbalizer]
+    priors: dict  # task id -> log label prior of a calibrated task (core.predict.label_priors)
 
 
 class Engine:
@@ -243,7 +248,7 @@ class Engine:
     def _load(self, task: str) -> None:
         if task in self._unit_of or task in self._damaged:
             return
-        from ..core.predict import Verbalizer
+        from ..core.predict import label_priors
         from ..methods import method_class
 
         group = [t for t, g in self._group_of.items() if g == self._group_of[task]]
@@ -277,11 +282,21 @@ class Engine:
         for method in methods:
             served = [t for t in method.task_names if t in group]
             ids = {t: method.task_names.index(t) for t in served}
-            verbs = {ids[t]: Verbalizer.of(self.specs[t], tokenizer) for t in served}
-            unit = _Unit(method, ids, verbs)
+            verbs = {ids[t]: self._verbalizer(t, tokenizer) for t in served}
+            with method.applied(self.backbone):
+                priors = label_priors(self.backbone, method, verbs, list(verbs))
+            unit = _Unit(method, ids, verbs, priors)
             for t in served:
                 self._unit_of[t] = unit
                 self._room_label[t] = _longest_label(self.specs[t], verbs[ids[t]])
+
+    def _verbalizer(self, task: str, tokenizer) -> Verbalizer:
+        """The task's verbalizer, comparing labels as its run did (runs from before label_scoring: sum)."""
+        from ..core.predict import Verbalizer
+
+        entry = self._entries[task]
+        scoring = (entry.get("run_config") or {}).get("label_scoring", "sum")
+        return Verbalizer.of(self.specs[task], tokenizer, scoring, entry["max_length"])
 
     def _encode(self, ex: Example) -> Encoded:
         from ..core.batching import encode
@@ -302,11 +317,11 @@ class Engine:
         with unit.method.applied(self.backbone):
             if ranked:
                 chunk = [items[j] for j in ranked]
-                scores = score_candidates(
-                    self.backbone, unit.method, chunk, [verbs[e.task_id].candidates(e) for e in chunk]
-                )
-                for j, e, s in zip(ranked, chunk, scores):
-                    out[j] = _ranked_result(examples[idx[j]].task, verbs[e.task_id], s)
+                cands = [verbs[e.task_id].candidates(e) for e in chunk]
+                scores = score_candidates(self.backbone, unit.method, chunk, cands)
+                for j, e, s, c in zip(ranked, chunk, scores, cands):
+                    verb = verbs[e.task_id]
+                    out[j] = _ranked_result(examples[idx[j]].task, verb, verb.adjust(s, c, unit.priors.get(e.task_id)))
             if generated:
                 chunk = [items[j] for j in generated]
                 texts = generate(self.backbone, unit.method, chunk, [verbs[e.task_id].max_new_tokens for e in chunk])
