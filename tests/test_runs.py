@@ -6,6 +6,7 @@ import pytest
 import yaml
 from conftest import write_tiny_sweep
 
+from talora.cli import main
 from talora.recipes import sweep
 from talora.recipes.suites import load_suite
 
@@ -20,7 +21,7 @@ def tiny_demo(tmp_path, tiny_models):
     return write_tiny_sweep(tmp_path / "sweep.yaml", methods, seeds=(0, 1))
 
 
-def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo, monkeypatch):
+def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo, monkeypatch, capsys):
     out = tmp_path / "sweep"
     first = sweep.run_sweep(tiny_demo, out)
     assert set(first["target"]) == {"zero_shot", "talora", "pt", "pt_scratch"}
@@ -46,6 +47,15 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo,
 
     damaged = out / "talora-tweet_emotion-k2-s1" / "adapter.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:10])
+    # --status names what a re-run would redo (the damaged unit), in the order the sweep runs units.
+    status = sweep.sweep_status(tiny_demo, out)
+    assert [u["unit"].split(" ", 1)[1] for u in status if not u["finished"]] == [
+        "transfer talora tweet_emotion k=2 seed=1"
+    ]
+    assert len(status) == 3 + 2 + 3 * 2  # zero-shot (2 sources, 1 target), 2 source trainings, 3 methods x 2 seeds
+    assert main(["sweep", "--config", str(tiny_demo), "--output", str(out), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert "11 units, 10 finished, 1 to run" in printed and "talora-tweet_emotion-k2-s1" in printed
     third = sweep.run_sweep(tiny_demo, out)
     assert calls == ["transfer"] and third["target"] == first["target"]  # same seed, same result
 

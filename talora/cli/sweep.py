@@ -37,6 +37,9 @@ def add_sweep(sub) -> None:
         output={"required": True, "help": "output folder (finished units are skipped on a re-run)"},
         data_dir={"help": "override the config's data folder"},
     )
+    w.add_argument(
+        "--status", action="store_true", help="list the units, finished or still to run in --output; run nothing"
+    )
     w.set_defaults(func=cmd_sweep)
 
 
@@ -65,13 +68,20 @@ def cmd_demo(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from ..recipes.sweep import format_table, run_sweep
+    from ..recipes.sweep import format_table, run_sweep, sweep_status
 
-    check_output(args.output)
     chosen = placement(args)
     if chosen and set(chosen) & set(args.overrides.get("run", {})):
         raise ConfigError("sweep: --device/--dtype given both as options and as --run.* overrides")
     overrides = {**args.overrides, "run": {**args.overrides.get("run", {}), **chosen}}
+    if args.status:
+        units = sweep_status(Path(args.config), Path(args.output), args.data_dir, overrides=overrides)
+        left = [u for u in units if not u["finished"]]
+        print(f"{args.output}: {len(units)} units, {len(units) - len(left)} finished, {len(left)} to run")
+        for u in left:
+            print(f"  to run: {u['unit']}  ({u['folder']})")
+        return
+    check_output(args.output)
     results = run_sweep(Path(args.config), Path(args.output), args.data_dir, overrides=overrides)
     print(format_table(results))
 

@@ -28,7 +28,7 @@ from ..core.backbone import BackboneLoader
 from ..progress import progress
 from .pipeline import run_transfer
 from .runs import RunManifest
-from .sweep import _unit, config_digest, load_sweep, train_unit
+from .sweep import _unit, config_digest, load_sweep, source_unit, train_unit
 
 STEPS = (12, 25, 50, 100, 200)
 LR_SCALES = (0.3, 1.0, 3.0)
@@ -56,9 +56,8 @@ def run_budget(
             tag = config_digest(cfg, f"scratch={scratch}")
             source = None
             if not scratch:
-                source = output / label
-                train_tag = config_digest(cfg, ignore=("transfer",))  # as talora sweep names it: shared
-                manifest.run(f"{train_tag} train {label}", source, train_unit(loader, cfg, source))
+                name, source = source_unit(cfg, label, output)  # as talora sweep names it: shared
+                manifest.run(name, source, train_unit(loader, cfg, source))
             rows = results["methods"].setdefault(label, {})
             for steps in steps_grid:
                 base = dataclasses.replace(

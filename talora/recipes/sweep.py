@@ -163,18 +163,15 @@ def run_sweep(
     if sweep.zero_shot:
         # One unit per task (keyed by what decides its score): a resumed sweep, or another sweep over
         # some of the same tasks in the same folder, does not redo it.
-        what = _portable({k: getattr(first, k) for k in ZERO_SHOT_KEYS})
-        tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
         scores: dict[str, dict[str, float]] = {"source": {}, "target": {}}
         for role, names in (("source", sources), ("target", sweep.targets)):
             for task in names:
-                folder = output / "zero_shot" / f"{role}-{task}"
+                unit, folder = zero_shot_unit(first, role, task, output)
 
                 def frozen_model(task=task, role=role, folder=folder) -> dict:
                     backbone = _backbone(loader, first)
                     return zero_shot(first, task, backbone, folder, sources=role == "source")
 
-                unit = f"{tag} zero-shot {role} {task}"
                 record = manifest.run(unit, folder, frozen_model)
                 _add_time(results, record)
                 scores[role][task] = record["score"]
@@ -189,15 +186,11 @@ def run_sweep(
     units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
     with progress(total=units, desc="sweep", leave=True) as bar:
         for label, (cfg, scratch) in runs.items():
-            # Units are named with the method's config digest: an edited config never reuses stale results.
-            tag = config_digest(cfg, f"scratch={scratch}")
-            # Source training does not read the transfer settings: sweeps that differ only there share it.
-            train_tag = config_digest(cfg, ignore=("transfer",))
-            folder = output / label
+            name, folder = source_unit(cfg, label, output)
             if scratch:
                 summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
             else:
-                summary = manifest.run(f"{train_tag} train {label}", folder, train_unit(loader, cfg, folder))
+                summary = manifest.run(name, folder, train_unit(loader, cfg, folder))
                 _add_time(results, summary)
                 results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
                 results.setdefault("scored", {})[label] = {
@@ -211,7 +204,7 @@ def run_sweep(
             for task in sweep.targets:
                 for k in sweep.ks:
                     for seed in sweep.seeds:
-                        out = output / f"{label}-{task}-k{k}-s{seed}"
+                        name, out = transfer_unit(cfg, scratch, label, task, k, seed, output)
                         source = None if scratch else folder
                         # This sweep's transfer settings, not those saved with a source run another sweep trained.
                         unit = _unit(
@@ -227,7 +220,6 @@ def run_sweep(
                             train_cfg=cfg.transfer,
                             shots=cfg.shots,
                         )
-                        name = f"{tag} transfer {label} {task} k={k} seed={seed}"
                         res = manifest.run(name, out, unit)
                         _add_time(results, res)
                         if not sweep.target_adapters and (out / TENSORS).is_file():
@@ -244,6 +236,60 @@ def run_sweep(
     write_results(results, output, config, t0)
     _warn(results, warned)
     return results
+
+
+# Unit names and folders. A name hashes what decides the unit's result (an edited config never
+# reuses stale results); the folder is where its files go.
+def zero_shot_unit(cfg: RunConfig, role: str, task: str, output: Path) -> tuple[str, Path]:
+    """The frozen model on one task, keyed by what decides its score only: a resumed sweep, or another
+    sweep over some of the same tasks in the same folder, does not redo it."""
+    what = _portable({k: getattr(cfg, k) for k in ZERO_SHOT_KEYS})
+    tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{tag} zero-shot {role} {task}", output / "zero_shot" / f"{role}-{task}"
+
+
+def source_unit(cfg: RunConfig, label: str, output: Path) -> tuple[str, Path]:
+    """A method's source training. It does not read the transfer settings: sweeps that differ only
+    there share it."""
+    return f"{config_digest(cfg, ignore=('transfer',))} train {label}", output / label
+
+
+def transfer_unit(cfg: RunConfig, scratch: bool, label: str, task: str, k, seed: int, output: Path) -> tuple[str, Path]:
+    tag = config_digest(cfg, f"scratch={scratch}")
+    return f"{tag} transfer {label} {task} k={k} seed={seed}", output / f"{label}-{task}-k{k}-s{seed}"
+
+
+def sweep_status(
+    config: str | Path, output: Path, data_dir: str | None = None, overrides: dict | None = None
+) -> list[dict]:
+    """Every unit the sweep has, in the order it runs them, and whether ``output`` holds it finished
+    and intact (what a re-run would skip); runs nothing."""
+    output = Path(output)
+    sweep, runs = load_sweep(config, data_dir, overrides)
+    first = next(iter(runs.values()))[0]
+    trains_on_sources = not all(scratch for _, scratch in runs.values())
+    sources = (first.tasks or source_task_names(first.data_dir)) if trains_on_sources else []
+    units = []
+    if sweep.zero_shot:
+        units += [
+            zero_shot_unit(first, role, t, output)
+            for role, ts in (("source", sources), ("target", sweep.targets))
+            for t in ts
+        ]
+    for label, (cfg, scratch) in runs.items():
+        if not scratch:
+            units.append(source_unit(cfg, label, output))
+        units += [
+            transfer_unit(cfg, scratch, label, task, k, seed, output)
+            for task in sweep.targets
+            for k in sweep.ks
+            for seed in sweep.seeds
+        ]
+    manifest = RunManifest(output)
+    return [
+        {"unit": name, "folder": str(folder), "finished": manifest.finished(name, folder) is not None}
+        for name, folder in units
+    ]
 
 
 def _flat(value, prefix: str = "") -> dict:
