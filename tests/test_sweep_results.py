@@ -164,6 +164,10 @@ def test_curves_average_tasks_and_seeds_per_k(tmp_path):
     # seed s's mean over tasks: k = 16 (0.6 + 0.5) / 2, (0.7 + 0.5) / 2, (0.8 + 0.5) / 2
     assert R.seed_means(RESULTS)["a"]["16"] == pytest.approx([0.55, 0.6, 0.65])
     assert R.seed_means(RESULTS)["b"]["32"] == pytest.approx([0.6, 0.7, 0.6])
+    scored = {"zero_shot": {"target t": {"majority": 0.55}}, "a": {"u (k=16)": [{"majority": 0.7}, None]}}
+    assert R.target_majority({**RESULTS, "scored": scored}, "t") == 0.55
+    assert R.target_majority({**RESULTS, "scored": scored}, "u") == 0.7
+    assert R.target_majority(RESULTS, "t") is None
     path = tmp_path / "r.json"
     path.write_text(json.dumps(RESULTS))
     out = tmp_path / "curves.png"

@@ -404,6 +404,18 @@ def seed_means(results: dict) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def target_majority(results: dict, task: str) -> float | None:
+    """The best constant answer's score on a target's scored lines (the same for every unit), from any
+    unit's scorecard in the results."""
+    for cards in results.get("scored", {}).values():
+        for key, card in cards.items():
+            if key == f"target {task}" or (_row_task(key)[0] == task and _row_task(key)[1] is not None):
+                for c in card if isinstance(card, list) else [card]:
+                    if c and isinstance(c.get("majority"), (int, float)):
+                        return c["majority"]
+    return None
+
+
 def plot_curves(results: dict, path: Path, title: str = "") -> Path:
     import matplotlib
 
@@ -416,16 +428,23 @@ def plot_curves(results: dict, path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted({k for c in curves.values() for k in c}, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
     spread = seed_means(results)
-    for method, points in curves.items():
+    for i, (method, points) in enumerate(curves.items()):
         xs = [k for k in ks if k in points]
         sd = [100 * statistics.stdev(spread[method][k]) if len(spread[method][k]) > 1 else 0.0 for k in xs]
-        ax.errorbar(xs, [100 * points[k] for k in xs], yerr=sd, marker="o", capsize=3, label=method)
+        dodge = 0.06 * (i - (len(curves) - 1) / 2)  # side by side at each k, so the bars do not hide each other
+        at = [ks.index(k) + dodge for k in xs]
+        ax.errorbar(at, [100 * points[k] for k in xs], yerr=sd, marker="o", capsize=3, label=method)
+    ax.set_xticks(range(len(ks)), ks)
+    ax.set_xlim(-0.5, len(ks) - 0.5)
     # A deterministic row (the frozen model) has no k: a level line over the tasks the curves cover.
     tasks = {_row_task(r)[0] for rows in results.get("target", {}).values() for r in rows if _row_task(r)[1]}
     for method, rows in results.get("target", {}).items():
         flat = [statistics.mean(_values(v)) for r, v in rows.items() if _row_task(r)[1] is None and r in tasks]
         if flat:
             ax.axhline(100 * statistics.mean(flat), linestyle="--", color="grey", label=f"{method} (no k)")
+    majority = [m for t in tasks if (m := target_majority(results, t)) is not None]
+    if tasks and len(majority) == len(tasks):
+        ax.axhline(100 * statistics.mean(majority), linestyle=":", color="black", label="majority class")
     ax.set_xlabel("k (shots)")
     ax.set_ylabel("mean target score × 100 (bars: SD over seeds)")
     ax.set_title(title)
