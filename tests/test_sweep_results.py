@@ -65,6 +65,10 @@ def test_a_sweep_with_several_k_compares_over_all_and_at_each(tmp_path):
     assert cs[-1]["tasks"] == 1 and cs[-1]["mean_difference"] == pytest.approx(0.8 - 0.6333333)
     assert "a vs b (target, k = 32, 1 task)" in R.compare_line(cs[-1])
     assert "(target, 2 tasks)" in R.compare_line(cs[1])
+    table = R.comparison_table(cs + [{"a": "a", "b": "c", "error": "no shared task"}]).splitlines()
+    # k = 16: t 0.7 - 0.6, u 0.5 - 0.6, mean 0.0; no predictions, so no interval
+    assert "| a - b | 16 | 2 | +0.0 | - | - | 1 / 1 | 1.000 (0.500) |" in table
+    assert table[-1] == "| a - c | all | - | - | - | - | - | no shared task |"
 
 
 def test_sign_flip_is_exact_with_a_known_p():

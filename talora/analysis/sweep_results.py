@@ -309,6 +309,27 @@ def compare_line(c: dict) -> str:
     return text
 
 
+def comparison_table(comparisons: list[dict]) -> str:
+    """Comparisons (``compare``'s results) as a Markdown table, differences × 100. The p column gives
+    the smallest p the number of tasks allows beside it: with few tasks no outcome reaches 0.05."""
+    lines = [
+        "| comparison | k | tasks | difference | 95 % interval | detectable | better / worse | p (smallest possible) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        name = f"{c['a']} - {c['b']}"
+        if "error" in c:
+            lines.append(f"| {name} | {c.get('k', 'all')} | - | - | - | - | - | {c['error']} |")
+            continue
+        interval = "{:+.1f} to {:+.1f}".format(*(100 * v for v in c["interval"])) if "interval" in c else "-"
+        detectable = f"{100 * c['detectable']:.1f}" if "detectable" in c else "-"
+        lines.append(
+            f"| {name} | {c.get('k', 'all')} | {c['tasks']} | {100 * c['mean_difference']:+.1f} | {interval} | "
+            f"{detectable} | {c['wins']} / {c['losses']} | {c['p']:.3f} ({c['min_p']:.3f}) |"
+        )
+    return "\n".join(lines)
+
+
 def label_blind_accuracy(golds: list, preds: list) -> float:
     """Expected accuracy of a predictor that never reads its input but answers with the histogram of
     ``preds``: the sum over answers a of P(gold = a) * P(prediction = a). It is the chance level of a

@@ -595,10 +595,17 @@ def format_table(results: dict) -> str:
     lines += [f"- {note}" for note in _split_notes(results.get("splits", {}))]
     lines += [f"- {note}" for note in truncation_notes(results)]
     if results.get("comparisons"):
-        from ..analysis.sweep_results import compare_line
+        from ..analysis.sweep_results import comparison_table
 
-        lines += ["", "Task-level comparisons (talora analyze compare):"]
-        lines += [f"- {c.get('error') or compare_line(c)}" for c in results["comparisons"]]
+        lines += [
+            "",
+            "Task-level comparisons (talora analyze compare): one difference per target (each method's mean "
+            "over seeds, and over k where k is all), an exact sign-flip test over them, a 95 % interval from "
+            "a bootstrap over targets, seeds and scored lines, and the smallest difference the design detects "
+            "(80 % power, 5 %):",
+            "",
+            comparison_table(results["comparisons"]),
+        ]
     return "\n".join(lines)
 
 
