@@ -148,6 +148,28 @@ def test_bootstrap_interval_on_a_constructed_case(tmp_path):
     assert c["p"] == pytest.approx(2 / 16) and c["min_p"] == pytest.approx(2 / 16)
 
 
+def test_a_secondary_metric_is_recomputed_from_the_predictions(tmp_path):
+    # One task, one seed per method: gold x x x y; a answers x x x x (accuracy 0.75, macro-F1
+    # (6/7 + 0) / 2 = 3/7), b answers x y x y (accuracy 0.75, macro-F1 (0.8 + 2/3) / 2).
+    golds = ["x", "x", "x", "y"]
+    for m, preds in (("a", ["x", "x", "x", "x"]), ("b", ["x", "y", "x", "y"])):
+        _unit(tmp_path / m, "t", golds, preds)
+    results = {
+        "target": {"a": {"t (k=16)": [0.75]}, "b": {"t (k=16)": [0.75]}},
+        "units": {"a": {"t (k=16)": ["a"]}, "b": {"t (k=16)": ["b"]}},
+        "metrics": {"t": "accuracy"},
+        "_folder": str(tmp_path),
+    }
+    f1 = R.with_metric(results, "macro_f1")
+    assert f1["target"]["a"]["t (k=16)"] == pytest.approx([3 / 7])
+    assert f1["target"]["b"]["t (k=16)"] == pytest.approx([(0.8 + 2 / 3) / 2])
+    assert f1["metrics"] == {"t": "macro_f1"}
+    assert R.with_metric(results, "accuracy")["target"] == results["target"]
+    assert R.compare(f1, "b", "a", draws=50)["mean_difference"] == pytest.approx((0.8 + 2 / 3) / 2 - 3 / 7)
+    with pytest.raises(ConfigError, match="metric must be one of"):
+        R.with_metric(results, "bleu")
+
+
 def test_bootstrap_of_equal_methods_is_zero(tmp_path):
     c = R.compare(_constructed(tmp_path, 0), "a", "b", draws=200)
     assert c["interval"] == [0.0, 0.0] and c["p"] == 1.0

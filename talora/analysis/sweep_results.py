@@ -92,6 +92,39 @@ def at_k(results: dict, k: str | int) -> dict:
     return out
 
 
+METRICS = ("accuracy", "macro_f1", "matthews")
+
+
+def with_metric(results: dict, metric: str) -> dict:
+    """The results with every target score recomputed as ``metric`` from the units' saved predictions
+    (a secondary reading, e.g. macro-F1 where accuracy on imbalanced lines rewards one answer);
+    the bootstrap then resamples that metric too."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    folder = Path(results.get("_folder", "."))
+
+    def score(unit: str, task: str) -> float:
+        path = folder / unit / "predictions.json"
+        record = json.loads(path.read_text()).get(task) if path.is_file() else None
+        if record is None:
+            raise ConfigError(f"{path}: no saved predictions for {task}, so no {metric} can be computed")
+        encoded, size = _encode_task({"methods": {"m": {"-": [(record["golds"], record["predictions"])]}}})
+        pairs = encoded["m"]["-"][0]
+        confusion = np.zeros((size, size))
+        np.add.at(confusion, (pairs[:, 0], pairs[:, 1]), 1)
+        return float(metric_from_confusion(confusion, metric))
+
+    target: dict = {}
+    for method in results.get("target", {}):
+        for task, by_k in _units(results, method, "target").items():
+            for k, folders in by_k.items():
+                row = task if k == "-" else f"{task} (k={k})"
+                values = [score(f, task) for f in folders]
+                target.setdefault(method, {})[row] = values[0] if k == "-" else values
+    tasks = {_row_task(r)[0] for rows in target.values() for r in rows}
+    return {**results, "target": target, "metrics": {**results.get("metrics", {}), **dict.fromkeys(tasks, metric)}}
+
+
 def sign_flip(diffs: list[float]) -> tuple[float, float]:
     """(two-sided p of a zero mean under random signs, enumerated exactly; the smallest p attainable)."""
     from scipy.stats import permutation_test

@@ -57,6 +57,11 @@ def add_analyze(sub) -> None:
     co.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
     co.add_argument("--draws", type=positive_int, default=2000, help="bootstrap resamples")
     co.add_argument("--k", help="compare at this k only (default: each task's mean over every k)")
+    co.add_argument(
+        "--metric",
+        choices=("accuracy", "macro_f1", "matthews"),
+        help="recompute every target score as this metric from the saved predictions (default: each task's own)",
+    )
     shared(co, "json")
     co.set_defaults(func=cmd_analyze)
     ch = command(
@@ -84,6 +89,8 @@ def cmd_analyze(args) -> None:
         results = R.load_results(args.results)
         if getattr(args, "k", None) is not None:
             results = R.at_k(results, args.k)
+        if getattr(args, "metric", None) is not None:
+            results = R.with_metric(results, args.metric)
         if args.analysis == "chance":
             rows = R.chance_rows(results, args.setting)
             print(json.dumps(rows, indent=1) if args.json else R.format_chance(rows))
