@@ -158,7 +158,7 @@ def test_a_finished_sweep_states_its_task_level_comparisons(tiny_models, tmp_pat
     c = against[other]
     assert c["tasks"] == 1 and c["min_p"] == 1.0 and c["interval"][0] <= c["mean_difference"] <= c["interval"][1]
     table = (tmp_path / "out" / "results-sweep.md").read_text()
-    assert f"{first} vs {other} (target, 1 tasks)" in table and "too few tasks for any outcome" in table
+    assert f"| {first} - {other} | all | 1 |" in table and "too few tasks for any outcome" in table
 
 
 def test_an_interrupted_source_training_resumes_from_its_finished_stage(tiny_models, tmp_path, monkeypatch):

@@ -68,7 +68,8 @@ def test_a_sweep_with_several_k_compares_over_all_and_at_each(tmp_path):
     table = R.comparison_table(cs + [{"a": "a", "b": "c", "error": "no shared task"}]).splitlines()
     # k = 16: t 0.7 - 0.6, u 0.5 - 0.6, mean 0.0; no predictions, so no interval
     assert "| a - b | 16 | 2 | +0.0 | - | - | 1 / 1 | 1.000 (0.500) |" in table
-    assert table[-1] == "| a - c | all | - | - | - | - | - | no shared task |"
+    assert "| a - c | all | - | - | - | - | - | no shared task |" in table
+    assert table[-1] == "With 1 or 2 tasks: too few tasks for any outcome to reach p < 0.05."
 
 
 def test_sign_flip_is_exact_with_a_known_p():

@@ -360,6 +360,9 @@ def comparison_table(comparisons: list[dict]) -> str:
             f"| {name} | {c.get('k', 'all')} | {c['tasks']} | {100 * c['mean_difference']:+.1f} | {interval} | "
             f"{detectable} | {c['wins']} / {c['losses']} | {c['p']:.3f} ({c['min_p']:.3f}) |"
         )
+    few = sorted({c["tasks"] for c in comparisons if "error" not in c and c["min_p"] > 0.05})
+    if few:
+        lines += ["", f"With {' or '.join(map(str, few))} tasks: too few tasks for any outcome to reach p < 0.05."]
     return "\n".join(lines)
 
 
