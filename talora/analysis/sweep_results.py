@@ -483,7 +483,7 @@ def plot_curves(results: dict, path: Path, title: str = "") -> Path:
     if not curves:
         raise ConfigError("no few-shot rows (named 'task (k=K)') in the results")
     fig, ax = plt.subplots(figsize=(6, 4))
-    ks = sorted({k for c in curves.values() for k in c}, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
+    ks = target_ks(results)
     spread = seed_means(results)
     for i, (method, points) in enumerate(curves.items()):
         xs = [k for k in ks if k in points]
