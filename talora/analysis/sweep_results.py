@@ -435,26 +435,29 @@ def format_chance(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def few_shot_curves(results: dict) -> dict[str, dict[str, float]]:
-    """method -> k -> mean target score over tasks and seeds (rows named "task (k=K)")."""
-    curves: dict[str, dict[str, list[float]]] = {}
-    for method, rows in results.get("target", {}).items():
-        for row, cell in rows.items():
-            if match := _K_ROW.match(row):
-                curves.setdefault(method, {}).setdefault(match["k"], []).append(statistics.mean(_values(cell)))
-    return {m: {k: statistics.mean(v) for k, v in ks.items()} for m, ks in curves.items()}
-
-
-def seed_means(results: dict) -> dict[str, dict[str, list[float]]]:
-    """method -> k -> one mean target score per seed (over the tasks), for the spread a curve carries;
-    seeds count only where every task has them."""
+def _cells_by_k(results: dict) -> dict[str, dict[str, list[list[float]]]]:
+    """method -> k -> one list of seed scores per task (the target rows named "task (k=K)")."""
     cells: dict[str, dict[str, list[list[float]]]] = {}
     for method, rows in results.get("target", {}).items():
         for row, cell in rows.items():
             if match := _K_ROW.match(row):
                 cells.setdefault(method, {}).setdefault(match["k"], []).append(_values(cell))
+    return cells
+
+
+def few_shot_curves(results: dict) -> dict[str, dict[str, float]]:
+    """method -> k -> mean target score over tasks (each task's mean over its seeds)."""
+    return {
+        m: {k: statistics.mean(statistics.mean(v) for v in per_task) for k, per_task in by_k.items()}
+        for m, by_k in _cells_by_k(results).items()
+    }
+
+
+def seed_means(results: dict) -> dict[str, dict[str, list[float]]]:
+    """method -> k -> one mean target score per seed (over the tasks), for the spread a curve carries;
+    seeds count only where every task has them."""
     out: dict[str, dict[str, list[float]]] = {}
-    for method, by_k in cells.items():
+    for method, by_k in _cells_by_k(results).items():
         for k, per_task in by_k.items():
             seeds = min(len(v) for v in per_task)
             out.setdefault(method, {})[k] = [statistics.mean(v[s] for v in per_task) for s in range(seeds)]
