@@ -80,6 +80,39 @@ def test_orthogonality_regulariser_equals_its_definition(backbone, form):
     assert torch.allclose(m.regularization(), want, rtol=1e-4)
 
 
+def test_prompt_units_make_the_regulariser_blind_to_the_models_norm_scale():
+    """With ``orthogonality_units: prompt`` the term is the raw one over rho_l^4 per layer, rho_l the
+    RMS of the layer's initial prompts; so a model whose normed inputs are c times larger (prompts
+    and A_i c times larger) gets the same term, where the raw one grows c^4."""
+    c = 7.0
+    small, large = make_backbone("llama"), make_backbone("llama")
+    with torch.no_grad():
+        for layer in large.model.get_decoder().layers:
+            layer.input_layernorm.weight.mul_(c)
+    terms = {}
+    for name, bb in (("small", small), ("large", large)):
+        for units in ("raw", "prompt"):
+            m = _talora(bb, lambda_orth=0.5, orthogonality_units=units)
+            with torch.no_grad():
+                m.u.copy_(torch.arange(m.u.numel(), dtype=torch.float32).reshape(m.u.shape).cos())
+                m.v.copy_(torch.arange(m.v.numel(), dtype=torch.float32).reshape(m.v.shape).sin())
+                if name == "large":
+                    m.v.mul_(c)  # A_i = u_i v_i^T scales with the prompts
+            terms[name, units] = m
+    raw, prompt = terms["small", "raw"], terms["small", "prompt"]
+    rho = raw.theta0.detach().pow(2).mean(dim=(1, 2)).sqrt()
+    assert torch.allclose(prompt.prompt_rms, rho) and not torch.allclose(rho, torch.ones_like(rho))
+    per_layer = raw._pair_terms(raw.u, raw.v, raw.u, raw.v).triu(diagonal=1).sum(dim=(1, 2))
+    assert torch.allclose(prompt.regularization(), 0.5 * (per_layer / rho**4).sum(), rtol=1e-4)
+    assert torch.allclose(terms["large", "raw"].regularization(), c**4 * raw.regularization(), rtol=1e-3)
+    assert torch.allclose(terms["large", "prompt"].regularization(), prompt.regularization(), rtol=1e-3)
+
+
+def test_orthogonality_units_must_be_known(backbone):
+    with pytest.raises(ValueError, match="orthogonality_units"):
+        TALoRAConfig(orthogonality_units="cm")
+
+
 def test_a_form_is_zero_for_orthogonal_task_directions_whatever_u(backbone):
     """With more tasks than the rank (3 > 2) the "a" form still reaches zero with every task's
     low-rank part non-zero: it needs the directions v orthogonal, not the coordinates u."""

@@ -66,6 +66,10 @@ class TALoRAConfig(PromptConfig):
     scale: float = 1.0  # s, magnitude of the task-specific part (eq. 3)
     lambda_orth: float = 1e-5  # lambda of eq. 10; a pair's term scales as ||A_i||_F^2 ||A_j||_F^2
     orthogonality: str = "a"  # eq. 10's pair term: "a" ||A_i A_j^T||_F^2 (v_i, v_j orthogonal) | "u" ||A_i^T A_j||_F^2
+    # "raw": the term on A_i as they are; "prompt": on A_i / rho_l, rho_l the RMS of layer l's
+    # vocabulary-initialised prompts, so that lambda means the same on models whose normed inputs
+    # differ in scale (Gemma 3's are about 57 times SmolLM2's, and the term goes as the 4th power)
+    orthogonality_units: str = "raw"
     lr_slow: float = 1e-3  # theta0 and B
     lr_fast: float = 3e-2  # u and v
     lr_gate: float = 1e-2  # the gates
@@ -82,6 +86,8 @@ class TALoRAConfig(PromptConfig):
             raise ValueError("rank must be >= 1")
         if self.orthogonality not in ("a", "u"):
             raise ValueError(f"orthogonality must be 'a' or 'u', got {self.orthogonality!r}")
+        if self.orthogonality_units not in ("raw", "prompt"):
+            raise ValueError(f"orthogonality_units must be 'raw' or 'prompt', got {self.orthogonality_units!r}")
         if self.init_lowrank not in ("svd", "zero"):
             raise ValueError(f"init_lowrank must be 'svd' or 'zero', got {self.init_lowrank!r}")
 
@@ -107,6 +113,10 @@ class TALoRA(Method):
         L, T, m, r, d = self.layers, len(task_names), config.length, config.rank, self.hidden
         gen = torch.Generator().manual_seed(config.init_seed)
         self.theta0 = nn.Parameter(deep_vocab_init(backbone, self.first_layer, L, 1, config, gen)[:, 0])
+        # Each layer's prompt scale at initialisation (the same for a source and its targets, whose
+        # theta0 starts from the same seed); not saved: it follows from the model and the config.
+        rho = self.theta0.detach().pow(2).mean(dim=(1, 2)).sqrt()
+        self.register_buffer("prompt_rms", rho, persistent=False)
         b_shape = (L, m, r) if config.shared_b else (L, T, m, r)
         self.B = nn.Parameter(torch.randn(b_shape, generator=gen) / r**0.5)
         self.u = nn.Parameter(torch.zeros(L, T, r))
@@ -162,7 +172,10 @@ class TALoRA(Method):
             dots, norms_a, norms_b = torch.einsum("ltd,lsd->lts", v_a, v_b), u_a.pow(2).sum(-1), u_b.pow(2).sum(-1)
         else:  # ||A_i^T A_j||^2 = (u_i.u_j)^2 ||v_i||^2 ||v_j||^2
             dots, norms_a, norms_b = torch.einsum("ltr,lsr->lts", u_a, u_b), v_a.pow(2).sum(-1), v_b.pow(2).sum(-1)
-        return dots.pow(2) * norms_a[:, :, None] * norms_b[:, None, :]
+        terms = dots.pow(2) * norms_a[:, :, None] * norms_b[:, None, :]
+        if self.config.orthogonality_units == "prompt":  # the term on A_i / rho_l: divide by rho_l^4
+            terms = terms / self.prompt_rms.pow(4)[:, None, None]
+        return terms
 
     def param_groups(self) -> list[dict]:
         cfg = self.config
