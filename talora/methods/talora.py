@@ -66,10 +66,9 @@ class TALoRAConfig(PromptConfig):
     scale: float = 1.0  # s, magnitude of the task-specific part (eq. 3)
     lambda_orth: float = 1e-5  # lambda of eq. 10; a pair's term scales as ||A_i||_F^2 ||A_j||_F^2
     orthogonality: str = "a"  # eq. 10's pair term: "a" ||A_i A_j^T||_F^2 (v_i, v_j orthogonal) | "u" ||A_i^T A_j||_F^2
-    # "raw": the term on A_i as they are; "prompt": on A_i / rho_l, rho_l the RMS of layer l's
-    # vocabulary-initialised prompts, so that lambda means the same on models whose normed inputs
-    # differ in scale (Gemma 3's are about 57 times SmolLM2's, and the term goes as the 4th power)
-    orthogonality_units: str = "raw"
+    # Deep prompts take the scale of the layer's normed inputs (Gemma 3's about 57 times SmolLM2's)
+    # and the term goes as its 4th power: "prompt" makes lambda mean the same on every model.
+    orthogonality_units: str = "raw"  # eq. 10 on A_i ("raw") | on A_i / rho_l, layer l's initial prompt RMS ("prompt")
     lr_slow: float = 1e-3  # theta0 and B
     lr_fast: float = 3e-2  # u and v
     lr_gate: float = 1e-2  # the gates
