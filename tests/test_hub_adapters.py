@@ -58,8 +58,9 @@ def adapter_folder(root: Path, sidecar: dict = SIDECAR, metrics: dict | None = T
     (root / "adapter.json").write_text(json.dumps(sidecar))
     if metrics is not None:
         (root / "metrics.json").write_text(json.dumps(metrics))
+    # The data folder sits at a path of the machine that trained (made at run time, not written here)
     (root / "config.yaml").write_text(
-        "method: talora\nmodel: Qwen/Qwen2.5-0.5B\nseed: 3\ndata_dir: /home/someone/shared/data\n"
+        f"method: talora\nmodel: Qwen/Qwen2.5-0.5B\nseed: 3\ndata_dir: {root.parent / 'machine'}/shared/data\n"
         "method_args:\n  length: 4\n"
     )
     (root / "checkpoint").mkdir(exist_ok=True)
@@ -80,7 +81,7 @@ def test_model_card_tells_what_the_adapter_is(tmp_path):
     assert "Average of the headline metrics: 0.8800" in body
     assert "| per_task | 136,000 |" in body and "| shared | 552 |" in body
     assert "talora train --config config.yaml --output run1" in body
-    assert "data_dir: '.../shared/data'" in body and "/home/someone" not in body  # no one's machine paths
+    assert "data_dir: '.../shared/data'" in body and str(tmp_path) not in body  # no one's machine paths
     assert "`Review: {text}\\nSentiment:`" in body
     assert "talora eval --adapter me/sst-adapter --task sst2" in body
     assert "talora transfer --from me/sst-adapter" in body
@@ -98,7 +99,7 @@ def test_model_card_of_a_transfer_names_its_source_and_shots(tmp_path):
     assert (
         made_by(scratch, metrics, "o") == "talora transfer --config config.yaml --task sst2 --k 16 --seed 2 --output o"
     )
-    local = {**sidecar, "source_adapter": "/home/someone/runs/src"}
+    local = {**sidecar, "source_adapter": str(tmp_path / "machine" / "runs" / "src")}
     assert "--from .../runs/src " in made_by(local, metrics, "o")
 
 

@@ -108,7 +108,7 @@ def test_prompt_units_make_the_regulariser_blind_to_the_models_norm_scale():
     assert torch.allclose(terms["large", "prompt"].regularization(), prompt.regularization(), rtol=1e-3)
 
 
-def test_orthogonality_units_must_be_known(backbone):
+def test_orthogonality_units_must_be_known():
     with pytest.raises(ValueError, match="orthogonality_units"):
         TALoRAConfig(orthogonality_units="cm")
 
