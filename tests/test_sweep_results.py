@@ -171,6 +171,33 @@ def test_a_secondary_metric_is_recomputed_from_the_predictions(tmp_path):
         R.with_metric(results, "bleu")
 
 
+def _span_results(tmp_path, metric="span_f1"):
+    # a extracts each reference with one extra character (span F1 2 * 4 / (5 + 4) on every line, exact
+    # match 0); b extracts nothing (F1 0). A bootstrap of exact match would see no difference at all.
+    golds = ["世界之窗"] * 40
+    results = {"target": {}, "units": {}, "metrics": {"t": metric}, "languages": {"t": "zh"}}
+    for m, pred in (("a", "世界之窗的"), ("b", "")):
+        _unit(tmp_path / m, "t", golds, [pred] * len(golds))
+        results["target"][m] = {"t (k=16)": [8 / 9 if m == "a" else 0.0]}
+        results["units"][m] = {"t (k=16)": [m]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return R.load_results(path)
+
+
+def test_bootstrap_of_a_generated_task_resamples_its_span_f1(tmp_path):
+    c = R.compare(_span_results(tmp_path), "a", "b", draws=100)
+    assert c["interval"] == pytest.approx([8 / 9, 8 / 9])  # every line scores 8/9 against 0
+    results = _span_results(tmp_path)
+    del results["languages"]  # a results file from before languages were recorded: read off the answers
+    assert R.compare(results, "a", "b", draws=20)["interval"] == pytest.approx([8 / 9, 8 / 9])
+
+
+def test_no_interval_for_a_metric_without_a_per_line_reading(tmp_path):
+    c = R.compare(_span_results(tmp_path, metric="pearson"), "a", "b", draws=20)
+    assert "interval" not in c and c["mean_difference"] == pytest.approx(8 / 9)
+
+
 def test_bootstrap_of_equal_methods_is_zero(tmp_path):
     c = R.compare(_constructed(tmp_path, 0), "a", "b", draws=200)
     assert c["interval"] == [0.0, 0.0] and c["p"] == 1.0

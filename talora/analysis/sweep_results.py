@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..tasks.infer import guess_language
+from ..tasks.metrics import span_f1_lines
 
 DRAWS = 2000
 MDE_FACTOR = 2.8  # z(0.975) + z(0.80): two-sided 5 % test, 80 % power
@@ -225,12 +227,38 @@ def _line_records(results: dict, methods: list[str], tasks: list[str], setting: 
                     runs.append((record["golds"], record["predictions"]))
                 units[k] = runs
             per_method[m] = units
-        out[task] = {"metric": metrics.get(task, "accuracy"), "methods": per_method}
+        metric = metrics.get(task, "accuracy")
+        if metric not in CONFUSION_METRICS + LINE_MEANS:
+            return None  # e.g. pearson: no per-line reading to resample, so no interval
+        language = results.get("languages", {}).get(task) or _golds_language(per_method)
+        out[task] = {"metric": metric, "language": language, "methods": per_method}
     return out
 
 
+def _golds_language(per_method: dict) -> str:
+    """A results file written before sweeps recorded each task's language: read it off the answers."""
+    golds = next(runs[0][0] for units in per_method.values() for runs in units.values())
+    return guess_language([g if isinstance(g, str) else " ".join(map(str, g)) for g in golds])
+
+
+# Task scores the bootstrap can recompute from resampled lines: those read off a confusion matrix
+# (gold and prediction are classes), and those that are a mean of per-line scores (generated text).
+CONFUSION_METRICS = ("accuracy", "macro_f1", "matthews", "f1a")
+LINE_MEANS = ("span_f1",)
+
+
 def _encode_task(record: dict) -> tuple[dict, int]:
-    """Every unit's lines as (gold, prediction) class indices over one label set for the task."""
+    """Every unit's lines as (gold, prediction) class indices over one label set for the task, or,
+    for a mean of per-line scores, as each line's score (and size 0)."""
+    if record.get("metric") in LINE_MEANS:
+        language = record["language"]
+        return {
+            m: {
+                k: [np.asarray(span_f1_lines([str(p) for p in preds], golds, language)) for golds, preds in runs]
+                for k, runs in units.items()
+            }
+            for m, units in record["methods"].items()
+        }, 0
     labels: dict[str, int] = {}
     encoded: dict = {}
     for m, units in record["methods"].items():
@@ -269,6 +297,8 @@ def metric_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
 
 def _unit_metric(pairs: np.ndarray, weights: np.ndarray, size: int, metric: str) -> np.ndarray:
     """The metric of one unit for each row of line ``weights`` (draws x lines)."""
+    if metric in LINE_MEANS:  # ``pairs`` holds each line's score
+        return weights @ pairs / weights.sum(1)
     onehot = np.zeros((len(pairs), size * size))
     onehot[np.arange(len(pairs)), pairs[:, 0] * size + pairs[:, 1]] = 1
     return metric_from_confusion((weights @ onehot).reshape(-1, size, size), metric)

@@ -155,6 +155,7 @@ def run_sweep(
     results: dict = {"source": {}, "target": {}, "parameters": {}, "config": str(config)}
     # Which split each number comes from (and, for sources, which one chose the best state), for the table.
     results["metrics"] = {t: loaded[t].spec.metric for t in sources + sweep.targets}
+    results["languages"] = {t: loaded[t].spec.language for t in sources + sweep.targets}
     results["splits"] = {
         "source": {t: dict(zip(("selection", "report"), protocol_splits(loaded[t], first.select_on))) for t in sources},
         "target": {t: T.evaluation_split(loaded[t]) for t in sweep.targets},
