@@ -204,6 +204,9 @@ def _line_records(results: dict, methods: list[str], tasks: list[str], setting: 
     metrics = results.get("metrics", {})
     out: dict = {}
     for task in tasks:
+        metric = metrics.get(task, "accuracy")
+        if metric not in CONFUSION_METRICS + LINE_MEANS:
+            return None  # e.g. pearson: no per-line reading to resample, so no interval
         per_method = {}
         uids = None
         for m in methods:
@@ -227,9 +230,6 @@ def _line_records(results: dict, methods: list[str], tasks: list[str], setting: 
                     runs.append((record["golds"], record["predictions"]))
                 units[k] = runs
             per_method[m] = units
-        metric = metrics.get(task, "accuracy")
-        if metric not in CONFUSION_METRICS + LINE_MEANS:
-            return None  # e.g. pearson: no per-line reading to resample, so no interval
         language = results.get("languages", {}).get(task) or _golds_language(per_method)
         out[task] = {"metric": metric, "language": language, "methods": per_method}
     return out
@@ -295,12 +295,13 @@ def metric_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
     return correct / np.maximum(n, 1)
 
 
-def _unit_metric(pairs: np.ndarray, weights: np.ndarray, size: int, metric: str) -> np.ndarray:
-    """The metric of one unit for each row of line ``weights`` (draws x lines)."""
-    if metric in LINE_MEANS:  # ``pairs`` holds each line's score
-        return weights @ pairs / weights.sum(1)
-    onehot = np.zeros((len(pairs), size * size))
-    onehot[np.arange(len(pairs)), pairs[:, 0] * size + pairs[:, 1]] = 1
+def _unit_metric(lines: np.ndarray, weights: np.ndarray, size: int, metric: str) -> np.ndarray:
+    """The metric of one unit for each row of line ``weights`` (draws x lines); ``lines`` as
+    ``_encode_task`` gives them: (gold, prediction) indices, or each line's score."""
+    if metric in LINE_MEANS:
+        return weights @ lines / weights.sum(1)
+    onehot = np.zeros((len(lines), size * size))
+    onehot[np.arange(len(lines)), lines[:, 0] * size + lines[:, 1]] = 1
     return metric_from_confusion((weights @ onehot).reshape(-1, size, size), metric)
 
 
