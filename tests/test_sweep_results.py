@@ -105,6 +105,23 @@ def test_metrics_from_confusion_match_the_task_metrics():
     assert R.metric_from_confusion(confusion, "matthews") == pytest.approx(matthews(p, g, labels))
 
 
+def test_f1a_is_resampled_as_the_f1_of_the_positive_answer():
+    from talora.tasks.metrics import f1a_metrics
+
+    rng = np.random.default_rng(2)
+    # "false" comes first and is the commoner answer: macro-F1 over both answers would differ from f1a.
+    golds = ["false"] + [("true", "false", "false")[i] for i in rng.integers(0, 3, 199)]
+    preds = [g if rng.random() < 0.7 else ("true" if g == "false" else "false") for g in golds]
+    record = {"metric": "f1a", "methods": {"m": {"-": [([[g] for g in golds], preds)]}}}
+    encoded, size = R._encode_task(record)
+    (pairs,) = encoded["m"]["-"]
+    confusion = np.zeros((size, size))
+    np.add.at(confusion, (pairs[:, 0], pairs[:, 1]), 1)
+    expected = f1a_metrics(preds, golds, [str(i) for i in range(len(golds))])["f1a"]
+    assert R.metric_from_confusion(confusion, "f1a") == pytest.approx(expected)
+    assert R.metric_from_confusion(confusion, "macro_f1") != pytest.approx(expected)
+
+
 def _unit(folder, task, golds, preds):
     folder.mkdir(parents=True, exist_ok=True)
     uids = [f"{task}/{i}" for i in range(len(golds))]

@@ -245,6 +245,9 @@ def _golds_language(per_method: dict) -> str:
 # (gold and prediction are classes), and those that are a mean of per-line scores (generated text).
 CONFUSION_METRICS = ("accuracy", "macro_f1", "matthews", "f1a")
 LINE_MEANS = ("span_f1",)
+# f1a is the F1 of one answer (MultiRC's "true", as the task scorer reads it): the encoding gives that
+# answer class 0, and metric_from_confusion reads f1a off class 0 alone.
+F1A_POSITIVE = "true"
 
 
 def _encode_task(record: dict) -> tuple[dict, int]:
@@ -259,7 +262,7 @@ def _encode_task(record: dict) -> tuple[dict, int]:
             }
             for m, units in record["methods"].items()
         }, 0
-    labels: dict[str, int] = {}
+    labels: dict[str, int] = {F1A_POSITIVE: 0} if record.get("metric") == "f1a" else {}
     encoded: dict = {}
     for m, units in record["methods"].items():
         encoded[m] = {}
@@ -276,7 +279,8 @@ def _encode_task(record: dict) -> tuple[dict, int]:
 
 
 def metric_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
-    """A metric from confusion matrices (..., gold, prediction), vectorised over leading axes."""
+    """A metric from confusion matrices (..., gold, prediction), vectorised over leading axes; for
+    f1a, class 0 is the positive answer (as ``_encode_task`` encodes it)."""
     n = confusion.sum(axis=(-1, -2))
     correct = np.trace(confusion, axis1=-2, axis2=-1)
     if metric == "matthews":
@@ -289,6 +293,8 @@ def metric_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
     if metric in ("macro_f1", "f1a"):
         tp = np.diagonal(confusion, axis1=-2, axis2=-1)
         predicted, gold = confusion.sum(-2), confusion.sum(-1)
+        if metric == "f1a":
+            tp, predicted, gold = tp[..., :1], predicted[..., :1], gold[..., :1]
         present = (predicted + gold) > 0
         f1 = np.where(present, 2 * tp / np.where(present, predicted + gold, 1), 0.0)
         return f1.sum(-1) / np.maximum(present.sum(-1), 1)
