@@ -267,7 +267,21 @@ def test_chance_rows_read_every_unit(tmp_path, capsys):
     assert [(r["method"], r["seed"]) for r in rows] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     # Golds alternate x/y; a is right on 240 of 400 lines (0.6), b on 200 (0.5); both answer 200 x and
     # 200 y (the wrong answers flip the gold), so the label-blind chance is 0.5 for both.
-    assert [r["accuracy"] for r in rows] == pytest.approx([0.6, 0.6, 0.5, 0.5])
+    assert [r["score"] for r in rows] == pytest.approx([0.6, 0.6, 0.5, 0.5])
     assert all(r["label_blind"] == pytest.approx(0.5) and r["majority"] == pytest.approx(0.5) for r in rows)
     main(["analyze", "chance", str(tmp_path / "results.json")])
-    assert "| a | t1 | 16 | a-t1-s0 | 60.0 | 50.0 | +10.0 | 50.0 |" in capsys.readouterr().out
+    assert "| a | t1 | 16 | a-t1-s0 | accuracy | 60.0 | 50.0 | +10.0 | 50.0 |" in capsys.readouterr().out
+
+
+def test_chance_of_a_generated_task_is_read_in_span_f1(tmp_path):
+    # Four zh lines, two each of the references 苹果 and 香蕉. The unit answers 苹果汁 (F1 0.8 against
+    # 苹果: 2 of 3 characters, all of 2) on the 苹果 lines and 香蕉 on the others: span F1 0.9.
+    # Paired at random, each answer meets each reference half the time: (0.8 + 0 + 0 + 1) / 4 = 0.45.
+    # The best constant answer, 苹果 or 香蕉, is right on half the lines: 0.5.
+    results = {"target": {"a": {"t (k=16)": [0.9]}}, "units": {"a": {"t (k=16)": ["a-t"]}}}
+    results |= {"metrics": {"t": "span_f1"}, "languages": {"t": "zh"}}
+    _unit(tmp_path / "a-t", "t", ["苹果", "苹果", "香蕉", "香蕉"], ["苹果汁", "苹果汁", "香蕉", "香蕉"])
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (row,) = R.chance_rows(R.load_results(tmp_path / "results.json"))
+    assert row["metric"] == "span_f1"
+    assert (row["score"], row["label_blind"], row["majority"]) == pytest.approx((0.9, 0.45, 0.5))

@@ -19,6 +19,7 @@ the design can detect (two-sided 5 %, power 80 %) is 2.8 bootstrap standard erro
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import statistics
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..tasks.infer import guess_language
-from ..tasks.metrics import span_f1_lines
+from ..tasks.metrics import span_f1, span_f1_lines
 
 DRAWS = 2000
 MDE_FACTOR = 2.8  # z(0.975) + z(0.80): two-sided 5 % test, 80 % power
@@ -421,23 +422,54 @@ def label_blind_accuracy(golds: list, preds: list) -> float:
     return sum(c * pred_counts.get(a, 0) for a, c in gold_counts.items()) / (n * n)
 
 
+def _span_chance(golds: list, preds: list, language: str) -> tuple[float, float, float]:
+    """A generated task's span F1, its label-blind chance (each answer scored against a line drawn at
+    random: the mean over every answer-line pairing, as label_blind_accuracy is for classes) and its
+    best constant answer's span F1 (over every distinct answer and reference seen)."""
+    lines = [tuple(g) if isinstance(g, (list, tuple)) else (g,) for g in golds]
+    answers = {str(p): 0 for p in preds}
+    for p in preds:
+        answers[str(p)] += 1
+    distinct = {g: lines.count(g) for g in set(lines)}
+    # The answers' pairs with every reference are scored twice (chance, then constants): once is enough.
+    f1 = functools.cache(lambda answer, reference: span_f1(answer, reference, language))
+
+    def mean_f1(answer: str) -> float:
+        return sum(c * max(f1(answer, r) for r in g) for g, c in distinct.items()) / len(lines)
+
+    constants = set(answers) | {r for g in distinct for r in g}
+    score = float(np.mean(span_f1_lines([str(p) for p in preds], lines, language)))
+    blind = sum(c * mean_f1(a) for a, c in answers.items()) / len(preds)
+    return score, blind, max(mean_f1(a) for a in constants)
+
+
 def chance_rows(results: dict, setting: str = "target") -> list[dict]:
-    """One row per scored unit of a sweep (every method, zero-shot included): its accuracy on the scored
-    lines beside the label-blind chance of its own answer histogram and the majority class's score,
-    read from each unit's predictions.json (units without one are skipped)."""
+    """One row per scored unit of a sweep (every method, zero-shot included): its score on the scored
+    lines beside the label-blind chance of its own answers and the best constant answer's score,
+    read from each unit's predictions.json (units without one are skipped). The score is accuracy,
+    or span F1 for a generated task."""
     folder = Path(results.get("_folder", "."))
     rows = []
     for method in results.get(setting, {}):
         for task, by_k in _units(results, method, setting).items():
+            spans = results.get("metrics", {}).get(task) in LINE_MEANS
             for k, folders in by_k.items():
                 for seed, f in enumerate(folders):
                     path = folder / f / "predictions.json"
                     record = json.loads(path.read_text()).get(task) if path.is_file() else None
                     if record is None:
                         continue
-                    golds = [g[0] if isinstance(g, (list, tuple)) else g for g in record["golds"]]
                     preds = record["predictions"]
-                    counts = {g: golds.count(g) for g in set(golds)}
+                    if spans:
+                        language = results.get("languages", {}).get(task) or _golds_language(
+                            {"m": {"-": [(record["golds"], preds)]}}
+                        )
+                        score, blind, majority = _span_chance(record["golds"], preds, language)
+                    else:
+                        golds = [g[0] if isinstance(g, (list, tuple)) else g for g in record["golds"]]
+                        counts = {g: golds.count(g) for g in set(golds)}
+                        score = sum(g == p for g, p in zip(golds, preds)) / len(golds)
+                        blind, majority = label_blind_accuracy(golds, preds), max(counts.values()) / len(golds)
                     rows.append(
                         {
                             "method": method,
@@ -445,10 +477,11 @@ def chance_rows(results: dict, setting: str = "target") -> list[dict]:
                             "k": k,
                             "unit": f,
                             "seed": None if k == "-" else seed,
-                            "lines": len(golds),
-                            "accuracy": sum(g == p for g, p in zip(golds, preds)) / len(golds),
-                            "label_blind": label_blind_accuracy(golds, preds),
-                            "majority": max(counts.values()) / len(golds),
+                            "lines": len(preds),
+                            "metric": "span_f1" if spans else "accuracy",
+                            "score": score,
+                            "label_blind": blind,
+                            "majority": majority,
                         }
                     )
     return rows
@@ -456,18 +489,19 @@ def chance_rows(results: dict, setting: str = "target") -> list[dict]:
 
 def format_chance(rows: list[dict]) -> str:
     lines = [
-        "| method | task | k | unit | accuracy | label-blind chance | accuracy - chance | majority |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | task | k | unit | metric | score | label-blind chance | score - chance | majority |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['task']} | {r['k']} | {r['unit']} | {100 * r['accuracy']:.1f} | "
-            f"{100 * r['label_blind']:.1f} | {100 * (r['accuracy'] - r['label_blind']):+.1f} | "
+            f"| {r['method']} | {r['task']} | {r['k']} | {r['unit']} | {r['metric']} | {100 * r['score']:.1f} | "
+            f"{100 * r['label_blind']:.1f} | {100 * (r['score'] - r['label_blind']):+.1f} | "
             f"{100 * r['majority']:.1f} |"
         )
     lines.append(
-        "\naccuracy on each unit's scored lines; label-blind chance: the expected accuracy of answers drawn "
-        "from the unit's own answer histogram without reading the input; majority: the best constant answer"
+        "\nscore on each unit's scored lines (accuracy; span F1 for a generated task); label-blind chance: "
+        "the expected score of the unit's own answers, each paired with a line drawn at random; "
+        "majority: the best constant answer"
     )
     return "\n".join(lines)
 

@@ -67,7 +67,8 @@ def add_analyze(sub) -> None:
     ch = command(
         analyses,
         "chance",
-        help="each unit's accuracy beside the label-blind chance of its own answers and the majority class",
+        help="each unit's accuracy (span F1 for a generated task) beside the label-blind chance of its own "
+        "answers and the best constant answer",
     )
     ch.add_argument("results", help="a sweep's results-<name>.json")
     ch.add_argument("--setting", choices=("target", "source"), default="target", help="unseen task (target) or data")
