@@ -129,6 +129,14 @@ def test_one_token_candidates_that_share_a_token_and_empty_ones():
     assert all(s[1] == 0 for s in got)
 
 
+def test_label_words_sharing_their_first_tokens_share_a_feed():
+    # WORDS less their last tokens: (40, 41, 45) holds (40,), so (40, 41) reads its row; (40, 42) stands
+    # alone; (44,) needs no second pass. Two feeds, where one per candidate would be four.
+    feeds, home = predict_mod._continuations([WORDS, ((7,), (8, 9))])
+    assert feeds == [(0, (40, 41, 45)), (0, (40, 42)), (1, (8,))]
+    assert home == [0, 1, -1, 0, -1, 2]
+
+
 @pytest.mark.parametrize("kind", ["talora", "attempt"])
 def test_predict_and_evaluate_are_unchanged_on_a_mixed_batch(monkeypatch, kind):
     backbone = make_backbone("llama")

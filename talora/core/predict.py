@@ -201,7 +201,8 @@ def _score_after_prompt(
 ) -> list[torch.Tensor]:
     """Summed log-probabilities of each example's candidates: one forward of the left-padded prompts
     fills the key/value cache and scores every candidate's first token; one more forward, with the
-    cache's rows repeated per candidate, scores the remaining tokens of all candidates at once.
+    cache's rows repeated per continuation (``_continuations``), scores the remaining tokens of all
+    candidates at once.
 
     The method's prompts are computed once, from the prompts alone (ATTEMPT pools the input, never a
     candidate). Input-level prefixes are in the cache; deep prompts are not (the gated term reads them
@@ -241,23 +242,18 @@ def _score_after_prompt(
     per_row = torch.zeros(len(flat))
     started = [r for r, c in enumerate(flat) if c]  # an empty candidate scores 0, as a sum over no tokens
     per_row[started] = first[owner[started], [flat[r][0] for r in started]]
-    rest = max((len(c) for c in flat), default=1) - 1
-    if rest > 0:
-        # Each row feeds its candidate less the last token (whose prediction is the last one scored),
-        # right-padded; padding is masked and, coming after every real token, seen by none of them.
-        cont = torch.full((len(flat), rest), pad, dtype=torch.long)
-        cont_mask = torch.zeros((len(flat), rest), dtype=torch.long)
-        rows, cols, targets = [], [], []
-        for r, c in enumerate(flat):
-            if len(c) > 1:
-                cont[r, : len(c) - 1] = torch.tensor(c[:-1])
-                cont_mask[r, : len(c) - 1] = 1
-                rows += [r] * (len(c) - 1)
-                cols += range(len(c) - 1)
-                targets += c[1:]
-        # Candidate counts differ between examples, so rows are picked by index (batch_repeat_interleave
-        # repeats every row equally often).
-        on = owner.to(dev)
+    feeds, home = _continuations(candidates)
+    if feeds:
+        # Each feed is right-padded; padding is masked and, coming after every real token, seen by none of them.
+        rest = max(len(f) for _, f in feeds)
+        cont = torch.full((len(feeds), rest), pad, dtype=torch.long)
+        cont_mask = torch.zeros((len(feeds), rest), dtype=torch.long)
+        for r, (_, fed) in enumerate(feeds):
+            cont[r, : len(fed)] = torch.tensor(fed)
+            cont_mask[r, : len(fed)] = 1
+        # Feeds per example differ in number, so the cache's rows are picked by index
+        # (batch_repeat_interleave repeats every row equally often).
+        on = torch.tensor([i for i, _ in feeds], device=dev)
         cache.reorder_cache(on)
         with compute_precision(backbone):
             hidden = decoder(
@@ -268,15 +264,45 @@ def _score_after_prompt(
                 use_cache=True,
                 talora_prompts=_prompt_rows(prompts.layer_prompts, on),
             ).last_hidden_state
-        rows_t = torch.tensor(rows, dtype=torch.long)
-        picked = hidden[rows_t.to(dev), torch.tensor(cols, device=dev)]
+        # Only the positions some candidate reads go through the (vocabulary-wide) output head, each once.
+        read = sorted({(home[r], j) for r, c in enumerate(flat) if len(c) > 1 for j in range(len(c) - 1)})
+        at = {pos: n for n, pos in enumerate(read)}
+        picked = hidden[torch.tensor([f for f, _ in read], device=dev), torch.tensor([j for _, j in read], device=dev)]
         logprobs = F.linear(picked, weight, bias).float().log_softmax(-1).cpu()
-        per_row.index_add_(0, rows_t, logprobs.gather(1, torch.tensor(targets)[:, None])[:, 0])
+        rows, index, targets = [], [], []
+        for r, c in enumerate(flat):
+            for j in range(len(c) - 1):
+                rows.append(r)
+                index.append(at[home[r], j])
+                targets.append(c[j + 1])
+        per_row.index_add_(0, torch.tensor(rows), logprobs[torch.tensor(index), torch.tensor(targets)])
     out, start = [], 0
     for cs in candidates:
         out.append(per_row[start : start + len(cs)])
         start += len(cs)
     return out
+
+
+def _continuations(
+    candidates: list[tuple[tuple[int, ...], ...]],
+) -> tuple[list[tuple[int, tuple[int, ...]]], list[int]]:
+    """What the second forward feeds after each prompt: per example, its candidates less their last token
+    (whose prediction is the last one scored), one feed for every such sequence that is not the start of
+    a longer one (label words sharing their first tokens share a feed). Returns the feeds as
+    (example, tokens) and, per flattened candidate, the index of the feed it reads (-1 for none)."""
+    feeds: list[tuple[int, tuple[int, ...]]] = []
+    home: list[int] = []
+    for i, cs in enumerate(candidates):
+        mine: dict[tuple[int, ...], int] = {}
+        for fed in sorted({tuple(c[:-1]) for c in cs if len(c) > 1}, key=len, reverse=True):
+            longer = next((f for f in mine if f[: len(fed)] == fed), None)
+            if longer is None:
+                feeds.append((i, fed))
+                mine[fed] = len(feeds) - 1
+            else:
+                mine[fed] = mine[longer]
+        home += [mine[tuple(c[:-1])] if len(c) > 1 else -1 for c in cs]
+    return feeds, home
 
 
 @torch.no_grad()
