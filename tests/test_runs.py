@@ -1,6 +1,8 @@
-"""The run manifest: a re-run of a sweep skips finished, intact units and redoes damaged ones."""
+"""The run manifest: a re-run of a sweep skips finished, intact units and redoes damaged ones, and
+processes sharing a sweep never run one unit twice."""
 
 import json
+import threading
 
 import pytest
 import yaml
@@ -58,6 +60,98 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(tmp_path, tiny_demo,
     assert "11 units, 10 finished, 1 to run" in printed and "talora-tweet_emotion-k2-s1" in printed
     third = sweep.run_sweep(tiny_demo, out)
     assert calls == ["transfer"] and third["target"] == first["target"]  # same seed, same result
+
+
+def test_a_unit_another_process_runs_is_skipped_or_waited_for(tmp_path):
+    from talora.recipes.runs import RunManifest, _claim
+
+    unit = tmp_path / "u"
+    held, recorded = threading.Event(), threading.Event()
+
+    def other_process():
+        with _claim(unit, wait=True):  # a lock on the folder: a second open of it conflicts, as in another process
+            held.set()
+            recorded.wait(10)
+            (unit / "predictions.json").write_text("theirs")
+            RunManifest(tmp_path).record("u", unit, {"score": 1})
+
+    other = threading.Thread(target=other_process)
+    other.start()
+    held.wait(10)
+    manifest = RunManifest(tmp_path)
+    assert manifest.run("u", unit, lambda: pytest.fail("ran a unit another process holds"), wait=False) is None
+    recorded.set()
+    # Waiting, it gets the other's record once that process lets go, and runs nothing itself.
+    assert manifest.run("u", unit, lambda: pytest.fail("ran a unit another process finished")) == {"score": 1}
+    other.join()
+
+
+def test_a_unit_held_elsewhere_runs_last_and_the_table_keeps_its_order(tmp_path, tiny_demo, monkeypatch):
+    from talora.recipes.runs import _claim
+
+    reference = sweep.run_sweep(tiny_demo, tmp_path / "alone")
+    out = tmp_path / "shared"
+    held_unit = out / "pt-tweet_emotion-k2-s0"
+    others_done, held = threading.Event(), threading.Event()
+    ran = []
+    real_transfer = sweep.run_transfer
+
+    def transfer(*args, **kwargs):
+        ran.append(args[4].name)  # (source, task, k, seed, output)
+        if len(ran) == 5:  # every unit but the held one: let go of it, unrun
+            others_done.set()
+        return real_transfer(*args, **kwargs)
+
+    def other_process():
+        with _claim(held_unit, wait=True):
+            held.set()
+            others_done.wait(60)
+
+    monkeypatch.setattr(sweep, "run_transfer", transfer)
+    other = threading.Thread(target=other_process)
+    other.start()
+    held.wait(10)
+    shared = sweep.run_sweep(tiny_demo, out)
+    other.join()
+    assert ran[-1] == held_unit.name and len(ran) == 6
+    assert shared["target"] == reference["target"] and shared["units"] == reference["units"]
+
+
+# Runs the sweep CLI with every unit it runs (zero-shot, source training, transfer) noted in a shared file.
+_NOTING_SWEEP = """
+import sys
+from talora.recipes import sweep
+from talora.cli import main
+
+def noting(real, name_of):
+    def run(*args, **kwargs):
+        with open(sys.argv[1], "a") as log:
+            log.write(name_of(args) + "\\n")
+        return real(*args, **kwargs)
+    return run
+
+sweep.run_transfer = noting(sweep.run_transfer, lambda a: a[4].name)
+sweep.run_train = noting(sweep.run_train, lambda a: "train " + a[0].method)
+sweep.zero_shot = noting(sweep.zero_shot, lambda a: "zero-shot " + a[1])
+sys.exit(main(["sweep", "--quiet", "--config", sys.argv[2], "--output", sys.argv[3]]))
+"""
+
+
+def test_two_processes_on_one_sweep_run_each_unit_once(tmp_path, tiny_demo):
+    import subprocess
+    import sys
+
+    ran = tmp_path / "ran.txt"
+    command = [sys.executable, "-c", _NOTING_SWEEP, str(ran), str(tiny_demo), str(tmp_path / "out")]
+    both = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in both:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-2000:]
+    units = ran.read_text().split("\n")[:-1]
+    # 3 zero-shot units (2 sources, 1 target), 2 source trainings, 3 methods x 2 seeds of transfer
+    assert len(units) == len(set(units)) == 3 + 2 + 6
+    results = json.loads((tmp_path / "out" / "results-sweep.json").read_text())
+    assert all(len(results["target"][m]["tweet_emotion (k=2)"]) == 2 for m in ("talora", "pt", "pt_scratch"))
 
 
 def test_sweep_config_errors_name_the_key(tmp_path):

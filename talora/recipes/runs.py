@@ -8,16 +8,20 @@ records the files it has (a zero-shot unit has predictions only; a sweep may dro
 units' adapters), and the folder it names is relative to the manifest's, so a sweep folder can
 be moved or committed as a whole. Sweeps started on one folder
 (TA-LoRA's tables share their sources) share the manifest: each record merges with the file
-under a lock instead of overwriting it. Two processes never run the same unit on purpose; if
-they do, the later record wins and both describe identical files.
+under a lock instead of overwriting it. A process running a unit holds a lock on the unit's
+folder (released when it ends, however it ends), so several processes can work through one
+sweep together: each runs the units no other is running, and one that needs a unit another is
+running waits for it and reads its record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..adapters.files import SIDECAR, TENSORS
@@ -76,11 +80,42 @@ class RunManifest:
                 atomic_write(self.path, json.dumps(self.units, indent=1).encode())
         w.barrier()
 
-    def run(self, unit: str, output: Path, work: Callable[[], dict]) -> dict:
-        """The stored summary of a finished, intact unit; otherwise run ``work`` and record it."""
+    def run(self, unit: str, output: Path, work: Callable[[], dict], wait: bool = True) -> dict | None:
+        """The stored summary of a finished, intact unit; otherwise run ``work`` and record it. When
+        another process is running the unit: with ``wait``, its summary once it has finished; without,
+        None at once."""
         done = self.finished(unit, output)
         if done is not None:
             return done
-        summary = work()
-        self.record(unit, output, summary)
-        return summary
+        with _claim(Path(output), wait) as mine:
+            if not mine:
+                return None
+            if self.path.is_file() and not world().parallel:  # the process waited for may have recorded it
+                self.units = json.loads(self.path.read_text())
+            done = self.finished(unit, output)
+            if done is not None:
+                return done
+            summary = work()
+            self.record(unit, output, summary)
+            return summary
+
+
+@contextlib.contextmanager
+def _claim(folder: Path, wait: bool) -> Iterator[bool]:
+    """Whether this process holds the unit's folder (an advisory lock on the folder itself: no file is
+    left behind, and the lock ends with the process). The ranks of a data-parallel launch run every
+    unit together, so they do not claim."""
+    if world().parallel:
+        yield True
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            mine = True
+        except BlockingIOError:
+            mine = False
+        yield mine
+    finally:
+        os.close(fd)

@@ -161,82 +161,118 @@ def run_sweep(
         "target": {t: T.evaluation_split(loaded[t]) for t in sweep.targets},
         "shots": first.shots,
     }
-    if sweep.zero_shot:
+    warned: set[str] = set()
+    cells: dict[tuple, tuple[Path, dict]] = {}  # (label, task, k, seed) -> a finished transfer unit
+
+    def frozen(role: str, task: str, wait: bool) -> bool:
         # One unit per task (keyed by what decides its score): a resumed sweep, or another sweep over
         # some of the same tasks in the same folder, does not redo it.
-        scores: dict[str, dict[str, float]] = {"source": {}, "target": {}}
-        for role, names in (("source", sources), ("target", sweep.targets)):
-            for task in names:
-                unit, folder = zero_shot_unit(first, role, task, output)
+        unit, folder = zero_shot_unit(first, role, task, output)
 
-                def frozen_model(task=task, role=role, folder=folder) -> dict:
-                    backbone = _backbone(loader, first)
-                    return zero_shot(first, task, backbone, folder, sources=role == "source")
+        def frozen_model() -> dict:
+            return zero_shot(first, task, _backbone(loader, first), folder, sources=role == "source")
 
-                record = manifest.run(unit, folder, frozen_model)
-                _add_time(results, record)
-                scores[role][task] = record["score"]
-                results.setdefault("scored", {}).setdefault("zero_shot", {})[f"{role} {task}"] = _brief(record)
-        if sources:
-            results["source"]["zero_shot"] = scores["source"]
+        record = manifest.run(unit, folder, frozen_model, wait)
+        if record is None:
+            return False
+        _add_time(results, record)
         # One score per task, never one per k and seed: a deterministic row is not replicated.
-        results["target"]["zero_shot"] = dict(scores["target"])
+        results[role].setdefault("zero_shot", {})[task] = record["score"]
+        results.setdefault("scored", {}).setdefault("zero_shot", {})[f"{role} {task}"] = _brief(record)
         results["parameters"]["zero_shot"] = {"shared": 0, "per_task": 0}
-    warned: set[str] = set()
-    _warn(results, warned)  # the zero-shot units scored every task's lines: cut prompts show already
-    units = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
-    with progress(total=units, desc="sweep", leave=True) as bar:
-        for label, (cfg, scratch) in runs.items():
-            name, folder = source_unit(cfg, label, output)
-            if scratch:
-                summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
-            else:
-                summary = manifest.run(name, folder, train_unit(loader, cfg, folder))
-                _add_time(results, summary)
-                results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
-                results.setdefault("scored", {})[label] = {
-                    f"source {t}": _brief({"scored": c, "metric": summary["headline"][t]})
-                    for t, c in summary.get("scored", {}).items()
-                }
-                results.setdefault("units", {}).setdefault(label, {})["source"] = str(folder.relative_to(output))
-            results["parameters"][label] = dict(summary["trainable_parameters"])
+        _warn(results, warned)  # the zero-shot units score every task's lines: cut prompts show early
+        return True
+
+    def source(label: str, wait: bool) -> bool:
+        cfg, scratch = runs[label]
+        name, folder = source_unit(cfg, label, output)
+        if scratch:
+            summary = {"trainable_parameters": {"shared": 0, "per_task": 0}}
+        else:
+            summary = manifest.run(name, folder, train_unit(loader, cfg, folder), wait)
+            if summary is None:
+                return False
+            _add_time(results, summary)
+            results["source"][label] = {t: m[summary["headline"][t]] for t, m in summary["metrics"].items()}
+            results.setdefault("scored", {})[label] = {
+                f"source {t}": _brief({"scored": c, "metric": summary["headline"][t]})
+                for t, c in summary.get("scored", {}).items()
+            }
+            results.setdefault("units", {}).setdefault(label, {})["source"] = str(folder.relative_to(output))
+        results["parameters"][label] = dict(summary["trainable_parameters"])
+        return True
+
+    def transfer(label: str, task: str, k, seed: int, wait: bool) -> bool:
+        cfg, scratch = runs[label]
+        name, out = transfer_unit(cfg, scratch, label, task, k, seed, output)
+        source = None if scratch else source_unit(cfg, label, output)[1]
+        # This sweep's transfer settings, not those saved with a source run another sweep trained.
+        unit = _unit(
+            loader, cfg, run_transfer, source, task, k, seed, out, config=cfg, train_cfg=cfg.transfer, shots=cfg.shots
+        )
+        res = manifest.run(name, out, unit, wait)
+        if res is None:
+            return False
+        _add_time(results, res)
+        if not sweep.target_adapters and (out / TENSORS).is_file():
+            (out / TENSORS).unlink()
+            manifest.record(name, out, res)
+        cells[label, task, k, seed] = (out, res)
+        results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
+        _tabulate(results, cells, runs, sweep, output)
+        return True
+
+    # Units run in the config's order, but one that another process is running (it holds the unit's
+    # folder) goes to the back of the queue; when every unit left is held elsewhere, this process waits
+    # for the first of them. So several processes started on one sweep share its units, and each ends
+    # with the whole table. A method's transfers join the queue once its source training is done.
+    run_job = {"zero_shot": frozen, "source": source, "transfer": transfer}
+    queue: list[tuple] = []
+    if sweep.zero_shot:
+        queue += [
+            ("zero_shot", role, t) for role, names in (("source", sources), ("target", sweep.targets)) for t in names
+        ]
+    queue += [("source", label) for label in runs]
+    held = 0  # jobs in a row found held by another process
+    total = len(runs) * (1 + len(sweep.targets) * len(sweep.ks) * len(sweep.seeds))
+    with progress(total=total, desc="sweep", leave=True) as bar:
+        while queue:
+            kind, *args = job = queue.pop(0)
+            if not run_job[kind](*args, wait=held > len(queue)):
+                queue.append(job)
+                held += 1
+                continue
+            held = 0
+            if kind == "zero_shot":
+                continue
             bar.update()
             write_results(results, output, config, t0)
-            for task in sweep.targets:
-                for k in sweep.ks:
-                    for seed in sweep.seeds:
-                        name, out = transfer_unit(cfg, scratch, label, task, k, seed, output)
-                        source = None if scratch else folder
-                        # This sweep's transfer settings, not those saved with a source run another sweep trained.
-                        unit = _unit(
-                            loader,
-                            cfg,
-                            run_transfer,
-                            source,
-                            task,
-                            k,
-                            seed,
-                            out,
-                            config=cfg,
-                            train_cfg=cfg.transfer,
-                            shots=cfg.shots,
-                        )
-                        res = manifest.run(name, out, unit)
-                        _add_time(results, res)
-                        if not sweep.target_adapters and (out / TENSORS).is_file():
-                            (out / TENSORS).unlink()
-                            manifest.record(name, out, res)
-                        row = f"{task} (k={k})"
-                        results["target"].setdefault(label, {}).setdefault(row, []).append(res["score"])
-                        for key, value in (("units", str(out.relative_to(output))), ("scored", _brief(res))):
-                            results.setdefault(key, {}).setdefault(label, {}).setdefault(row, []).append(value)
-                        results["parameters"][label]["target"] = res["trainable_parameters"]["per_task"]
-                        bar.update()
-                        write_results(results, output, config, t0)
+            if kind == "source":
+                label = args[0]
+                queue[:0] = [
+                    ("transfer", label, t, k, seed) for t in sweep.targets for k in sweep.ks for seed in sweep.seeds
+                ]
     results["comparisons"] = comparisons(results, output)
     write_results(results, output, config, t0)
     _warn(results, warned)
     return results
+
+
+def _tabulate(results: dict, cells: dict, runs: dict, sweep: SweepConfig, output: Path) -> None:
+    """The target rows from the finished transfer units, in the config's order of tasks, k and seeds
+    (units may finish in any order when processes share a sweep)."""
+    for label in runs:
+        for task in sweep.targets:
+            for k in sweep.ks:
+                done = [cells[label, task, k, seed] for seed in sweep.seeds if (label, task, k, seed) in cells]
+                if not done:
+                    continue
+                row = f"{task} (k={k})"
+                results["target"].setdefault(label, {})[row] = [res["score"] for _, res in done]
+                results.setdefault("units", {}).setdefault(label, {})[row] = [
+                    str(o.relative_to(output)) for o, _ in done
+                ]
+                results.setdefault("scored", {}).setdefault(label, {})[row] = [_brief(res) for _, res in done]
 
 
 # Unit names and folders. A name hashes what decides the unit's result (an edited config never
