@@ -372,8 +372,14 @@ def _backbone(loader: BackboneLoader, cfg: RunConfig) -> Backbone:
 def train_unit(loader: BackboneLoader, cfg: RunConfig, folder: Path):
     """A method's source training as a unit. When an interrupted run of the same training left its
     folder (same config but the transfer block), it resumes from that run's finished stage 1 and last
-    checkpoint instead of starting over: a source training longer than a session still finishes."""
-    return _unit(loader, cfg, run_train, cfg, folder, resume=_same_training(Path(folder), cfg))
+    checkpoint instead of starting over: a source training longer than a session still finishes.
+    Whether to resume is read when the unit starts: a process sharing the sweep may have begun it
+    and stopped meanwhile."""
+
+    def run() -> dict:
+        return _unit(loader, cfg, run_train, cfg, folder, resume=_same_training(Path(folder), cfg))()
+
+    return run
 
 
 def _same_training(folder: Path, cfg: RunConfig) -> bool:
