@@ -23,6 +23,7 @@ import functools
 import json
 import re
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -427,10 +428,7 @@ def _span_chance(golds: list, preds: list, language: str) -> tuple[float, float,
     random: the mean over every answer-line pairing, as label_blind_accuracy is for classes) and its
     best constant answer's span F1 (over every distinct answer and reference seen)."""
     lines = [tuple(g) if isinstance(g, (list, tuple)) else (g,) for g in golds]
-    answers = {str(p): 0 for p in preds}
-    for p in preds:
-        answers[str(p)] += 1
-    distinct = {g: lines.count(g) for g in set(lines)}
+    answers, distinct = Counter(str(p) for p in preds), Counter(lines)
     # The answers' pairs with every reference are scored twice (chance, then constants): once is enough.
     f1 = functools.cache(lambda answer, reference: span_f1(answer, reference, language))
 
